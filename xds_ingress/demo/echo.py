@@ -1,0 +1,115 @@
+"""Echo HTTP backends for tests and demos (stdlib + aiohttp only).
+
+Run as ``python -m xds_ingress.demo.echo --name a --name b``. Each name gets its own listening
+socket on an OS-chosen port (or ``--port`` for the first name). When a backend
+listens, one JSON line ``{"name": ..., "port": ...}`` is printed to stdout.
+
+Every request is answered with status 200 and a JSON body::
+
+    {"backend", "method", "path" (raw request target, as received), "host",
+     "headers" (lowercased name -> value, repeats joined by ", "),
+     "header_list" ([name, value] pairs in order), "body_len"}
+
+and a response header ``x-backend: NAME``. ``/status/NNN`` answers with status NNN,
+``/delay/MS`` waits MS milliseconds (at most 30000) first. SIGTERM/SIGINT stop it
+cleanly; ``--exit-on-stdin-close`` also stops it when its parent goes away.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import signal
+import sys
+
+from aiohttp import web
+
+MAX_DELAY_MS = 30_000
+_STATUS = re.compile(r"^/status/(\d{3})(?:[/?#]|$)")
+_DELAY = re.compile(r"^/delay/(\d{1,9})(?:[/?#]|$)")
+_NO_BODY = frozenset({204, 304})
+
+
+def make_handler(name: str):  # type: ignore[no-untyped-def]
+    """Return the aiohttp low-level request handler for backend `name`."""
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        raw = request.raw_path
+        body = await request.read()
+        status = 200
+        if m := _STATUS.match(raw):
+            status = int(m.group(1))
+            if not 200 <= status <= 599:
+                status = 400
+        elif m := _DELAY.match(raw):
+            await asyncio.sleep(min(int(m.group(1)), MAX_DELAY_MS) / 1000)
+        headers: dict[str, str] = {}
+        for key, value in request.headers.items():
+            k = key.lower()
+            headers[k] = f"{headers[k]}, {value}" if k in headers else value
+        payload = {
+            "backend": name,
+            "method": request.method,
+            "path": raw,
+            "host": request.headers.get("Host", ""),
+            "headers": headers,
+            "header_list": [[k, v] for k, v in request.headers.items()],
+            "body_len": len(body),
+        }
+        resp_headers = {"x-backend": name}
+        if status in _NO_BODY or request.method == "HEAD":
+            return web.Response(status=status, headers=resp_headers)
+        return web.Response(
+            status=status,
+            headers=resp_headers,
+            body=json.dumps(payload).encode(),
+            content_type="application/json",
+        )
+
+    return handle
+
+
+async def serve(names: list[str], host: str, port: int, exit_on_stdin_close: bool) -> None:
+    """Serve every backend until SIGTERM/SIGINT (or stdin closes, if asked)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if exit_on_stdin_close:
+        loop.add_reader(sys.stdin.fileno(), lambda: sys.stdin.buffer.read1(4096) or stop.set())
+    runners: list[web.ServerRunner] = []
+    try:
+        for i, name in enumerate(names):
+            runner = web.ServerRunner(
+                web.Server(make_handler(name)), handle_signals=False, access_log=None
+            )
+            await runner.setup()
+            runners.append(runner)
+            site = web.TCPSite(runner, host, port if i == 0 else 0, reuse_address=True)
+            await site.start()
+            bound = runner.addresses[0][1]
+            print(json.dumps({"name": name, "port": bound}), flush=True)
+        await stop.wait()
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and serve."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", action="append", required=True, help="backend name (repeatable)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="port of the first backend (0: OS picks)")
+    parser.add_argument("--exit-on-stdin-close", action="store_true")
+    args = parser.parse_args(argv)
+    if len(set(args.name)) != len(args.name):
+        parser.error("backend names must be distinct")
+    asyncio.run(serve(args.name, args.host, args.port, args.exit_on_stdin_close))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

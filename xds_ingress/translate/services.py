@@ -1,0 +1,54 @@
+"""Backends: an Ingress backend to a cluster, a Service's EndpointSlices to its endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from xds_ingress import ir
+from xds_ingress.model import EndpointSlice, Service, ServicePort
+
+CLUSTER_NAME_SEPARATOR = "/"
+
+
+def cluster_name(namespace: str, service: str, port: int) -> str:
+    """Stable cluster name: namespace/service/port (the Service port, not the pod's)."""
+    return f"{namespace}/{service}/{port}"
+
+
+def cluster_for(service: Service, port: ServicePort) -> ir.Cluster:
+    meta = service.meta
+    return ir.Cluster(
+        name=cluster_name(meta.namespace, meta.name, port.port),
+        service=ir.Source(kind="Service", namespace=meta.namespace, name=meta.name),
+        port=port.port,
+        port_name=port.name,
+    )
+
+
+def load_assignment(name: str, port: ServicePort, slices: Iterable[EndpointSlice]) -> ir.ClusterLoadAssignment:
+    """The endpoints of one Service port, from all of the Service's EndpointSlices.
+
+    The slice port is found by the Service port's name (the EndpointSlice contract); each
+    slice may carry its own target port number (during a rollout that changes it). Ready
+    endpoints receive traffic. As kube-proxy does, endpoints that are terminating but still
+    serving are used only when the Service has no ready endpoint at all, so that a rollout
+    to zero ready pods drains instead of failing.
+    """
+    ready: set[ir.LbEndpoint] = set()
+    fallback: set[ir.LbEndpoint] = set()
+    for sl in slices:
+        target = None
+        for sp in sl.ports:
+            if sp.name == port.name and sp.port is not None:
+                target = sp.port
+                break
+        if target is None:
+            continue
+        for ep in sl.endpoints:
+            lb = ir.LbEndpoint(address=ep.addresses[0], port=target)
+            if ep.ready:
+                ready.add(lb)
+            elif ep.serving and ep.terminating:
+                fallback.add(lb)
+    chosen = ready or fallback
+    return ir.ClusterLoadAssignment(cluster_name=name, endpoints=tuple(sorted(chosen)))
