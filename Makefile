@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m xds.demo
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m xds_ingress.demo
 
 test: $(STAMP)
 	$(BIN)/lint-imports --no-cache

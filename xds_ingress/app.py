@@ -64,6 +64,7 @@ class Controller:
         self.last: Translation | None = None
         self.diagnostics: tuple[Diagnostic, ...] = ()
         self.translations = 0
+        self.translated_generation = -1  # the store generation the current snapshot was made from
         self.last_duration = 0.0
         self.ready = asyncio.Event()
         self._changed = asyncio.Event()
@@ -77,11 +78,13 @@ class Controller:
     def rebuild(self) -> bool:
         """Translate everything and publish the result. Returns True when the snapshot changed."""
         start = time.perf_counter()
+        generation = self.store.generation
         self.store.take_changes()
         t = translate(self.store.objects(), self.settings)
         resources = envoy.build(t.ir)
         changed = self.cache.set_resources(resources, envoy.route_clusters(resources))
         self.last = t
+        self.translated_generation = generation
         self.translations += 1
         self.last_duration = time.perf_counter() - start
         self._report(tuple(sorted(set(self.store.diagnostics()) | set(t.diagnostics))))

@@ -8,6 +8,7 @@ picked up well within a second. Only the files that changed are read again.
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import structlog
@@ -28,9 +29,14 @@ class FileSource:
         self.interval = interval
         self.synced = asyncio.Event()
         self._files: dict[Path, tuple[Signature, list[Document], list[Diagnostic]]] = {}
+        self._lock = threading.Lock()
 
     def scan(self) -> int:
         """Read what changed since the last scan into the store. Returns the number of object changes."""
+        with self._lock:
+            return self._scan()
+
+    def _scan(self) -> int:
         current = manifest_files(self.paths)
         seen: set[Path] = set()
         dirty = False
