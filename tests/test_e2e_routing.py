@@ -241,3 +241,11 @@ def test_nack_keeps_last_good_config(edge: Edge) -> None:
     edge.cp.wait_synced()
     assert cds_state()[0][0] == "SYNCED"
     assert edge.get("nack.example.com", "/") == (200, "a")
+
+
+def test_ipv6_endpoints(edge: Edge) -> None:
+    with Backends(["v6"], host="::1") as v6:
+        edge.apply([k8s.service("six"),
+                    k8s.endpoint_slice("six-1", "six", v6.port("v6"), ["::1"], address_type="IPv6"),
+                    k8s.ingress("six", k8s.rule("six.example.com", k8s.path("/", "six")))])
+        assert edge.get("six.example.com", "/") == (200, "v6")
