@@ -456,7 +456,8 @@ def _parse_backend(ctx: _Ctx, raw: Any, path: str) -> IngressBackend | None:
         name = res.get("name") if isinstance(res.get("name"), str) else "?"
         return IngressBackend(field=path, resource=f"{kind}/{name}")
     if svc is None:
-        ctx.error(path, "InvalidBackend", f"{path} needs a service (name and port).")
+        if raw.get("service") is None and raw.get("resource") is None:  # else: wrong type, already reported
+            ctx.error(path, "InvalidBackend", f"{path} needs a service (name and port).")
         return None
     name = ctx.string(svc, "name", f"{path}.service.name", required=True)
     if name is None:
@@ -475,8 +476,9 @@ def _parse_backend(ctx: _Ctx, raw: Any, path: str) -> IngressBackend | None:
                   f"{path}.service.port sets both number and name; set one.")
         return None
     if number is None and pname is None:
-        ctx.error(f"{path}.service.port", "InvalidBackend",
-                  f"{path}.service.port needs a number (1-65535) or a name.")
+        if port.get("number") is None and port.get("name") is None:  # else: wrong type, already reported
+            ctx.error(f"{path}.service.port", "InvalidBackend",
+                      f"{path}.service.port needs a number (1-65535) or a name.")
         return None
     if number is not None and not 1 <= number <= 65535:
         ctx.error(f"{path}.service.port.number", "InvalidPort",
@@ -566,6 +568,8 @@ def _parse_tls(ctx: _Ctx, raw: Any, path: str) -> IngressTLS | None:
             continue
         hosts.append(h)
     secret = ctx.string(raw, "secretName", f"{path}.secretName")
+    if secret is None and raw.get("secretName") is not None:
+        return None  # wrong type, already reported
     if secret is not None and (len(secret) > 253 or not _DNS1123_SUBDOMAIN_RE.match(secret)):
         ctx.error(f"{path}.secretName", "InvalidName",
                   f"{path}.secretName {_short(secret)} is not a valid Secret name.")
@@ -624,10 +628,13 @@ def _parse_service(ctx: _Ctx, raw: dict, meta: ObjectMeta) -> Service | None:
     stype = ctx.string(spec, "type", "spec.type") or "ClusterIP"
     cluster_ip = ctx.string(spec, "clusterIP", "spec.clusterIP")
     external_name = ctx.string(spec, "externalName", "spec.externalName")
-    ports = ctx.each(ctx.array(spec, "ports", "spec.ports"), "spec.ports", _parse_service_port)
     seen: set[int] = set()
     unique = []
-    for i, p in enumerate(ports):
+    # Index the raw list, so that a port dropped before a duplicate does not shift the reported field.
+    for i, item in enumerate(ctx.array(spec, "ports", "spec.ports") or ()):
+        p = _parse_service_port(ctx, item, f"spec.ports[{i}]")
+        if p is None:
+            continue
         if p.port in seen:
             ctx.error(f"spec.ports[{i}].port", "DuplicatePort", f"port {p.port} is listed twice; the first is used.")
             continue

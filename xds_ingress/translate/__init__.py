@@ -16,6 +16,7 @@ The Ingress v1 contract lives here:
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -65,6 +66,15 @@ def normalize_path(p: HTTPIngressPath) -> ir.PathMatch:
     return ir.PathMatch(type="Prefix", path=path)
 
 
+_PATH_FIELD = re.compile(r"spec\.rules\[(\d+)\]\.http\.paths\[(\d+)\]")
+
+
+def _path_index(p: HTTPIngressPath, ri: int, pi: int) -> str:
+    """"rule/path" as written in the Ingress (an invalid rule or path dropped before it shifts no name)."""
+    m = _PATH_FIELD.fullmatch(p.field)
+    return f"{m[1]}/{m[2]}" if m else f"{ri}/{pi}"
+
+
 def _route_order(match: ir.PathMatch | None) -> tuple[int, int, str]:
     """Longest path first, Exact before Prefix of the same path; the catch-all last."""
     if match is None:
@@ -75,6 +85,15 @@ def _route_order(match: ir.PathMatch | None) -> tuple[int, int, str]:
 def _precedence(ing: Ingress) -> tuple[str, str, str]:
     # Oldest first; objects without a creationTimestamp (plain manifests) sort first, then by name.
     return (ing.meta.creation_timestamp, ing.meta.namespace, ing.meta.name)
+
+
+def _why_first(winner: Ingress, loser: Ingress) -> str:
+    """Why `winner` takes precedence over `loser` in a conflict (see _precedence)."""
+    w, lo = winner.meta.creation_timestamp, loser.meta.creation_timestamp
+    if w != lo:
+        return "it is older" if w else "it has no creationTimestamp"
+    same = "both have the same creationTimestamp" if w else "neither has a creationTimestamp"
+    return f"{same} and it comes first by namespace/name"
 
 
 def _diag(ing: Ingress, field: str, reason: str, message: str, severity: Severity = Severity.ERROR) -> Diagnostic:
@@ -130,6 +149,12 @@ class _Translator:
                 f"Service {ns}/{ref.name} does not exist, so this path answers 503. Create the Service or "
                 "fix the name."))
             return unavailable
+        if svc.type == "ExternalName":
+            self.diagnostics.append(_diag(
+                ing, f"{backend.field}.service.name", "UnsupportedServiceType",
+                f"Service {ns}/{ref.name} is of type ExternalName, which is not routed yet, so this path "
+                "answers 503."))
+            return unavailable
         port = svc.port(ref)
         if port is None:
             have = ", ".join(f"{p.port} ({p.name})" if p.name else str(p.port) for p in svc.ports) or "none"
@@ -137,12 +162,6 @@ class _Translator:
                 ing, f"{backend.field}.service.port", "ServicePortNotFound",
                 f"Service {ns}/{ref.name} has no port {ref.port_label!r} (it has: {have}), so this path "
                 "answers 503. Use one of the Service's ports."))
-            return unavailable
-        if svc.type == "ExternalName":
-            self.diagnostics.append(_diag(
-                ing, f"{backend.field}.service.name", "UnsupportedServiceType",
-                f"Service {ns}/{ref.name} is of type ExternalName, which is not routed yet, so this path "
-                "answers 503."))
             return unavailable
         cluster = cluster_for(svc, port)
         if cluster.name not in self.clusters:
@@ -175,8 +194,9 @@ class _Translator:
                 else:
                     self.diagnostics.append(_diag(
                         ing, "spec.defaultBackend", "DefaultBackendConflict",
-                        f"{_ref(default.ingress)} already sets spec.defaultBackend and is older, so this one "
-                        "is not used. Keep one default backend per ingress class.", Severity.WARNING))
+                        f"{_ref(default.ingress)} also sets spec.defaultBackend and wins because "
+                        f"{_why_first(default.ingress, ing)}, so this one is not used. Keep one default backend "
+                        "per ingress class.", Severity.WARNING))
             for ri, rule in enumerate(ing.rules):
                 host = rule.host or ir.CATCH_ALL_HOST
                 table = hosts.setdefault(host, {})
@@ -187,13 +207,14 @@ class _Translator:
                     if winner is not None:
                         if winner.ingress is not ing:
                             msg = (f"{match.type} path {match.path!r} for host {host!r} is also defined by "
-                                   f"{_ref(winner.ingress)}, which is older and wins. Remove one of them.")
+                                   f"{_ref(winner.ingress)}, which wins because {_why_first(winner.ingress, ing)}. "
+                                   "Remove one of them.")
                         else:
                             msg = (f"{match.type} path {match.path!r} for host {host!r} is defined twice in this "
                                    "Ingress; the first one is used.")
                         self.diagnostics.append(_diag(ing, p.field, "PathConflict", msg, Severity.WARNING))
                         continue
-                    table[key] = _Candidate(match, p.backend, ing, f"{prefix}/{ri}/{pi}")
+                    table[key] = _Candidate(match, p.backend, ing, f"{prefix}/{_path_index(p, ri, pi)}")
             self._collect_tls(ing, tls_hosts)
 
         route_configs, listeners, secrets = self._assemble(hosts, default, tls_hosts)
@@ -235,10 +256,12 @@ class _Translator:
                 if held is None:
                     tls_hosts[host] = (ing, tls.secret_name, tls.field)
                 elif (held[0].meta.namespace, held[1]) != (ns, tls.secret_name):
+                    first = (f"{held[2]} of this Ingress, which comes first and wins" if held[0] is ing else
+                             f"{_ref(held[0])}, which wins because {_why_first(held[0], ing)}")
                     self.diagnostics.append(_diag(
                         ing, f"{tls.field}.hosts", "TLSHostConflict",
                         f"host {host!r} already has the certificate of Secret {held[0].meta.namespace}/{held[1]} "
-                        f"from {_ref(held[0])}, which is older and wins.", Severity.WARNING))
+                        f"from {first}.", Severity.WARNING))
 
     def _routes_for(self, table: dict[tuple[str, str], _Candidate]) -> list[ir.Route]:
         ordered = sorted(table.values(), key=lambda c: _route_order(c.match))
