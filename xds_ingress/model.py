@@ -506,8 +506,8 @@ def _parse_http_path(ctx: _Ctx, raw: Any, path: str) -> HTTPIngressPath | None:
     if value is None:
         if "path" in raw and raw["path"] is not None:
             return None  # wrong type, already reported
-        if path_type == "Exact":
-            ctx.error(f"{path}.path", "MissingField", f"{path}.path is required for pathType Exact.")
+        if path_type != "ImplementationSpecific":
+            ctx.error(f"{path}.path", "MissingField", f"{path}.path is required for pathType {path_type}.")
             return None
         value = "/"
     if len(value) > MAX_PATH_LENGTH:
