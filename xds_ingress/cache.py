@@ -140,6 +140,7 @@ class SnapshotCache:
             old = previous.of_type(type_url) if previous else _EMPTY
             out: dict[str, CachedResource] = {}
             for name, msg in resources.get(type_url, {}).items():
+                _check_name(type_url, name, msg)
                 r = cache_resource(type_url, name, msg)
                 prev = old.get(name)
                 out[name] = prev if prev is not None and prev.version == r.version else r
@@ -167,6 +168,14 @@ class SnapshotCache:
         for fn in listeners:
             fn(snap)
         return True
+
+
+def _check_name(type_url: str, name: str, msg: Message) -> None:
+    """Envoy knows a resource by the name inside it; a key that differs would let one response
+    carry the same name twice, or a subscription never match."""
+    inner = msg.cluster_name if type_url == types.ENDPOINT else msg.name  # type: ignore[attr-defined]
+    if inner != name:
+        raise ValueError(f"{types.SHORT_NAMES[type_url]}: resource keyed {name!r} is named {inner!r}")
 
 
 def _same(a: Mapping[str, CachedResource], b: Mapping[str, CachedResource]) -> bool:

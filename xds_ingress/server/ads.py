@@ -12,13 +12,18 @@ Transport only: it knows the xDS protocol, nothing of Kubernetes. The rules it k
   the latest snapshot (coalescing, and a stalled client holds no queue);
 - resource_names: an empty list is a wildcard until the client names a resource, "*" is
   an explicit wildcard; names that do not exist yet are remembered and sent when they
-  appear; a grown subscription gets the newly named resources;
+  appear; a grown subscription gets the newly named resources, a shrunk one no response;
+- LDS and CDS responses carry the complete set, so any difference is sent; EDS, RDS and SDS
+  responses go out only when a resource the client asks for is new or changed to it (a
+  missing one is not a deletion there);
 - a reconnecting Envoy that already holds a version (version_info on its first request)
   is not sent that version again;
 - make before break: types are pushed in the order CDS, EDS, LDS, RDS, SDS; a route
   configuration is sent only once the clusters it names have been sent with their
-  endpoints; a cluster that left the snapshot is still sent while routes sent to this
-  Envoy name it, and removed after the routes that stop naming it;
+  endpoints (those that have a ClusterLoadAssignment; on streams that get CDS from us),
+  or after RDS_GATE_TIMEOUT_S; a cluster that left the snapshot is still sent while routes
+  sent to this Envoy, or the last it ACKed, name it, and removed after the routes that stop
+  naming it are ACKed; a changed cluster gets its ClusterLoadAssignment again;
 - nothing is sent before the first complete snapshot.
 """
 
@@ -61,7 +66,10 @@ class TypeState:
     client_version: str = ""  # version_info of the client's first request (what it already has)
     nonce: str = ""  # latest nonce sent
     in_flight: bool = False
-    sent: dict[str, CachedResource] | None = None  # last response's resources (None: nothing sent)
+    # What the client holds of its subscription: the last response's resources, less the names
+    # it has since unsubscribed (None: nothing sent on this stream).
+    sent: dict[str, CachedResource] | None = None
+    acked: dict[str, CachedResource] | None = None  # the last response the client ACKed (pruned alike)
     sent_version: str = ""
     sent_at: float = 0.0
     acked_version: str = ""
@@ -155,6 +163,11 @@ class AggregatedDiscoveryService:
         closed = asyncio.Event()
         retry: asyncio.TimerHandle | None = None
 
+        def retry_gate() -> None:
+            nonlocal retry
+            retry = None
+            wake.set()
+
         async def read() -> None:
             try:
                 async for req in request_iterator:
@@ -187,9 +200,12 @@ class AggregatedDiscoveryService:
                     response = self._next_response(stream, ts, snapshot, nonces)
                     if response is not None:
                         await context.write(response)
-                # An RDS held back for clusters not yet delivered is retried after the gate timeout.
-                if any(t.gated_since for t in stream.types.values()) and (retry is None or retry.cancelled()):
-                    retry = asyncio.get_running_loop().call_later(RDS_GATE_TIMEOUT_S / 5, _set_and_forget, wake)
+                # An RDS held back for clusters not yet delivered goes out anyway at the gate timeout,
+                # even if nothing else wakes this stream.
+                gated = [t.gated_since for t in stream.types.values() if t.gated_since]
+                if gated and retry is None:
+                    delay = max(0.0, min(gated) + RDS_GATE_TIMEOUT_S - time.monotonic()) + 0.01
+                    retry = asyncio.get_running_loop().call_later(delay, retry_gate)
         finally:
             if retry is not None:
                 retry.cancel()
@@ -213,7 +229,7 @@ class AggregatedDiscoveryService:
             return
         ts = stream.type(type_url)
         now = time.time()
-        if req.response_nonce:
+        if req.response_nonce and ts.nonce:
             if req.response_nonce != ts.nonce:
                 return  # stale: an answer to a response that has since been superseded
             ts.in_flight = False
@@ -227,10 +243,13 @@ class AggregatedDiscoveryService:
                 self.observer.nack(stream, ts, req.error_detail.message)
             else:
                 ts.acks += 1
+                ts.acked = ts.sent
                 ts.acked_version = req.version_info
                 ts.acked_at = now
                 self.observer.ack(stream, ts)
         else:
+            # The first request for this type on this stream (a nonce from another stream or
+            # server instance means nothing here): version_info is what the client already holds.
             ts.client_version = req.version_info
         names = frozenset(req.resource_names)
         if names and names != {WILDCARD}:
@@ -238,6 +257,13 @@ class AggregatedDiscoveryService:
         ts.wildcard = WILDCARD in names or (not names and not ts.named_ever)
         ts.names = names - {WILDCARD}
         ts.requested = True
+        if not ts.wildcard:
+            # The client dropped what it unsubscribed from: a name subscribed again is sent again,
+            # and a shrunk subscription needs no response.
+            if ts.sent is not None and not ts.sent.keys() <= ts.names:
+                ts.sent = {n: r for n, r in ts.sent.items() if n in ts.names}
+            if ts.acked is not None and not ts.acked.keys() <= ts.names:
+                ts.acked = {n: r for n, r in ts.acked.items() if n in ts.names}
 
     def _desired(self, stream: StreamState, ts: TypeState, snapshot: Snapshot) -> dict[str, CachedResource]:
         available = snapshot.of_type(ts.type_url)
@@ -246,11 +272,12 @@ class AggregatedDiscoveryService:
         else:
             out = {n: available[n] for n in ts.names if n in available}
         if ts.type_url == types.CLUSTER and ts.sent:
-            # Keep clusters that the routes this Envoy holds still send traffic to.
+            # Keep clusters that the routes this Envoy holds still send traffic to: the route
+            # configurations sent to it and those it last ACKed (it keeps them if it NACKs the new).
             rds = stream.types.get(types.ROUTE)
-            if rds is not None and rds.sent:
+            if rds is not None and (rds.sent or rds.acked):
                 still_named: set[str] = set()
-                for rc in rds.sent.values():
+                for rc in itertools.chain((rds.sent or {}).values(), (rds.acked or {}).values()):
                     still_named |= _clusters_of(rc, snapshot)
                 for name in still_named - out.keys():
                     old = ts.sent.get(name)
@@ -261,14 +288,19 @@ class AggregatedDiscoveryService:
     def _next_response(self, stream: StreamState, ts: TypeState, snapshot: Snapshot,
                        nonces: itertools.count) -> bytes | None:
         desired = self._desired(stream, ts, snapshot)
+        ts.force_names &= desired.keys()
         if ts.sent is None:
             version = set_version(desired)
             if ts.client_version and ts.client_version == version and not ts.force_names:
                 # A reconnecting Envoy already holds exactly this.
                 ts.sent, ts.sent_version, ts.acked_version = desired, version, version
-                ts.acked_at = time.time()
+                ts.acked, ts.acked_at = desired, time.time()
                 return None
-        elif not ts.force_names and _versions(desired) == _versions(ts.sent):
+            if not desired and ts.type_url not in types.FULL_STATE:
+                ts.gated_since = 0.0
+                return None  # nothing of what it asks for exists (yet): an empty response says nothing
+        elif not ts.force_names and not _changed(ts.type_url, ts.sent, desired):
+            ts.gated_since = 0.0
             return None
         if ts.type_url == types.ROUTE and not self._clusters_delivered(stream, desired, snapshot):
             now = time.monotonic()
@@ -300,14 +332,21 @@ class AggregatedDiscoveryService:
                             snapshot: Snapshot) -> bool:
         cds = stream.types.get(types.CLUSTER)
         eds = stream.types.get(types.ENDPOINT)
+        if cds is None or not cds.requested:
+            return True  # this stream does not get its clusters from us: nothing to wait for
         named: set[str] = set()
         for rc in routes.values():
             named |= _clusters_of(rc, snapshot)
         if not named:
             return True
-        if cds is None or cds.sent is None or not named <= cds.sent.keys():
+        if cds.sent is None or not named <= cds.sent.keys():
             return False
-        return eds is not None and eds.sent is not None and named <= eds.sent.keys()
+        # A cluster whose endpoints come over EDS warms until its ClusterLoadAssignment arrives;
+        # one without a ClusterLoadAssignment in the snapshot (endpoints inline) needs only CDS.
+        need_eds = named & snapshot.of_type(types.ENDPOINT).keys()
+        if not need_eds:
+            return True
+        return eds is not None and eds.sent is not None and need_eds <= eds.sent.keys()
 
     @staticmethod
     def _force_eds_for_changed_clusters(stream: StreamState, before: dict[str, CachedResource],
@@ -323,6 +362,19 @@ def _versions(resources: dict[str, CachedResource]) -> dict[str, str]:
     return {n: r.version for n, r in resources.items()}
 
 
+def _changed(type_url: str, held: dict[str, CachedResource], desired: dict[str, CachedResource]) -> bool:
+    """Whether the client, holding `held`, needs a response to end up with `desired`.
+
+    LDS and CDS responses are the complete set: a missing name is a deletion, so any
+    difference counts. For EDS, RDS and SDS a missing resource is not a deletion: Envoy keeps
+    what it has (and its SdsApi rejects an empty update, which Envoy's unified mux delivers
+    to a watch whose secret went missing), so only new or changed resources need a response.
+    """
+    if type_url in types.FULL_STATE:
+        return _versions(desired) != _versions(held)
+    return any((h := held.get(n)) is None or h.version != r.version for n, r in desired.items())
+
+
 def _clusters_of(route_config: CachedResource, snapshot: Snapshot) -> frozenset[str]:
     named = snapshot.route_clusters.get(route_config.name)
     current = snapshot.of_type(types.ROUTE).get(route_config.name)
@@ -336,10 +388,6 @@ def _clusters_in_bytes(name: str, body: bytes) -> frozenset[str]:
     """Clusters named by an older version of a route configuration, read from its bytes."""
     msg = route_pb2.RouteConfiguration.FromString(body)
     return route_clusters({types.ROUTE: {name: msg}}).get(name, frozenset())
-
-
-def _set_and_forget(event: asyncio.Event) -> None:
-    event.set()
 
 
 def _identity(b: bytes) -> bytes:
