@@ -25,6 +25,7 @@ from xds_ingress.diagnostics import Diagnostic, Severity
 from xds_ingress.server.ads import AggregatedDiscoveryService
 from xds_ingress.sources.files import FileSource
 from xds_ingress.store import Store
+from xds_ingress.sources.kube import WatchSettings
 from xds_ingress.translate import Translation, TranslateSettings, translate
 
 log = structlog.get_logger("xds_ingress.app")
@@ -32,12 +33,28 @@ log = structlog.get_logger("xds_ingress.app")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServeSettings:
-    manifests: tuple[str, ...] = ()
+    manifests: tuple[str, ...] = ()  # empty: read the Kubernetes API
     xds_address: str = "0.0.0.0:18000"
     translate: TranslateSettings = field(default_factory=TranslateSettings)
     debounce: float = 0.010
     max_delay: float = 0.250
     poll_interval: float = 0.25
+    # Kubernetes source
+    kubeconfig: str | None = None  # None: in-cluster config, else KUBECONFIG / ~/.kube/config
+    namespaces: tuple[str, ...] = ()  # empty: every namespace
+    publish_service: tuple[str, str] | None = None
+    leader_elect: bool = False
+    leader_election_namespace: str = "xds-ingress"
+    leader_election_name: str = "xds-ingress-leader"
+    identity: str = ""
+    lease_duration_s: int = 15
+    renew_deadline_s: float = 10.0
+    retry_period_s: float = 2.0
+    watch: WatchSettings | None = None
+    # TLS on the xDS port: certificate and key files; with client_ca, client certificates are required.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    client_ca: str | None = None
 
 
 def guarded_task(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task:
@@ -62,6 +79,7 @@ class Controller:
         self.debounce = debounce
         self.max_delay = max_delay
         self.last: Translation | None = None
+        self.on_translated: list = []  # callables (translation, diagnostics), called from the worker thread
         self.diagnostics: tuple[Diagnostic, ...] = ()
         self.translations = 0
         self.translated_generation = -1  # the store generation the current snapshot was made from
@@ -88,6 +106,8 @@ class Controller:
         self.translations += 1
         self.last_duration = time.perf_counter() - start
         self._report(tuple(sorted(set(self.store.diagnostics()) | set(t.diagnostics))))
+        for fn in self.on_translated:
+            fn(t, self.diagnostics)
         log.info("translation.done", seconds=round(self.last_duration, 4), changed=changed,
                  snapshot=self.cache.snapshot.serial if self.cache.snapshot else None,
                  **(self.cache.snapshot.counts() if self.cache.snapshot else {}))
@@ -144,13 +164,44 @@ class App:
         self.ads = AggregatedDiscoveryService(self.cache)
         self.controller = Controller(self.store, self.cache, settings.translate,
                                      debounce=settings.debounce, max_delay=settings.max_delay)
-        self.sources = [FileSource([Path(p) for p in settings.manifests], self.store,
-                                   interval=settings.poll_interval)]
+        self.reporter = None
+        self.elector = None
+        if settings.manifests:
+            self.sources: list = [FileSource([Path(p) for p in settings.manifests], self.store,
+                                             interval=settings.poll_interval)]
+        else:
+            self._setup_kube()
         self.server: grpc.aio.Server | None = None
         self.xds_port = 0
         self._tasks: list[asyncio.Task] = []
 
+    def _setup_kube(self) -> None:
+        from xds_ingress.kube.leader import ElectionSettings, LeaderElector
+        from xds_ingress.kube.report import Reporter
+        from xds_ingress.sources.kube import KubeSource
+
+        s = self.settings
+        api_client = kube_api_client(s.kubeconfig)
+        self.api_client = api_client
+        self.sources = [KubeSource(api_client, self.store, namespaces=list(s.namespaces) or None,
+                                   settings=s.watch)]
+        self.reporter = Reporter(api_client, self.store, publish_service=s.publish_service)
+        reporter = self.reporter
+        self.controller.on_translated.append(
+            lambda t, diags: reporter.report(t.served_ingresses, diags))
+        if s.leader_elect:
+            self.elector = LeaderElector(api_client, ElectionSettings(
+                namespace=s.leader_election_namespace, name=s.leader_election_name, identity=s.identity,
+                lease_duration_s=s.lease_duration_s, renew_deadline_s=s.renew_deadline_s,
+                retry_period_s=s.retry_period_s), on_change=reporter.set_active)
+
     async def start(self) -> None:
+        if self.reporter is not None:
+            self.reporter.start()
+            if self.elector is not None:
+                self.elector.start()
+            else:
+                self.reporter.set_active(True)  # a single replica is the leader
         self.server = grpc.aio.server(options=[
             ("grpc.max_send_message_length", 256 * 1024 * 1024),
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
@@ -159,7 +210,15 @@ class App:
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ])
         self.server.add_generic_rpc_handlers((self.ads.handler(),))
-        self.xds_port = self.server.add_insecure_port(self.settings.xds_address)
+        s = self.settings
+        if s.tls_cert and s.tls_key:
+            creds = grpc.ssl_server_credentials(
+                [(Path(s.tls_key).read_bytes(), Path(s.tls_cert).read_bytes())],
+                root_certificates=Path(s.client_ca).read_bytes() if s.client_ca else None,
+                require_client_auth=bool(s.client_ca))
+            self.xds_port = self.server.add_secure_port(s.xds_address, creds)
+        else:
+            self.xds_port = self.server.add_insecure_port(s.xds_address)
         if not self.xds_port:
             raise OSError(f"cannot listen on {self.settings.xds_address}")
         await self.server.start()
@@ -172,6 +231,10 @@ class App:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.elector is not None:
+            await asyncio.to_thread(self.elector.stop)
+        if self.reporter is not None:
+            await asyncio.to_thread(self.reporter.stop)
         if self.server is not None:
             await self.server.stop(grace)
 
@@ -181,3 +244,17 @@ class App:
             await asyncio.Event().wait()
         finally:
             await self.stop()
+
+
+def kube_api_client(kubeconfig: str | None):
+    """An ApiClient from a kubeconfig file, KUBECONFIG / ~/.kube/config, or the in-cluster config."""
+    import os
+
+    from kubernetes import client as k8s_client
+    from kubernetes import config as k8s_config
+
+    if kubeconfig or os.environ.get("KUBECONFIG") or not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return k8s_config.new_client_from_config(config_file=kubeconfig)
+    cfg = k8s_client.Configuration()
+    k8s_config.load_incluster_config(client_configuration=cfg)
+    return k8s_client.ApiClient(cfg)

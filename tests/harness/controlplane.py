@@ -30,7 +30,7 @@ class ControlPlane:
 
     def __init__(self, manifests_dir: Path, *, http_port: int, https_port: int,
                  listen_address: str = "127.0.0.1", poll_interval: float = 0.05,
-                 ingress_class: str = "xds") -> None:
+                 ingress_class: str = "xds", **serve: Any) -> None:
         self.manifests_dir = Path(manifests_dir)
         self.manifests_dir.mkdir(parents=True, exist_ok=True)
         self.settings = ServeSettings(
@@ -39,6 +39,7 @@ class ControlPlane:
             poll_interval=poll_interval,
             translate=TranslateSettings(ingress_class=ingress_class, listen_address=listen_address,
                                         http_port=http_port, https_port=https_port),
+            **serve,
         )
         self.app: App | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -9,7 +9,11 @@ from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import config_source_pb2, grpc_service_pb2
 from envoy.extensions.resource_monitors.downstream_connections.v3 import downstream_connections_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import json_format
 
 from xds_ingress.envoy.defaults import ads_config_source, seconds
@@ -47,7 +51,12 @@ def _is_ip(host: str) -> bool:
 
 
 def bootstrap(*, xds_address: str, node_id: str = "envoy", node_cluster: str = "xds-ingress",
-              admin_address: str = "127.0.0.1:9901") -> bootstrap_pb2.Bootstrap:
+              admin_address: str = "127.0.0.1:9901", health_port: int = 0, tls_cert: str | None = None,
+              tls_key: str | None = None, tls_ca: str | None = None,
+              tls_server_name: str | None = None) -> bootstrap_pb2.Bootstrap:
+    """The bootstrap. With tls_ca, the ADS connection is TLS, the control plane's certificate
+    checked against that CA (file path) for `tls_server_name` (default: the xds host); with
+    tls_cert and tls_key (file paths) too, Envoy presents its own certificate (mTLS)."""
     xds_host, xds_port = split_host_port(xds_address)
     admin_host, admin_port = split_host_port(admin_address)
     b = bootstrap_pb2.Bootstrap()
@@ -77,6 +86,23 @@ def bootstrap(*, xds_address: str, node_id: str = "envoy", node_cluster: str = "
     h2.connection_keepalive.timeout.CopyFrom(seconds(5))
     xds.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].CopyFrom(
         pack(opts))
+    if tls_ca:
+        ctx = tls_pb2.UpstreamTlsContext(sni=tls_server_name or xds_host)
+        common = ctx.common_tls_context
+        common.alpn_protocols.append("h2")
+        common.validation_context.trusted_ca.filename = tls_ca
+        common.validation_context.match_typed_subject_alt_names.add(
+            san_type=common_pb2.SubjectAltNameMatcher.DNS,
+            matcher=string_pb2.StringMatcher(exact=tls_server_name or xds_host))
+        if tls_cert and tls_key:
+            cert = common.tls_certificates.add()
+            cert.certificate_chain.filename = tls_cert
+            cert.private_key.filename = tls_key
+        xds.transport_socket.name = "envoy.transport_sockets.tls"
+        xds.transport_socket.typed_config.CopyFrom(pack(ctx))
+
+    if health_port:
+        _health_listener(b, health_port, admin_host, admin_port)
 
     monitor = b.overload_manager.resource_monitors.add()
     monitor.name = "envoy.resource_monitors.global_downstream_max_connections"
@@ -88,3 +114,33 @@ def bootstrap(*, xds_address: str, node_id: str = "envoy", node_cluster: str = "
 def bootstrap_dict(**kwargs) -> dict:
     # Through JSON: MessageToDict leaves OrderedDicts inside Any fields, which YAML cannot dump.
     return json.loads(json_format.MessageToJson(bootstrap(**kwargs), preserving_proto_field_name=True))
+
+
+def _health_listener(b: bootstrap_pb2.Bootstrap, port: int, admin_host: str, admin_port: int) -> None:
+    """A static listener that exposes only the admin's GET /ready, for kubelet probes.
+
+    The admin interface stays on loopback; this listener forwards exactly the path /ready to it.
+    """
+    admin = b.static_resources.clusters.add()
+    admin.name = "envoy_admin"
+    admin.type = cluster_pb2.Cluster.STATIC
+    admin.connect_timeout.CopyFrom(seconds(1))
+    admin.load_assignment.cluster_name = admin.name
+    admin.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.CopyFrom(
+        socket_address(admin_host, admin_port))
+
+    hcm = hcm_pb2.HttpConnectionManager(stat_prefix="health")
+    vh = hcm.route_config.virtual_hosts.add(name="health", domains=["*"])
+    ready = vh.routes.add()
+    ready.match.path = "/ready"
+    ready.match.headers.add(name=":method", string_match=string_pb2.StringMatcher(exact="GET"))
+    ready.route.cluster = admin.name
+    other = vh.routes.add()
+    other.match.prefix = "/"
+    other.direct_response.status = 404
+    hcm.http_filters.add(name="envoy.filters.http.router", typed_config=pack(router_pb2.Router()))
+    lst = b.static_resources.listeners.add()
+    lst.name = "health"
+    lst.address.CopyFrom(socket_address("0.0.0.0", port))
+    lst.filter_chains.add().filters.add(name="envoy.filters.network.http_connection_manager",
+                                        typed_config=pack(hcm))
