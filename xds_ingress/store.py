@@ -37,6 +37,9 @@ class Store:
         self._raw: dict[ObjectKey, Any] = {}
         self._diagnostics: dict[ObjectKey, tuple[Diagnostic, ...]] = {}
         self._source_diagnostics: dict[str, tuple[Diagnostic, ...]] = {}
+        # .status of each object as last seen: not an input of translation (a status-only
+        # update changes nothing), but what the status writer compares against.
+        self._status: dict[ObjectKey, Any] = {}
         self._changed: set[ObjectKey] = set()
         self.generation = 0  # bumped on every effective change
         self._listeners: list[Callable[[], None]] = []
@@ -63,12 +66,17 @@ class Store:
         return changed
 
     def _upsert(self, key: ObjectKey, raw: Any) -> bool:
+        if isinstance(raw, dict) and isinstance(raw.get("status"), dict):
+            self._status[key] = raw["status"]
+        else:
+            self._status.pop(key, None)
         comparable = _strip_volatile(raw)
         if key in self._raw and self._raw[key] == comparable:
             return False
         result = parse_object(raw)
         if result.object is None and not result.diagnostics:
             # Not a kind we read (or a Secret that is not TLS): if it was one before, it is gone now.
+            self._status.pop(key, None)
             return self._delete(key)
         self._raw[key] = comparable
         if result.object is not None:
@@ -93,19 +101,27 @@ class Store:
         self._raw.pop(key, None)
         self._objects.pop(key, None)
         self._diagnostics.pop(key, None)
+        self._status.pop(key, None)
         self._changed.add(key)
         self.generation += 1
         return True
 
-    def replace(self, raws: Mapping[ObjectKey, Any], kinds: Iterable[str] | None = None) -> int:
-        """Make the store hold exactly `raws` (for `kinds`, or every kind): upserts and deletes.
+    def replace(self, raws: Mapping[ObjectKey, Any], kinds: Iterable[str] | None = None,
+                namespace: str | None = None) -> int:
+        """Make the store hold exactly `raws` within a scope: `kinds` (default every kind) and
+        `namespace` (default every namespace). Upserts and deletes.
 
-        Used by a relist and by the file source. Returns the number of effective changes.
+        Used by a relist (objects deleted while the watch was away are deleted here) and by
+        the file source. Returns the number of effective changes.
         """
         kinds_set = set(kinds) if kinds is not None else None
+
+        def in_scope(k: ObjectKey) -> bool:
+            return (kinds_set is None or k[0] in kinds_set) and (namespace is None or k[1] == namespace)
+
         changes = 0
         with self._lock:
-            for key in [k for k in self._raw if (kinds_set is None or k[0] in kinds_set) and k not in raws]:
+            for key in [k for k in self._raw if in_scope(k) and k not in raws]:
                 changes += self._delete(key)
             for key, raw in raws.items():
                 changes += self._upsert(key, raw)
@@ -139,6 +155,10 @@ class Store:
 
     def raw(self, key: ObjectKey) -> Any:
         return self._raw.get(key)
+
+    def status(self, key: ObjectKey) -> Any:
+        """The object's .status as last seen (None when it has none)."""
+        return self._status.get(key)
 
     def diagnostics(self) -> list[Diagnostic]:
         with self._lock:
