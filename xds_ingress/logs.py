@@ -11,10 +11,14 @@ LEVELS = ("debug", "info", "warning", "error")
 
 
 def configure(level: str = "info", *, json: bool | None = None, stream=None) -> None:
+    """`stream` defaults to whatever sys.stderr is at the time of each log call."""
+    target = stream
     stream = stream or sys.stderr
     if json is None:
         json = not (hasattr(stream, "isatty") and stream.isatty())
-    renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    colors = hasattr(stream, "isatty") and stream.isatty()
+    renderer = (structlog.processors.JSONRenderer() if json
+                else structlog.dev.ConsoleRenderer(colors=colors, exception_formatter=structlog.dev.plain_traceback))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -24,6 +28,7 @@ def configure(level: str = "info", *, json: bool | None = None, stream=None) -> 
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=(structlog.PrintLoggerFactory(file=target) if target is not None
+                        else (lambda *_: structlog.PrintLogger(file=sys.stderr))),
         cache_logger_on_first_use=False,
     )

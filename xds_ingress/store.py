@@ -43,10 +43,15 @@ class Store:
         self._changed: set[ObjectKey] = set()
         self.generation = 0  # bumped on every effective change
         self._listeners: list[Callable[[], None]] = []
+        self._status_listeners: list[Callable[[ObjectKey], None]] = []
 
     def add_listener(self, fn: Callable[[], None]) -> None:
         """`fn()` is called (from the writer's thread, no lock held) after every effective change."""
         self._listeners.append(fn)
+
+    def add_status_listener(self, fn: Callable[[ObjectKey], None]) -> None:
+        """`fn(key)` is called (no lock held) when an object's .status changes, even alone."""
+        self._status_listeners.append(fn)
 
     def _notify(self) -> None:
         for fn in list(self._listeners):
@@ -60,9 +65,14 @@ class Store:
         if ident is None or not ident[2]:
             return False
         with self._lock:
+            old_status = self._status.get(ident)
             changed = self._upsert(ident, raw)
+            status_changed = self._status.get(ident) != old_status
         if changed:
             self._notify()
+        if status_changed:
+            for fn in list(self._status_listeners):
+                fn(ident)
         return changed
 
     def _upsert(self, key: ObjectKey, raw: Any) -> bool:
@@ -120,13 +130,20 @@ class Store:
             return (kinds_set is None or k[0] in kinds_set) and (namespace is None or k[1] == namespace)
 
         changes = 0
+        status_changed: list[ObjectKey] = []
         with self._lock:
             for key in [k for k in self._raw if in_scope(k) and k not in raws]:
                 changes += self._delete(key)
             for key, raw in raws.items():
+                old_status = self._status.get(key)
                 changes += self._upsert(key, raw)
+                if self._status.get(key) != old_status:
+                    status_changed.append(key)
         if changes:
             self._notify()
+        for key in status_changed:
+            for fn in list(self._status_listeners):
+                fn(key)
         return changes
 
     def set_source_diagnostics(self, source: str, diagnostics: Iterable[Diagnostic]) -> None:

@@ -28,13 +28,15 @@ __all__ = ["ControlPlane"]
 class ControlPlane:
     """`xds serve` in-process: manifests in `manifests_dir`, ADS on 127.0.0.1:<free port>."""
 
-    def __init__(self, manifests_dir: Path, *, http_port: int, https_port: int,
+    def __init__(self, manifests_dir: Path | None, *, http_port: int, https_port: int,
                  listen_address: str = "127.0.0.1", poll_interval: float = 0.05,
                  ingress_class: str = "xds", **serve: Any) -> None:
-        self.manifests_dir = Path(manifests_dir)
-        self.manifests_dir.mkdir(parents=True, exist_ok=True)
+        # Without a manifests directory, the App reads the Kubernetes API (pass kubeconfig=...).
+        self.manifests_dir = Path(manifests_dir) if manifests_dir is not None else None
+        if self.manifests_dir is not None:
+            self.manifests_dir.mkdir(parents=True, exist_ok=True)
         self.settings = ServeSettings(
-            manifests=(str(self.manifests_dir),),
+            manifests=(str(self.manifests_dir),) if self.manifests_dir is not None else (),
             xds_address="127.0.0.1:0",
             poll_interval=poll_interval,
             translate=TranslateSettings(ingress_class=ingress_class, listen_address=listen_address,
@@ -109,15 +111,20 @@ class ControlPlane:
         exactly the snapshot translated from them."""
         assert self.app is not None
         for src in self.app.sources:
-            src.scan()
+            if hasattr(src, "scan"):
+                src.scan()
 
         def synced() -> bool:
             return self.call(lambda: _all_synced(self.app, node_id))
         wait_until(synced, timeout=timeout, message="Envoy did not ACK the current snapshot")
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+        """Stop the control plane (idempotent)."""
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:  # the loop closed in between: already stopped
+                pass
         if self._thread is not None:
             self._thread.join(timeout)
 

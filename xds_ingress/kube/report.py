@@ -69,6 +69,17 @@ class Reporter:
         self._recorded: set[str] = set()  # Event names recorded while this diagnostic lasts
         self._published: dict[tuple[str, str], list] = {}  # what we last wrote per Ingress
         self._thread: threading.Thread | None = None
+        self._wake = False
+        store.add_status_listener(self._status_changed)
+
+    def _status_changed(self, key: tuple[str, str, str]) -> None:
+        """The load balancer's address changed, or someone rewrote a served Ingress's status."""
+        if (publish := self.publish_service) is None:
+            return
+        if key == (KIND_SERVICE, *publish) or key[0] == KIND_INGRESS:
+            with self._cond:
+                self._wake = True
+                self._cond.notify()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="kube-reporter", daemon=True)
@@ -96,16 +107,18 @@ class Reporter:
 
     def _run(self) -> None:
         last: _State | None = None
+        retry_in = 0.0  # > 0: the last round failed; try again after this long
         while True:
             with self._cond:
-                if not self._stop and self._pending is None:
-                    # Woken by a report or a leadership change; every 30 s regardless, so that a
-                    # status someone else overwrote is written back.
-                    self._cond.wait(timeout=30)
+                if not self._stop and self._pending is None and not self._wake:
+                    # Woken by a report, a status change or a leadership change; after a failure,
+                    # by the retry delay; every 30 s regardless, as a safety net.
+                    self._cond.wait(timeout=retry_in or 30)
                 if self._stop:
                     return
                 state = self._pending or last
                 self._pending = None
+                self._wake = False
                 active = self.active
             last = state
             if state is None or not active:
@@ -113,8 +126,13 @@ class Reporter:
             try:
                 self._write_status(state.served)
                 self._write_events(state.diagnostics)
-            except Exception:  # noqa: BLE001 - retried on the next report
-                log.exception("report.failed")
+                retry_in = 0.0
+            except ApiException as exc:
+                retry_in = min(30.0, max(1.0, retry_in * 2))
+                log.warning("report.failed", status=exc.status, reason=exc.reason, retry_in=retry_in)
+            except Exception:  # noqa: BLE001 - a connection error: retried likewise
+                retry_in = min(30.0, max(1.0, retry_in * 2))
+                log.exception("report.failed", retry_in=retry_in)
 
     # -- status --
 

@@ -13,9 +13,14 @@ One reflector thread per kind (and per namespace when --namespace restricts the 
   other errors back off exponentially with jitter.
 
 `kubernetes.informer.SharedInformer` (client 37.x) was evaluated and not used: it builds
-typed models, has no client-side inactivity timeout (a stalled stream hangs it forever,
-see tests/test_kube_source.py), retries errors at a fixed 5 s with no jitter and ignores
-Retry-After.
+typed models, sets no client-side timeout and asks for no bookmarks (a stalled stream
+hangs it until the server speaks again), retries errors at a fixed 5 s with no jitter,
+ignores Retry-After, and its stop() can hang forever (joins its thread without a timeout
+while a new watch is starting). tests/test_fakekube.py::
+test_shared_informer_follows_the_fake_but_hangs_on_a_stall shows the stall.
+The `kubernetes.watch.Watch` helper is not used either: it retries a 410 once from the same
+stale resourceVersion before raising, passes read timeouts and cut streams through, and
+breaks on ERROR events with deserialize=False.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any
 import structlog
 from kubernetes import client as k8s_client
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import ReadTimeoutError
 
 from xds_ingress.model import (
     KIND_ENDPOINT_SLICE,
@@ -193,6 +199,7 @@ class Reflector:
                     line, buf = buf.split(b"\n", 1)
                     if line.strip():
                         rv = self._event(json.loads(line), rv)
+                        self.resource_version = rv
         finally:
             self._response = None
             resp.release_conn()
@@ -234,6 +241,7 @@ class Reflector:
             try:
                 if rv is None:
                     rv = self.list()
+                    self.resource_version = rv
                     if not self.synced:
                         self.synced = True
                         self.on_synced()
@@ -253,7 +261,13 @@ class Reflector:
                 delay = retry_after(exc, backoff.next()) if exc.status == 429 else backoff.next()
                 self._log.warning("kube.error", status=exc.status, reason=exc.reason, retry_in=round(delay, 3))
                 self.stop.wait(delay)
-            except Exception as exc:  # noqa: BLE001 - connection reset, read timeout, bad JSON...
+            except ReadTimeoutError:
+                # Nothing (not even a bookmark) for inactivity_timeout_s: the stream may be stalled
+                # or partitioned. Reopen it from the last resourceVersion, at once.
+                if self.stop.is_set():
+                    break
+                self._log.info("kube.watch_inactive", reopen_after_s=self.settings.inactivity_timeout_s)
+            except Exception as exc:  # noqa: BLE001 - connection reset, refused, bad JSON...
                 if self.stop.is_set():
                     break
                 delay = backoff.next()

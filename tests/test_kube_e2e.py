@@ -1,0 +1,236 @@
+"""End to end on the Kubernetes source: the fake API server, the real control plane reading it
+with the official client, a real Envoy and real backends."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.fakekube import FakeKube
+from tests.harness import Backends, Envoy, free_ports, request, wait_until
+from tests.harness import k8s
+from tests.harness.controlplane import ControlPlane
+from xds_ingress.model import KINDS, SECRET_TYPE_TLS
+from xds_ingress.sources.kube import WatchSettings
+from xds_ingress.store import _strip_volatile
+
+pytestmark = pytest.mark.envoy
+
+FAST = WatchSettings(watch_timeout_s=30, inactivity_timeout_s=1.0, connect_timeout_s=2.0, list_timeout_s=5.0,
+                     backoff_initial_s=0.05, backoff_max_s=0.4)
+BACKENDS = ["a", "b", "c", "d"]
+LB_SERVICE = ("xds-ingress", "envoy")
+
+
+def lb_service(ip: str) -> dict:
+    svc = k8s.service("envoy", namespace="xds-ingress")
+    svc["status"] = {"loadBalancer": {"ingress": [{"ip": ip}]}}
+    return svc
+
+
+@dataclass
+class Cluster:
+    kube: FakeKube
+    backends: Backends
+    cp: ControlPlane
+    envoy: Envoy
+    http_port: int
+
+    def route(self, host: str) -> str | int:
+        r = request(self.http_port, "/", host=host)
+        return r.headers.get("x-backend") if r.status == 200 else r.status
+
+
+def control_plane(kube: FakeKube, tmp: Path, http_port: int, https_port: int, **kw) -> ControlPlane:
+    return ControlPlane(None, http_port=http_port, https_port=https_port,
+                        kubeconfig=str(kube.kubeconfig(tmp / f"kubeconfig-{kw.get('identity', 'cp')}")),
+                        publish_service=LB_SERVICE, watch=FAST, **kw)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    tmp = tmp_path_factory.mktemp("kube")
+    http_port, https_port = free_ports(2)
+    with FakeKube(bookmark_interval=0.5) as kube, Backends(BACKENDS) as backends:
+        kube.create(k8s.ingress_class())
+        kube.create(lb_service("203.0.113.7"))
+        with control_plane(kube, tmp, http_port, https_port) as cp, Envoy(cp.bootstrap(), tmp / "envoy") as envoy:
+            yield Cluster(kube, backends, cp, envoy, http_port)
+
+
+def test_routing_follows_the_api(cluster: Cluster) -> None:
+    kube, be = cluster.kube, cluster.backends
+    kube.create(k8s.service("web", namespace="shop"))
+    kube.create(k8s.endpoint_slice("web-1", "web", be.port("a"), namespace="shop"))
+    kube.create(k8s.ingress("web", k8s.rule("shop.example.com", k8s.path("/", "web")), namespace="shop"))
+    wait_until(lambda: cluster.route("shop.example.com") == "a", timeout=10)
+    kube.update(k8s.endpoint_slice("web-1", "web", be.port("b"), namespace="shop"))
+    wait_until(lambda: cluster.route("shop.example.com") == "b", timeout=10)
+    kube.delete("Ingress", "shop", "web")
+    wait_until(lambda: cluster.route("shop.example.com") == 404, timeout=10)
+
+
+def test_status_and_events(cluster: Cluster) -> None:
+    kube = cluster.kube
+    kube.create(k8s.service("app", namespace="status"))
+    kube.create(k8s.ingress("ours", k8s.rule("ours.example.com", k8s.path("/", "app")), namespace="status"))
+    kube.create(k8s.ingress("theirs", k8s.rule("theirs.example.com", k8s.path("/", "app")), namespace="status",
+                            class_name="nginx"))
+    kube.create(k8s.ingress("broken", k8s.rule("broken.example.com", k8s.path("/", "missing")), namespace="status"))
+
+    def lb(name: str):
+        obj = kube.get("Ingress", "status", name) or {}
+        return (obj.get("status") or {}).get("loadBalancer", {}).get("ingress")
+
+    wait_until(lambda: lb("ours") == [{"ip": "203.0.113.7"}], timeout=10)
+    assert lb("broken") == [{"ip": "203.0.113.7"}]  # served, with a diagnostic
+    assert not lb("theirs")  # another controller's
+    events = wait_until(lambda: [e for e in kube.list("Event") if e["involvedObject"]["name"] == "broken"],
+                        timeout=10)
+    assert events[0]["reason"] == "ServiceNotFound" and "status/missing" in events[0]["message"]
+    assert events[0]["type"] == "Warning" and events[0]["involvedObject"]["kind"] == "Ingress"
+
+    # The load balancer's address changes: the status follows.
+    kube.update(lb_service("203.0.113.8"))
+    wait_until(lambda: lb("ours") == [{"ip": "203.0.113.8"}], timeout=10)
+    # Unrelated changes cause more translations, but no more status writes or duplicate Events.
+    writes = [q for q in kube.requests if q.method == "PATCH" and q.path.endswith("/status")]
+    for i in range(3):
+        kube.create(k8s.service(f"noise{i}", namespace="status"))
+    time.sleep(1.0)
+    assert [q for q in kube.requests if q.method == "PATCH" and q.path.endswith("/status")] == writes
+    assert len([e for e in kube.list("Event") if e["involvedObject"]["name"] == "broken"]) == 1
+
+
+def _ours(key, obj) -> bool:
+    kind = key[0]
+    return kind in KINDS and (kind != "Secret" or obj.get("type") == SECRET_TYPE_TLS)
+
+
+def _store_matches(cluster: Cluster) -> bool:
+    app = cluster.cp.app
+    want = {k: _strip_volatile(v) for k, v in cluster.kube.objects().items() if _ours(k, v)}
+    have = cluster.cp.call(lambda: {k: app.store.raw(k) for k in app.store.keys()})
+    return have == want
+
+
+def test_random_mutations_with_faults_converge(cluster: Cluster) -> None:
+    kube, be = cluster.kube, cluster.backends
+    rng = random.Random(20261125)
+    ns = "chaos"
+    services = [f"s{i}" for i in range(4)]
+    hosts = [f"h{i}.chaos.example.com" for i in range(6)]
+    faults = [lambda: kube.drop_watches(), lambda: kube.stall_watches(), lambda: kube.unstall(),
+              lambda: (kube.compact(), kube.expire_watches()),
+              lambda: kube.fail_next(3, status=500), lambda: kube.fail_next(2, status=429, retry_after=0.2)]
+    stats = {"mutations": 0, "faults": 0}
+    for i in range(300):
+        what = rng.random()
+        name = rng.choice(services)
+        try:
+            if what < 0.35:
+                h = rng.randrange(len(hosts))
+                obj = k8s.ingress(f"ing{h}", k8s.rule(hosts[h], k8s.path("/", rng.choice(services + ["ghost"]))),
+                                  namespace=ns)
+                kube.update(obj) if kube.get("Ingress", ns, f"ing{h}") else kube.create(obj)
+            elif what < 0.45:
+                h = rng.randrange(len(hosts))
+                if kube.get("Ingress", ns, f"ing{h}"):
+                    kube.delete("Ingress", ns, f"ing{h}")
+            elif what < 0.8:
+                sl = k8s.endpoint_slice(f"{name}-1", name, be.port(rng.choice(BACKENDS)), namespace=ns,
+                                        ready=rng.random() > 0.1)
+                kube.update(sl) if kube.get("EndpointSlice", ns, f"{name}-1") else kube.create(sl)
+            elif what < 0.9:
+                if kube.get("Service", ns, name):
+                    kube.delete("Service", ns, name)
+                else:
+                    kube.create(k8s.service(name, namespace=ns))
+            else:
+                svc = k8s.service(name, namespace=ns, ports=[("http", 80)])
+                kube.update(svc) if kube.get("Service", ns, name) else kube.create(svc)
+            stats["mutations"] += 1
+        except Exception as exc:  # noqa: BLE001 - a create/update race in the generator itself
+            raise AssertionError(f"mutation {i} failed: {exc}") from exc
+        if i % 15 == 7:
+            rng.choice(faults)()
+            stats["faults"] += 1
+        if i % 50 == 0:
+            time.sleep(0.05)
+    kube.unstall()
+    kube.clear_faults()
+    wait_until(lambda: _store_matches(cluster), timeout=30, message="the store did not converge on the API")
+    cluster.cp.wait_synced(timeout=15)
+
+    objs = kube.objects()
+    for h, host in enumerate(hosts):
+        ing = objs.get(("Ingress", ns, f"ing{h}"))
+        if ing is None:
+            want: str | int = 404
+        else:
+            svc = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"]
+            sl = objs.get(("EndpointSlice", ns, f"{svc}-1"))
+            if ("Service", ns, svc) not in objs or sl is None or not sl["endpoints"][0]["conditions"]["ready"]:
+                want = 503
+            else:
+                port = sl["ports"][0]["port"]
+                want = next(n for n in BACKENDS if be.port(n) == port)
+        assert cluster.route(host) == want, (host, ing and ing["spec"])
+    print(f"\n{stats['mutations']} mutations, {stats['faults']} faults injected; store converged, routing matched")
+
+
+def test_nothing_served_before_every_initial_list(tmp_path: Path) -> None:
+    http_port, https_port = free_ports(2)
+    with FakeKube(bookmark_interval=None) as kube:
+        kube.create(k8s.ingress_class())
+        kube.fail_next(10_000, status=500, path_contains="secrets")
+        with control_plane(kube, tmp_path, http_port, https_port) as cp:
+            wait_until(lambda: len([q for q in kube.requests if "secrets" in q.path]) >= 3, timeout=10)
+            assert cp.call(lambda: cp.app.cache.snapshot) is None
+            assert not cp.call(lambda: cp.app.controller.ready.is_set())
+            kube.clear_faults()
+            wait_until(lambda: cp.call(lambda: cp.app.controller.ready.is_set()), timeout=10)
+            assert cp.call(lambda: cp.app.cache.snapshot) is not None
+
+
+def test_leader_election_and_handover(tmp_path: Path) -> None:
+    lease = dict(leader_elect=True, leader_election_namespace="xds-ingress", lease_duration_s=2,
+                 renew_deadline_s=1.5, retry_period_s=0.25)
+    ports = free_ports(4)
+    with FakeKube(bookmark_interval=None) as kube:
+        kube.create(k8s.ingress_class())
+        kube.create(lb_service("198.51.100.1"))
+        kube.create(k8s.service("app"))
+        kube.create(k8s.ingress("site", k8s.rule("site.example.com", k8s.path("/", "app"))))
+        one = control_plane(kube, tmp_path, ports[0], ports[1], identity="cp-1", **lease).start()
+        two = control_plane(kube, tmp_path, ports[2], ports[3], identity="cp-2", **lease).start()
+        try:
+            def leaders() -> list[ControlPlane]:
+                return [cp for cp in (one, two) if cp.app.elector.is_leader]
+
+            (leader,) = wait_until(lambda: leaders() if len(leaders()) == 1 else None, timeout=10)
+            follower = two if leader is one else one
+            wait_until(lambda: leader.app.reporter.status_writes >= 1, timeout=10)
+            assert follower.app.reporter.status_writes == 0 and follower.app.reporter.events_created == 0
+            assert follower.call(lambda: follower.app.controller.ready.is_set())  # both serve xDS
+
+            # Kill the leader: it stops renewing and does not release the Lease.
+            leader.app.elector.stop(release=False)
+            killed = time.monotonic()
+            leader.stop()
+            wait_until(lambda: follower.app.elector.is_leader, timeout=10)
+            handover = time.monotonic() - killed
+            print(f"\nleader handover: {handover:.2f} s (lease 2 s + retry 0.25 s)")
+            assert handover <= lease["lease_duration_s"] + lease["retry_period_s"] + 1.0
+            kube.update(lb_service("198.51.100.2"))
+            wait_until(lambda: ((kube.get("Ingress", "default", "site") or {}).get("status") or {})
+                       .get("loadBalancer", {}).get("ingress") == [{"ip": "198.51.100.2"}], timeout=10)
+            assert follower.app.reporter.status_writes >= 1
+        finally:
+            one.stop()
+            two.stop()
