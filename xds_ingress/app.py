@@ -5,13 +5,21 @@ The translation loop waits for every source's initial sync before its first snap
 coalesced (at most `debounce` after the last change, bounded to `max_delay` after the
 first), and the translation itself runs in a worker thread so that the event loop keeps
 serving the xDS streams.
+
+The App also runs, on the same loop and gRPC server, the Client Status Discovery Service,
+and, when `debug_address` is set, the debug HTTP endpoint; it owns the Prometheus registry
+and hooks the ADS server through its Observer callbacks (metrics, change-to-ACK latency,
+NACK logs that name the objects behind the rejected resources).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import threading
 import time
-from collections.abc import Coroutine
+from collections import Counter, OrderedDict
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +27,16 @@ from typing import Any
 import grpc
 import structlog
 
-from xds_ingress import envoy
-from xds_ingress.cache import SnapshotCache
+from xds_ingress import envoy, ir
+from xds_ingress.cache import CachedResource, Snapshot, SnapshotCache
+from xds_ingress.debug import DebugServer
 from xds_ingress.diagnostics import Diagnostic, Severity
-from xds_ingress.server.ads import AggregatedDiscoveryService
+from xds_ingress.explain import objects_for_resource
+from xds_ingress.metrics import Metrics
+from xds_ingress.model import kind_of
+from xds_ingress.server import csds
+from xds_ingress.server.ads import AggregatedDiscoveryService, Observer, StreamState, TypeState, rejected_candidates
+from xds_ingress.server.status import proxy_status
 from xds_ingress.sources.files import FileSource
 from xds_ingress.store import Store
 from xds_ingress.sources.kube import WatchSettings
@@ -35,6 +49,8 @@ log = structlog.get_logger("xds_ingress.app")
 class ServeSettings:
     manifests: tuple[str, ...] = ()  # empty: read the Kubernetes API
     xds_address: str = "0.0.0.0:18000"
+    # the debug HTTP endpoint (/healthz, /readyz, /metrics, /debug/...); None: not served
+    debug_address: str | None = None
     translate: TranslateSettings = field(default_factory=TranslateSettings)
     debounce: float = 0.010
     max_delay: float = 0.250
@@ -71,9 +87,13 @@ def guarded_task(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task:
 class Controller:
     """Translates the store into the cache whenever the store changes."""
 
+    # How many snapshots' change times are remembered for the change-to-ACK latency.
+    CHANGE_HISTORY = 512
+
     def __init__(self, store: Store, cache: SnapshotCache, settings: TranslateSettings, *,
-                 debounce: float = 0.010, max_delay: float = 0.250) -> None:
+                 debounce: float = 0.010, max_delay: float = 0.250, metrics: Metrics | None = None) -> None:
         self.store = store
+        self.metrics = metrics
         self.cache = cache
         self.settings = settings
         self.debounce = debounce
@@ -87,24 +107,60 @@ class Controller:
         self.ready = asyncio.Event()
         self._changed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Change-to-ACK: when the first change not yet in a snapshot entered the store (monotonic),
+        # and, per snapshot serial, the first change it carries and the types it changed.
+        self._lock = threading.Lock()
+        self._pending_since: float | None = None
+        self._change_times: OrderedDict[int, tuple[float, frozenset[str]]] = OrderedDict()
 
     def _on_store_change(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if self._pending_since is None:
+                self._pending_since = now
         loop = self._loop
         if loop is not None:
             loop.call_soon_threadsafe(self._changed.set)
 
+    def first_change(self, after_serial: int, upto_serial: int, type_url: str) -> float | None:
+        """The earliest store change (monotonic time) carried by the snapshots after `after_serial` up to
+        `upto_serial` that changed resources of `type_url`; None when none is known."""
+        with self._lock:
+            times = [t for serial, (t, changed) in self._change_times.items()
+                     if after_serial < serial <= upto_serial and type_url in changed]
+        return min(times) if times else None
+
     def rebuild(self) -> bool:
         """Translate everything and publish the result. Returns True when the snapshot changed."""
         start = time.perf_counter()
+        with self._lock:
+            since, self._pending_since = self._pending_since, None
         generation = self.store.generation
         self.store.take_changes()
-        t = translate(self.store.objects(), self.settings)
-        resources = envoy.build(t.ir)
-        changed = self.cache.set_resources(resources, envoy.route_clusters(resources))
+        try:
+            t = translate(self.store.objects(), self.settings)
+            resources = envoy.build(t.ir)
+            changed = self.cache.set_resources(resources, envoy.route_clusters(resources))
+        except BaseException:
+            with self._lock:  # the changes are still to be served: keep their start time
+                if since is not None and (self._pending_since is None or since < self._pending_since):
+                    self._pending_since = since
+            raise
         self.last = t
         self.translated_generation = generation
         self.translations += 1
         self.last_duration = time.perf_counter() - start
+        snap = self.cache.snapshot
+        if changed and since is not None and snap is not None:
+            with self._lock:
+                self._change_times[snap.serial] = (since, snap.changed)
+                while len(self._change_times) > self.CHANGE_HISTORY:
+                    self._change_times.popitem(last=False)
+        if self.metrics is not None:
+            self.metrics.translations.inc()
+            self.metrics.translation_duration.observe(self.last_duration)
+            if changed:
+                self.metrics.snapshots.inc()
         self._report(tuple(sorted(set(self.store.diagnostics()) | set(t.diagnostics))))
         for fn in self.on_translated:
             fn(t, self.diagnostics)
@@ -151,6 +207,8 @@ class Controller:
             try:
                 await asyncio.to_thread(self.rebuild)
             except Exception:  # noqa: BLE001 - keep the last good snapshot and carry on
+                if self.metrics is not None:
+                    self.metrics.translation_failures.inc()
                 log.exception("translation.failed")
 
 
@@ -161,9 +219,21 @@ class App:
         self.settings = settings
         self.store = Store()
         self.cache = SnapshotCache()
-        self.ads = AggregatedDiscoveryService(self.cache)
+        self.metrics = Metrics()
         self.controller = Controller(self.store, self.cache, settings.translate,
-                                     debounce=settings.debounce, max_delay=settings.max_delay)
+                                     debounce=settings.debounce, max_delay=settings.max_delay, metrics=self.metrics)
+        self.ads = AggregatedDiscoveryService(self.cache, observer=_AdsObserver(self))
+        self.csds = csds.ClientStatusDiscoveryService(self.ads)
+        self.debug = DebugServer(self, settings.debug_address) if settings.debug_address else None
+        self.debug_port = 0
+        self._serving = False
+        self._kind_counts: tuple[int, Mapping[str, int]] = (-1, {})
+        m = self.metrics
+        m.connected_proxies = lambda: len(self.ads.streams)
+        m.objects_by_kind = self._objects_by_kind
+        m.diagnostics = lambda: self.controller.diagnostics
+        m.resources_by_type = lambda: self.cache.snapshot.counts() if self.cache.snapshot else {}
+        m.ready = lambda: self.readiness()[0]
         self.reporter = None
         self.elector = None
         if settings.manifests:
@@ -196,6 +266,17 @@ class App:
                 retry_period_s=s.retry_period_s), on_change=reporter.set_active)
 
     async def start(self) -> None:
+        if self.debug is not None:
+            # First, so that /healthz answers and /readyz says why it is not ready during the initial sync.
+            self.debug_port = await self.debug.start()
+        try:
+            await self._start()
+        except BaseException:
+            if self.debug is not None:
+                await self.debug.stop()
+            raise
+
+    async def _start(self) -> None:
         if self.reporter is not None:
             self.reporter.start()
             if self.elector is not None:
@@ -210,6 +291,7 @@ class App:
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ])
         self.server.add_generic_rpc_handlers((self.ads.handler(),))
+        csds.add_to_server(self.csds, self.server)
         s = self.settings
         if s.tls_cert and s.tls_key:
             creds = grpc.ssl_server_credentials(
@@ -222,6 +304,7 @@ class App:
         if not self.xds_port:
             raise OSError(f"cannot listen on {self.settings.xds_address}")
         await self.server.start()
+        self._serving = True
         log.info("xds.listening", address=self.settings.xds_address, port=self.xds_port)
         for i, src in enumerate(self.sources):
             self._tasks.append(guarded_task(src.run(), f"source-{i}"))
@@ -236,7 +319,52 @@ class App:
         if self.reporter is not None:
             await asyncio.to_thread(self.reporter.stop)
         if self.server is not None:
+            self._serving = False
             await self.server.stop(grace)
+        if self.debug is not None:
+            await self.debug.stop()
+
+    def _objects_by_kind(self) -> Mapping[str, int]:
+        generation = self.store.generation
+        if self._kind_counts[0] != generation:  # counted again only after a change
+            self._kind_counts = (generation, Counter(kind_of(o) for o in self.store.objects()))
+        return self._kind_counts[1]
+
+    # -- what the debug endpoint reads (debug.DebugView) --
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self._serving:
+            return False, "the xDS server is not started"
+        waiting = [type(s).__name__ for s in self.sources if not s.synced.is_set()]
+        if waiting:
+            return False, f"waiting for the initial sync of {', '.join(waiting)}"
+        snap = self.cache.snapshot
+        if not self.controller.ready.is_set() or snap is None:
+            return False, "the first snapshot is being built"
+        return True, f"serving snapshot {snap.serial}"
+
+    def metrics_exposition(self) -> bytes:
+        return self.metrics.exposition()
+
+    def proxies(self) -> list[dict]:
+        return [proxy_status(s) for s in sorted(self.ads.streams.values(), key=lambda s: s.id)]
+
+    def node_config(self, node: str) -> tuple[dict, dict[str, Mapping[str, CachedResource]]] | None:
+        streams = [s for s in self.ads.streams.values() if s.node_id == node]
+        if not streams:
+            return None
+        stream = max(streams, key=lambda s: s.id)  # the latest connection of that node
+        return proxy_status(stream), {t: (ts.sent or {}) for t, ts in stream.types.items()}
+
+    def snapshot(self) -> Snapshot | None:
+        return self.cache.snapshot
+
+    def diagnostics(self) -> tuple[Diagnostic, ...]:
+        return self.controller.diagnostics
+
+    def ir(self) -> ir.IR | None:
+        last = self.controller.last
+        return last.ir if last is not None else None
 
     async def serve_forever(self) -> None:
         await self.start()
@@ -246,15 +374,84 @@ class App:
             await self.stop()
 
 
+def _never_raises(fn):
+    """An observer callback runs inside the ADS stream's request handling: a bug in it must not end the stream."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception:  # noqa: BLE001
+            log.exception("observer.failed", callback=fn.__name__)
+    return wrapper
+
+
+class _AdsObserver(Observer):
+    """Metrics, change-to-ACK latency and NACK logs, from the ADS server's callbacks (loop thread)."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.metrics = app.metrics
+        # (stream, type URL) -> serial of the snapshot the last ACKed or NACKed response was built from
+        self._answered: dict[tuple[int, str], int] = {}
+
+    @_never_raises
+    def stream_opened(self, stream: StreamState) -> None:
+        self.metrics.streams.inc()
+
+    @_never_raises
+    def stream_closed(self, stream: StreamState) -> None:
+        for key in [k for k in self._answered if k[0] == stream.id]:
+            del self._answered[key]
+
+    @_never_raises
+    def response_sent(self, stream: StreamState, ts: TypeState, resources: int, size: int) -> None:
+        short = envoy.types.SHORT_NAMES[ts.type_url]
+        self.metrics.responses.labels(short).inc()
+        self.metrics.response_bytes.labels(short).inc(size)
+
+    @_never_raises
+    def ack(self, stream: StreamState, ts: TypeState) -> None:
+        short = envoy.types.SHORT_NAMES[ts.type_url]
+        self.metrics.acks.labels(short).inc()
+        key = (stream.id, ts.type_url)
+        before = self._answered.get(key)
+        self._answered[key] = ts.sent_serial
+        if before is None or ts.sent_serial <= before:
+            return  # the first response of a stream is a connect, not a change
+        since = self.app.controller.first_change(before, ts.sent_serial, ts.type_url)
+        if since is not None:
+            self.metrics.change_to_ack.labels(short).observe(time.monotonic() - since)
+
+    @_never_raises
+    def nack(self, stream: StreamState, ts: TypeState, message: str) -> None:
+        short = envoy.types.SHORT_NAMES[ts.type_url]
+        self.metrics.nacks.labels(short).inc()
+        self._answered[(stream.id, ts.type_url)] = ts.sent_serial
+        model = self.app.ir()
+        if model is None:
+            return
+        for resource in rejected_candidates(ts)[:20]:
+            for src in objects_for_resource(model, short, resource):
+                log.error("ads.nack.object", kind=src.kind, namespace=src.namespace, name=src.name,
+                          node=stream.node_id, type=short, resource=resource, error=message)
+
+
 def kube_api_client(kubeconfig: str | None):
-    """An ApiClient from a kubeconfig file, KUBECONFIG / ~/.kube/config, or the in-cluster config."""
+    """An ApiClient from a kubeconfig file, KUBECONFIG / ~/.kube/config, or the in-cluster config.
+
+    urllib3's own retries are off: it would replay a 429/503 up to 3 times behind our back;
+    the reflectors back off and honour Retry-After themselves, and the reporter retries on
+    its next round.
+    """
     import os
 
     from kubernetes import client as k8s_client
     from kubernetes import config as k8s_config
 
-    if kubeconfig or os.environ.get("KUBECONFIG") or not os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return k8s_config.new_client_from_config(config_file=kubeconfig)
     cfg = k8s_client.Configuration()
-    k8s_config.load_incluster_config(client_configuration=cfg)
+    if kubeconfig or os.environ.get("KUBECONFIG") or not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    else:
+        k8s_config.load_incluster_config(client_configuration=cfg)
+    cfg.retries = False
     return k8s_client.ApiClient(cfg)

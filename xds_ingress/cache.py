@@ -89,6 +89,8 @@ class Snapshot:
     resources: Mapping[str, Mapping[str, CachedResource]]
     # route configuration name -> cluster names its routes send traffic to (make before break)
     route_clusters: Mapping[str, frozenset[str]]
+    # the type URLs whose resources differ from the previous snapshot's (all of them for the first)
+    changed: frozenset[str] = frozenset()
 
     def of_type(self, type_url: str) -> Mapping[str, CachedResource]:
         return self.resources.get(type_url, _EMPTY)
@@ -155,14 +157,13 @@ class SnapshotCache:
     def _publish(self, built: dict[str, Mapping[str, CachedResource]],
                  route_clusters: Mapping[str, frozenset[str]]) -> bool:
         previous = self._snapshot
-        if previous is not None and all(
-            _same(previous.of_type(t), built[t]) for t in types.ALL
-        ) and dict(previous.route_clusters) == dict(route_clusters):
+        changed = frozenset(t for t in types.ALL if previous is None or not _same(previous.of_type(t), built[t]))
+        if previous is not None and not changed and dict(previous.route_clusters) == dict(route_clusters):
             return False
         with self._lock:
             self._serial += 1
             snap = Snapshot(serial=self._serial, resources=MappingProxyType(built),
-                            route_clusters=MappingProxyType(dict(route_clusters)))
+                            route_clusters=MappingProxyType(dict(route_clusters)), changed=changed)
             self._snapshot = snap
             listeners = list(self._listeners)
         for fn in listeners:

@@ -1,4 +1,5 @@
-"""The `xds` command: serve the control plane, print an Envoy bootstrap."""
+"""The `xds` command: serve the control plane, print an Envoy bootstrap, look at a running control
+plane (status, config-dump, explain, diagnostics), check manifests offline (translate, validate)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--identity", metavar="NAME", default=os.environ.get("POD_NAME") or socket.gethostname(),
                    help="this replica's name in the Lease (default: $POD_NAME or the host name)")
     p.add_argument("--xds-address", default="0.0.0.0:18000", metavar="HOST:PORT",
-                   help="where the ADS gRPC server listens (default 0.0.0.0:18000)")
+                   help="where the ADS gRPC server (and CSDS) listens (default 0.0.0.0:18000)")
+    p.add_argument("--debug-address", default="127.0.0.1:9090", metavar="HOST:PORT",
+                   help="the debug HTTP endpoint: /healthz, /readyz, /metrics, /debug/... (default 127.0.0.1:9090, "
+                        "loopback; 'off' to disable)")
     p.add_argument("--listen-address", default="0.0.0.0", metavar="ADDR",
                    help="address of Envoy's HTTP and HTTPS listeners (default 0.0.0.0; '::' for dual stack)")
     p.add_argument("--http-port", type=_port, default=8080, help="Envoy's HTTP listener port (default 8080)")
@@ -69,6 +73,56 @@ def _add_bootstrap(sub: argparse._SubParsersAction) -> None:
                         "for readiness probes (default: none)")
 
 
+def _add_remote(sub: argparse._SubParsersAction) -> None:
+    from xds_ingress.ops import DEFAULT_SERVER
+
+    def server(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--server", default=DEFAULT_SERVER, metavar="URL",
+                       help=f"the control plane's debug endpoint (default {DEFAULT_SERVER})")
+
+    p = sub.add_parser("status", help="the connected Envoys: SYNCED / STALE / NACKED / NOT_SENT per xDS type "
+                                      "(exit 1 when any is NACKED)")
+    server(p)
+    p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    p = sub.add_parser("config-dump", help="the resources as sent to a node (without NODE: the current snapshot), "
+                                           "secrets redacted")
+    p.add_argument("node", nargs="?", metavar="NODE", help="the Envoy node id")
+    p.add_argument("--type", metavar="T",
+                   help="only these types: clusters, listeners, routes, endpoints, secrets (comma-separated)")
+    p.add_argument("-o", "--output", choices=("json", "yaml"), default="json")
+    server(p)
+    p = sub.add_parser("explain", help="which Ingress rule, backend and endpoints a request reaches, or why it gets "
+                                       "404/503")
+    p.add_argument("--host", required=True, help="the Host header (a port and case do not matter)")
+    p.add_argument("--path", default="/", help="the request path (default /)")
+    p.add_argument("--https", action="store_true", help="the request comes over HTTPS (SNI = the host)")
+    p.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
+    server(p)
+    p = sub.add_parser("diagnostics", help="every current diagnostic, by object")
+    p.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
+    server(p)
+
+
+def _add_offline(sub: argparse._SubParsersAction) -> None:
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-f", "--filename", dest="paths", action="extend", nargs="+", required=True, metavar="PATH",
+                       help="manifest files or directories (read recursively); repeatable")
+        p.add_argument("--ingress-class", default="xds", metavar="NAME", help="the IngressClass served (default xds)")
+        p.add_argument("--listen-address", default="0.0.0.0", metavar="ADDR",
+                       help="address of Envoy's listeners (default 0.0.0.0)")
+        p.add_argument("--http-port", type=_port, default=8080, help="Envoy's HTTP listener port (default 8080)")
+        p.add_argument("--https-port", type=_port, default=8443, help="Envoy's HTTPS listener port (default 8443)")
+
+    p = sub.add_parser("translate", help="offline: manifests in, Envoy resources out (secrets redacted) and the "
+                                         "diagnostics; exit 1 on any error diagnostic")
+    common(p)
+    p.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+    p = sub.add_parser("validate", help="offline: translate, then check the result with `envoy --mode validate`; "
+                                        "exit non-zero on any failure (the pre-apply check for CI)")
+    common(p)
+    p.add_argument("--envoy", metavar="PATH", help="the envoy binary (default: envoy on PATH, or next to Python)")
+
+
 def _port(value: str) -> int:
     try:
         n = int(value)
@@ -84,6 +138,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     _add_serve(sub)
     _add_bootstrap(sub)
+    _add_remote(sub)
+    _add_offline(sub)
     return p
 
 
@@ -110,6 +166,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if bool(args.tls_cert) != bool(args.tls_key) or (args.client_ca and not args.tls_cert):
         print("xds serve: --tls-cert and --tls-key go together, and --client-ca needs them", file=sys.stderr)
         return 2
+    debug_address = None if args.debug_address.lower() in ("off", "none", "") else args.debug_address
+    if debug_address is not None:
+        from xds_ingress.envoy.bootstrap import split_host_port
+
+        try:
+            split_host_port(debug_address)
+        except ValueError as exc:
+            print(f"xds serve: --debug-address: {exc}", file=sys.stderr)
+            return 2
     publish = None
     if args.publish_service:
         ns, _, name = args.publish_service.partition("/")
@@ -129,6 +194,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         client_ca=args.client_ca,
         xds_address=args.xds_address,
+        debug_address=debug_address,
         translate=TranslateSettings(ingress_class=args.ingress_class, listen_address=args.listen_address,
                                     http_port=args.http_port, https_port=args.https_port),
     )
@@ -151,8 +217,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         finally:
             await app.stop()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        print(f"xds serve: {exc}. Choose another --xds-address or --debug-address.", file=sys.stderr)
+        return 2
     return 0
+
+
+def _translate_settings(args: argparse.Namespace):
+    from xds_ingress.translate import TranslateSettings
+
+    return TranslateSettings(ingress_class=args.ingress_class, listen_address=args.listen_address,
+                             http_port=args.http_port, https_port=args.https_port)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,6 +238,20 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_bootstrap(args)
     if args.command == "serve":
         return cmd_serve(args)
+    from xds_ingress import ops
+
+    if args.command == "status":
+        return ops.status(args.server, args.output)
+    if args.command == "config-dump":
+        return ops.config_dump(args.server, args.node, args.type, args.output)
+    if args.command == "explain":
+        return ops.explain(args.server, args.host, args.path, args.https, args.output)
+    if args.command == "diagnostics":
+        return ops.diagnostics(args.server, args.output)
+    if args.command == "translate":
+        return ops.translate_cmd(args.paths, _translate_settings(args), args.output)
+    if args.command == "validate":
+        return ops.validate_cmd(args.paths, _translate_settings(args), args.envoy)
     return 2
 
 

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CA", "ServerCert", "make_ca", "tls_secret"]
+__all__ = ["CA", "ServerCert", "key_forms", "make_ca", "tls_secret"]
 
 KeyType = Literal["ec", "rsa"]
 _PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -140,3 +140,21 @@ def tls_secret(namespace: str, name: str, cert_pem: str, key_pem: str) -> dict[s
         "type": "kubernetes.io/tls",
         "data": {"tls.crt": b64(cert_pem), "tls.key": b64(key_pem)},
     }
+
+
+def key_forms(key_pem: str) -> list[str]:
+    """A private key in every form it could leak in, for tests that prove it does not: "PRIVATE KEY",
+    each base64 line of the PEM body, and the base64 (standard and URL-safe) of the PEM, of its body
+    and of the DER at each of the three alignments (as bytes inside a larger field encode), and hex."""
+    pem = key_pem.encode()
+    der = serialization.load_pem_private_key(pem, None).private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    body = [line for line in key_pem.splitlines() if line and "PRIVATE KEY" not in line]
+    forms = ["PRIVATE KEY", *body]
+    start = pem.index(b"\n") + 1
+    for blob in (pem, der, pem[start:]):
+        for k in range(3):
+            forms.append(base64.b64encode(blob[k:k + 30]).decode())
+            forms.append(base64.urlsafe_b64encode(blob[k:k + 30]).decode())
+    forms.append(der[:24].hex())
+    return forms

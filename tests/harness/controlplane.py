@@ -103,6 +103,28 @@ class ControlPlane:
     def remove(self, name: str) -> None:
         (self.manifests_dir / name).unlink(missing_ok=True)
 
+    def inject_rejected_cluster(self, name: str) -> None:
+        """Publish the current snapshot with cluster `name` given a negative connect_timeout, which
+        Envoy's validation rejects: the way to make a real Envoy NACK. The next rebuild replaces it."""
+        from envoy.config.cluster.v3 import cluster_pb2
+
+        from xds_ingress.cache import cache_resource
+        from xds_ingress.envoy import types
+
+        def inject() -> None:
+            app = self.app
+            assert app is not None
+            snap = app.cache.snapshot
+            clusters = dict(snap.of_type(types.CLUSTER))
+            msg = cluster_pb2.Cluster()
+            clusters[name].message().Unpack(msg)
+            msg.connect_timeout.seconds = -1
+            clusters[name] = cache_resource(types.CLUSTER, name, msg)
+            resources = {t: snap.of_type(t) for t in types.ALL}
+            resources[types.CLUSTER] = clusters
+            app.cache.set_cached(resources, snap.route_clusters)
+        self.call(inject)
+
     def diagnostics(self) -> list[Any]:
         return self.call(lambda: list(self.app.controller.diagnostics))
 

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 BACKENDS = {"web": 19101, "api": 19102, "fallback": 19103}
 XDS = ("127.0.0.1", 18000)
+DEBUG = ("127.0.0.1", 9090)
 ADMIN = ("127.0.0.1", 9901)
 HTTP_PORT, HTTPS_PORT = 8080, 8443
 
@@ -52,7 +53,7 @@ def _wait_http(url: str, timeout: float, procs: list[subprocess.Popen]) -> bool:
 
 
 def main() -> int:
-    ports = [*BACKENDS.values(), XDS[1], ADMIN[1], HTTP_PORT, HTTPS_PORT]
+    ports = [*BACKENDS.values(), XDS[1], DEBUG[1], ADMIN[1], HTTP_PORT, HTTPS_PORT]
     busy = [p for p in ports if _busy(p)]
     if busy:
         print(f"make run: ports {busy} are in use on 127.0.0.1; stop what uses them and try again.", file=sys.stderr)
@@ -67,7 +68,8 @@ def main() -> int:
                                            "--port", str(port), "--host", "127.0.0.1"],
                                           stdout=subprocess.DEVNULL))
         procs.append(subprocess.Popen(xds + ["serve", "--manifests", str(EXAMPLES), "--xds-address",
-                                             f"{XDS[0]}:{XDS[1]}", "--listen-address", "127.0.0.1",
+                                             f"{XDS[0]}:{XDS[1]}", "--debug-address", f"{DEBUG[0]}:{DEBUG[1]}",
+                                             "--listen-address", "127.0.0.1",
                                              "--http-port", str(HTTP_PORT), "--https-port", str(HTTPS_PORT)],
                                       stderr=open(work / "xds.log", "wb")))
         bootstrap = subprocess.run(xds + ["bootstrap", "--xds-address", f"{XDS[0]}:{XDS[1]}", "--node-id", "demo",
@@ -83,7 +85,7 @@ def main() -> int:
         ca = EXAMPLES / "demo-ca.pem"
         print(f"""
 xds-ingress demo is running (logs in {work}):
-  control plane  ADS on {XDS[0]}:{XDS[1]}   manifests: {EXAMPLES}
+  control plane  ADS on {XDS[0]}:{XDS[1]}   debug http://{DEBUG[0]}:{DEBUG[1]}/   manifests: {EXAMPLES}
   Envoy          http://127.0.0.1:{HTTP_PORT}  https://127.0.0.1:{HTTPS_PORT}  admin http://{ADMIN[0]}:{ADMIN[1]}
   backends       {', '.join(f'{n} :{p}' for n, p in BACKENDS.items())}
 
@@ -94,6 +96,12 @@ Try (each backend answers with its name and the request it saw):
   curl -s -H 'Host: shop.apps.localhost' http://127.0.0.1:{HTTP_PORT}/       # -> web (wildcard *.apps.localhost)
   curl -s -H 'Host: nowhere.localhost' http://127.0.0.1:{HTTP_PORT}/         # -> fallback (default backend)
   curl -s --cacert {ca} --resolve secure.localhost:{HTTPS_PORT}:127.0.0.1 https://secure.localhost:{HTTPS_PORT}/  # -> api over TLS
+
+Look inside (another terminal, in the venv: .venv/bin/xds ...):
+  xds status                                                # the Envoy: SYNCED per xDS type
+  xds explain --host demo.localhost --path /api/users       # which rule, Service and endpoints
+  xds config-dump demo --type routes -o yaml                # what the Envoy was sent
+  open http://{DEBUG[0]}:{DEBUG[1]}/                               # the same, for a person
 
 Edit a file in {EXAMPLES} and the routing changes within a second. Ctrl-C stops everything.
 """, flush=True)

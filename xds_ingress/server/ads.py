@@ -71,6 +71,7 @@ class TypeState:
     sent: dict[str, CachedResource] | None = None
     acked: dict[str, CachedResource] | None = None  # the last response the client ACKed (pruned alike)
     sent_version: str = ""
+    sent_serial: int = 0  # the serial of the snapshot the last response was built from
     sent_at: float = 0.0
     acked_version: str = ""
     acked_at: float = 0.0
@@ -239,7 +240,8 @@ class AggregatedDiscoveryService:
                 ts.nack_message = req.error_detail.message
                 ts.nack_at = now
                 log.error("ads.nack", stream=stream.id, node=stream.node_id, type=types.SHORT_NAMES[type_url],
-                          version=ts.sent_version, kept_version=req.version_info, error=req.error_detail.message)
+                          version=ts.sent_version, kept_version=req.version_info, error=req.error_detail.message,
+                          resources=rejected_candidates(ts)[:20])
                 self.observer.nack(stream, ts, req.error_detail.message)
             else:
                 ts.acks += 1
@@ -320,6 +322,7 @@ class AggregatedDiscoveryService:
             self._force_eds_for_changed_clusters(stream, ts.sent or {}, desired)
         ts.force_names.clear()
         ts.sent, ts.sent_version, ts.nonce = desired, version, nonce
+        ts.sent_serial = snapshot.serial
         ts.in_flight = True
         ts.sent_at = time.time()
         ts.responses += 1
@@ -356,6 +359,16 @@ class AggregatedDiscoveryService:
         eds = stream.types.get(types.ENDPOINT)
         if changed and eds is not None:
             eds.force_names |= changed
+
+
+def rejected_candidates(ts: TypeState) -> list[str]:
+    """The resources a NACK can be about: those of the rejected response that the client had not
+    ACKed (new or changed), narrowed to those Envoy's message names when it names any."""
+    sent = ts.sent or {}
+    acked = ts.acked or {}
+    new = sorted(n for n, r in sent.items() if (a := acked.get(n)) is None or a.version != r.version)
+    named = [n for n in new if n in ts.nack_message]
+    return named or new
 
 
 def _versions(resources: dict[str, CachedResource]) -> dict[str, str]:

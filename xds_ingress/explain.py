@@ -1,0 +1,322 @@
+"""Where a request goes, and why: a pure function over the IR that mirrors Envoy's selection.
+
+`explain(ir, diagnostics, host=..., path=..., https=...)` answers which listener, virtual
+host and route a request would reach, the Ingress rule (and field) that route came from,
+the Service, cluster and endpoints it would be sent to, or why it gets a 404 or 503.
+
+It follows what Envoy does with the configuration the Envoy layer builds from this IR:
+
+- the listener: `https` picks the HTTPS listener and its filter chain by SNI (the Host
+  without its port): an exact server name, then the longest `*.` wildcard (which in Envoy
+  matches any depth); with no chain for the name the TLS handshake fails;
+- the Host is lowercased, its port dropped (`ignore_port_in_host_matching`) and a trailing
+  dot removed (`strip_trailing_host_dot`);
+- the virtual host: an exact domain, then the longest suffix wildcard (`*.example.com`,
+  any depth, never the apex), then the longest prefix wildcard, then `*`;
+- the path: the query and fragment dropped, `//` merged and dot segments removed
+  (`normalize_path`, `merge_slashes`); an escaped slash (%2F, %5C) is first answered with
+  a redirect to the unescaped path (`UNESCAPE_AND_REDIRECT`), which is then routed;
+- routes in order, the first that matches wins: Exact (`path`), Prefix by element
+  (`path_separated_prefix`, and `prefix: /` for "/"), the one-label wildcard guard on
+  `:authority` (the regex of `envoy/routes.py`, evaluated on the Host as sent);
+- no virtual host or no route: 404; a route to a fixed response (a missing Service): its
+  status, 503; a cluster without endpoints: 503 ("no healthy upstream").
+
+Also here: `objects_for_resource`, which maps an xDS resource name back to the objects it
+was made from (for NACK logs and `xds validate`).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from xds_ingress import ir
+from xds_ingress.diagnostics import Diagnostic
+
+# One DNS label, as in envoy/routes.py's authority_regex.
+_LABEL = r"[^.:/]+"
+_ESCAPED_SLASH = re.compile(r"%2f|%5c", re.IGNORECASE)
+
+
+def guard_regex(suffix: str) -> str:
+    """The same expression as envoy.routes.authority_regex (RE2 and Python agree on it)."""
+    return rf"(?i)^{_LABEL}\.{suffix.replace('.', '[.]')}(:[0-9]+)?$"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Explanation:
+    host: str
+    path: str
+    https: bool
+    status: int | None  # None: forwarded to an endpoint (the upstream answers); else Envoy's own answer
+    outcome: str  # upstream | direct_response | no_route | no_healthy_upstream | tls_handshake_fails
+    reason: str
+    normalized_host: str = ""
+    normalized_path: str = ""
+    listener: str = ""
+    filter_chain: str = ""
+    route_configuration: str = ""
+    virtual_host: str = ""
+    virtual_host_match: str = ""  # exact | suffix wildcard | prefix wildcard | catch-all
+    route: ir.Route | None = None
+    cluster: ir.Cluster | None = None
+    endpoints: tuple[ir.LbEndpoint, ...] = ()
+    diagnostics: tuple[Diagnostic, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+    def as_dict(self) -> dict:
+        r = self.route
+        out: dict = {
+            "request": {"host": self.host, "path": self.path, "https": self.https},
+            "normalized": {"host": self.normalized_host, "path": self.normalized_path},
+            "status": self.status,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "listener": self.listener or None,
+            "filter_chain": self.filter_chain or None,
+            "route_configuration": self.route_configuration or None,
+            "virtual_host": ({"name": self.virtual_host, "matched_by": self.virtual_host_match}
+                             if self.virtual_host else None),
+            "route": None,
+            "backend": None,
+            "endpoints": [{"address": e.address, "port": e.port} for e in self.endpoints],
+            "diagnostics": [d.as_dict() for d in self.diagnostics],
+            "notes": list(self.notes),
+        }
+        if r is not None:
+            out["route"] = {
+                "name": r.name,
+                "match": ({"type": r.match.type, "path": r.match.path} if r.match is not None
+                          else {"type": "Prefix", "path": "/", "default_backend": True}),
+                "guard": ({"one_label_under": r.guard.suffix, "inverted": r.guard.invert}
+                          if r.guard is not None else None),
+                "source": {"kind": r.source.kind, "namespace": r.source.namespace, "name": r.source.name,
+                           "field": r.source.field},
+                "rule": rule_field(r.source.field),
+            }
+        if self.cluster is not None:
+            c = self.cluster
+            out["backend"] = {"service": {"namespace": c.service.namespace, "name": c.service.name},
+                              "port": c.port, "port_name": c.port_name or None, "cluster": c.name}
+        return out
+
+
+def rule_field(backend_field: str) -> str:
+    """spec.rules[0].http.paths[1].backend -> spec.rules[0].http.paths[1]."""
+    return backend_field.removesuffix(".backend")
+
+
+def split_host(host: str) -> tuple[str, str]:
+    """(name, ":port" or "") of a Host header value; IPv6 literals keep their brackets."""
+    if host.startswith("["):
+        end = host.find("]")
+        if end != -1:
+            return host[:end + 1], host[end + 1:]
+        return host, ""
+    name, sep, port = host.rpartition(":")
+    if sep and port.isdigit() and ":" not in name:
+        return name, ":" + port
+    return host, ""
+
+
+def normalize_host(host: str) -> tuple[str, str]:
+    """(the name used for virtual host selection, the :authority value the route guards see)."""
+    name, port = split_host(host.strip())
+    if name.endswith(".") and len(name) > 1:
+        name = name[:-1]
+    return name.lower(), name + port
+
+
+def normalize_path(path: str) -> str:
+    """The path as Envoy routes it: no query or fragment, slashes merged, dot segments removed."""
+    p = path.split("#", 1)[0].split("?", 1)[0] or "/"
+    if not p.startswith("/"):
+        p = "/" + p
+    p = re.sub(r"/{2,}", "/", p)
+    trailing = p.endswith("/") or p.endswith("/.") or p.endswith("/..")
+    out = posixpath.normpath(p)
+    if out.startswith("//"):
+        out = "/" + out.lstrip("/")
+    if trailing and out != "/":
+        out += "/"
+    return out
+
+
+def _domain_matches(domain: str, host: str) -> str | None:
+    """How an Envoy virtual host domain matches a host: exact, suffix, prefix, any, or None."""
+    d = domain.lower()
+    if d == "*":
+        return "catch-all"
+    if d.startswith("*"):
+        suffix = d[1:]
+        return "suffix wildcard" if host.endswith(suffix) and len(host) > len(suffix) else None
+    if d.endswith("*"):
+        prefix = d[:-1]
+        return "prefix wildcard" if host.startswith(prefix) and len(host) > len(prefix) else None
+    return "exact" if d == host else None
+
+
+def select_virtual_host(vhosts: Iterable[ir.VirtualHost], host: str) -> tuple[ir.VirtualHost | None, str]:
+    """Envoy's order: exact, longest suffix wildcard, longest prefix wildcard, then "*"."""
+    best: tuple[int, int, ir.VirtualHost | None, str] = (9, 0, None, "")
+    rank = {"exact": 0, "suffix wildcard": 1, "prefix wildcard": 2, "catch-all": 3}
+    for vh in vhosts:
+        for d in vh.domains:
+            how = _domain_matches(d, host)
+            if how is None:
+                continue
+            key = (rank[how], -len(d))
+            if key < best[:2]:
+                best = (key[0], key[1], vh, how)
+    return best[2], best[3]
+
+
+def route_matches(route: ir.Route, path: str, authority: str) -> bool:
+    m = route.match
+    if m is not None and not (m.type == "Prefix" and m.path == "/"):
+        if m.type == "Exact":
+            if path != m.path:
+                return False
+        elif not (path == m.path or path.startswith(m.path + "/")):
+            return False
+    if route.guard is not None:
+        hit = re.search(guard_regex(route.guard.suffix), authority) is not None
+        if hit == route.guard.invert:
+            return False
+    return True
+
+
+def _server_name_matches(names: Iterable[str], sni: str) -> tuple[int, int] | None:
+    best: tuple[int, int] | None = None
+    for n in names:
+        n = n.lower()
+        if n == sni:
+            key = (0, -len(n))
+        elif n.startswith("*.") and sni.endswith(n[1:]) and len(sni) > len(n) - 1:
+            key = (1, -len(n))
+        else:
+            continue
+        if best is None or key < best:
+            best = key
+    return best
+
+
+def _diagnostics_for(source: ir.Source, diagnostics: Iterable[Diagnostic]) -> tuple[Diagnostic, ...]:
+    return tuple(d for d in diagnostics
+                 if (d.kind, d.namespace, d.name) == (source.kind, source.namespace, source.name)
+                 and d.field.startswith(source.field))
+
+
+def explain(model: ir.IR, diagnostics: Iterable[Diagnostic] = (), *, host: str, path: str,
+            https: bool = False) -> Explanation:
+    diagnostics = tuple(diagnostics)
+    name, authority = normalize_host(host)
+    notes: list[str] = []
+    requested_path = path
+    raw_path = path.split("?", 1)[0]
+    if _ESCAPED_SLASH.search(raw_path):
+        unescaped = _ESCAPED_SLASH.sub(lambda m: "/" if m[0].lower() == "%2f" else "\\", raw_path)
+        notes.append(f"the path has an escaped slash: Envoy first redirects to {unescaped!r}, which is routed here")
+        path = unescaped + (path[len(raw_path):])
+    npath = normalize_path(path)
+    base = dict(host=host, path=requested_path, https=https, normalized_host=name, normalized_path=npath)
+
+    listeners = [lst for lst in model.listeners if lst.is_tls == https]
+    if not listeners:
+        kind = "HTTPS" if https else "HTTP"
+        why = " (no Ingress has a usable TLS certificate)" if https else ""
+        return Explanation(status=None, outcome="tls_handshake_fails" if https else "no_route",
+                           reason=f"there is no {kind} listener{why}", notes=tuple(notes), **base)
+    lst = listeners[0]
+    chain = ""
+    if https:
+        ranked = [(k, tc) for tc in lst.tls_chains if (k := _server_name_matches(tc.server_names, name)) is not None]
+        if not ranked:
+            return Explanation(
+                status=None, outcome="tls_handshake_fails", listener=lst.name, notes=tuple(notes),
+                reason=(f"no TLS certificate is configured for {name!r}: the HTTPS listener has no filter chain "
+                        "for that server name (SNI), so the handshake fails. Add the host to an Ingress's "
+                        "spec.tls with a valid Secret."), **base)
+        chain = min(ranked, key=lambda kt: kt[0])[1].name
+    rc = next((r for r in model.route_configurations if r.name == lst.route_config_name), None)
+    where = dict(listener=lst.name, filter_chain=chain, route_configuration=lst.route_config_name)
+    if rc is None:
+        return Explanation(status=404, outcome="no_route", notes=tuple(notes),
+                           reason=f"route configuration {lst.route_config_name!r} does not exist", **where, **base)
+    vh, how = select_virtual_host(rc.virtual_hosts, name)
+    if vh is None:
+        return Explanation(status=404, outcome="no_route", notes=tuple(notes),
+                           reason=f"no virtual host matches the host {name!r} and there is no default backend",
+                           **where, **base)
+    where.update(virtual_host=vh.name, virtual_host_match=how)
+    route = next((r for r in vh.routes if route_matches(r, npath, authority)), None)
+    if route is None:
+        return Explanation(status=404, outcome="no_route", notes=tuple(notes),
+                           reason=(f"no rule of virtual host {vh.name!r} matches the path {npath!r} and there is no "
+                                   "default backend (spec.defaultBackend)"), **where, **base)
+    found = _diagnostics_for(route.source, diagnostics)
+    action = route.action
+    if action.cluster is None:
+        why = "; ".join(d.message for d in found) or (action.direct_body.strip() or "a fixed response")
+        return Explanation(status=action.direct_status, outcome="direct_response", route=route, diagnostics=found,
+                           reason=f"{route.source}: {why}", notes=tuple(notes), **where, **base)
+    cluster = next((c for c in model.clusters if c.name == action.cluster), None)
+    cla = next((e for e in model.endpoints if e.cluster_name == action.cluster), None)
+    if cluster is None:
+        return Explanation(status=503, outcome="no_healthy_upstream", route=route, diagnostics=found,
+                           notes=tuple(notes), reason=f"cluster {action.cluster!r} does not exist", **where, **base)
+    endpoints = cla.endpoints if cla is not None else ()
+    found += tuple(d for d in diagnostics if (d.kind, d.namespace, d.name) == (
+        cluster.service.kind, cluster.service.namespace, cluster.service.name))
+    if not endpoints:
+        return Explanation(status=503, outcome="no_healthy_upstream", route=route, cluster=cluster,
+                           diagnostics=found, notes=tuple(notes),
+                           reason=(f"Service {cluster.service.namespace}/{cluster.service.name} port {cluster.port} "
+                                   "has no ready endpoints, so Envoy answers 503 (no healthy upstream)"),
+                           **where, **base)
+    return Explanation(status=None, outcome="upstream", route=route, cluster=cluster, endpoints=endpoints,
+                       diagnostics=found, notes=tuple(notes),
+                       reason=(f"forwarded to Service {cluster.service.namespace}/{cluster.service.name} port "
+                               f"{cluster.port}, one of {len(endpoints)} endpoint(s) by round robin"),
+                       **where, **base)
+
+
+def objects_for_resource(model: ir.IR, kind: str, name: str) -> tuple[ir.Source, ...]:
+    """The objects an xDS resource was made from. `kind`: listeners, routes, clusters, endpoints, secrets."""
+    out: set[ir.Source] = set()
+    if kind in ("clusters", "endpoints"):
+        for c in model.clusters:
+            if c.name == name:
+                out.add(c.service)
+        for rc in model.route_configurations:
+            for vh in rc.virtual_hosts:
+                for r in vh.routes:
+                    if r.action.cluster == name:
+                        out.add(_object(r.source))
+    elif kind == "routes":
+        for rc in model.route_configurations:
+            if rc.name == name:
+                for vh in rc.virtual_hosts:
+                    for r in vh.routes:
+                        out.add(_object(r.source))
+    elif kind == "listeners":
+        for lst in model.listeners:
+            if lst.name == name:
+                for tc in lst.tls_chains:
+                    out.add(_secret_source(tc.secret_name))
+    elif kind == "secrets":
+        if any(s.name == name for s in model.secrets):
+            out.add(_secret_source(name))
+    return tuple(sorted(out))
+
+
+def _object(source: ir.Source) -> ir.Source:
+    return ir.Source(kind=source.kind, namespace=source.namespace, name=source.name)
+
+
+def _secret_source(name: str) -> ir.Source:
+    ns, _, secret = name.partition("/")
+    return ir.Source(kind="Secret", namespace=ns, name=secret)
