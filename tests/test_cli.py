@@ -77,7 +77,7 @@ def test_serve_routes_and_picks_up_changes(tmp_path: Path) -> None:
         write("a")
         proc = subprocess.Popen([*XDS, "serve", "--manifests", str(manifests), "--xds-address", f"127.0.0.1:{xds_port}",
                                  "--listen-address", "127.0.0.1", "--http-port", str(http_port),
-                                 "--https-port", str(https_port)],
+                                 "--https-port", str(https_port), "--debug-address", "off"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             boot = run("bootstrap", "--xds-address", f"127.0.0.1:{xds_port}", "--admin-address", "127.0.0.1:0")
@@ -102,6 +102,8 @@ def test_serve_routes_and_picks_up_changes(tmp_path: Path) -> None:
 def test_serve_rejects_bad_flags() -> None:
     out = run("serve", "--manifests", "x", "--http-port", "70000")
     assert out.returncode == 2 and "out of range" in out.stderr
-    env = dict(os.environ)
-    out = subprocess.run([*XDS, "serve"], capture_output=True, text=True, timeout=30, env=env)
-    assert out.returncode == 2 and "--manifests" in out.stderr
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")}
+    env["HOME"] = "/nonexistent"
+    out = subprocess.run([*XDS, "serve", "--xds-address", "127.0.0.1:0"], capture_output=True, text=True,
+                         timeout=30, env=env)
+    assert out.returncode == 2 and "--manifests" in out.stderr and "--kubeconfig" in out.stderr
