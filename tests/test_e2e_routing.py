@@ -195,6 +195,7 @@ def test_ingress_edited_and_deleted_under_load(edge: Edge) -> None:
         time.sleep(0.3)
     result = loop.result
     assert result.sent > 50, result
+    print(f"\nedits under load: {result.sent} requests, {result.failed} failed, backends seen {dict(seen)}")
     assert result.failed == 0, (result.statuses, result.errors)
     assert set(seen) == {"a", "b"}, seen  # the loop really saw the edits take effect
 
