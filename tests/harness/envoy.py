@@ -248,12 +248,12 @@ class Envoy:
         return body
 
     def stats(self, filter: str | None = None) -> dict[str, int]:
-        """Counters and gauges by name (histograms left out); `filter` is a regex."""
+        """Counters and gauges by name (histograms and text readouts left out); `filter` is a regex."""
         path = "/stats?format=json"
         if filter:
             path += "&filter=" + quote(filter, safe="")
         data = json.loads(self.admin_get(path))
-        return {s["name"]: int(s["value"]) for s in data.get("stats", []) if "value" in s}
+        return {s["name"]: s["value"] for s in data.get("stats", []) if isinstance(s.get("value"), int)}
 
     def stat(self, name: str) -> int | None:
         """One counter or gauge by exact name, None when Envoy has no such stat."""
