@@ -67,16 +67,19 @@ def site(be: Backends) -> list[dict]:
     return objs
 
 
-def test_control_plane_killed_under_load_and_restarted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("xds_protocol", ["delta", "sotw"])
+def test_control_plane_killed_under_load_and_restarted(tmp_path: Path, xds_protocol: str) -> None:
     """SIGKILL the control plane under load: Envoy keeps serving its last config with zero failures.
     After a restart, nothing is pushed before the manifests are read, the same objects give the
-    same versions, and the reconnecting Envoy is sent nothing it already has."""
+    same versions, and the reconnecting Envoy is sent nothing it already has (delta: by its
+    initial_resource_versions; state of the world: by the version_info of its first requests)."""
     manifests = tmp_path / "m"
     manifests.mkdir()
     xds_port, debug1, debug2, http_port, https_port = free_ports(5)
     with Backends(["a", "b"]) as be:
         (manifests / "site.yaml").write_text(yaml.safe_dump_all(site(be)))
-        boot = bootstrap_dict(xds_address=f"127.0.0.1:{xds_port}", admin_address="127.0.0.1:0")
+        boot = bootstrap_dict(xds_address=f"127.0.0.1:{xds_port}", admin_address="127.0.0.1:0",
+                              xds_protocol=xds_protocol)
         with serve(manifests, xds_port, debug1, http_port, https_port) as first, \
                 Envoy(boot, tmp_path / "envoy") as envoy:
             wait_until(lambda: request(http_port, "/b", host="r.example.com").headers.get("x-backend") == "b",
@@ -133,3 +136,50 @@ def test_envoy_killed_and_restarted_serves_within_5s(tmp_path: Path) -> None:
                 took = time.monotonic() - start
             print(f"\nEnvoy restarted: serving the full config {took:.3f} s after its start")
             assert took < 5.0
+
+
+def test_endpoint_drained_then_stopped_costs_no_request(tmp_path: Path) -> None:
+    """A pod leaves the EndpointSlice (terminating), Envoy ACKs, then the pod stops: zero failures.
+    Also: with no ready endpoint left, terminating-but-serving endpoints keep serving."""
+    from tests.harness.controlplane import ControlPlane
+
+    http_port, https_port = free_ports(2)
+    with Backends(["a"]) as pod_a, Backends(["b"]) as pod_b, \
+            ControlPlane(tmp_path / "m", http_port=http_port, https_port=https_port) as cp:
+        def apply(b_ready: bool, b_serving: bool, b_terminating: bool, a_ready: bool = True,
+                  wait: bool = True) -> None:
+            cp.write("svc.yaml", [
+                k8s.ingress_class(), k8s.service("pool"),
+                k8s.endpoint_slice("pool-a", "pool", pod_a.port("a"), ready=a_ready,
+                                   serving=True, terminating=not a_ready),
+                k8s.endpoint_slice("pool-b", "pool", pod_b.port("b"), ready=b_ready, serving=b_serving,
+                                   terminating=b_terminating),
+                k8s.ingress("pool", k8s.rule("pool.example.com", k8s.path("/", "pool")))])
+            if wait:
+                cp.wait_synced()
+
+        apply(b_ready=True, b_serving=True, b_terminating=False, wait=False)
+        with Envoy(cp.bootstrap(), tmp_path / "envoy"):
+            cp.wait_synced()
+            seen: dict[str, int] = {}
+
+            def ok(r) -> bool:
+                seen[r.headers.get("x-backend")] = seen.get(r.headers.get("x-backend"), 0) + 1
+                return r.status == 200
+
+            loop = LoadLoop(http_port, "/", host="pool.example.com", max_seconds=20, max_requests=20_000, ok=ok)
+            with loop:
+                time.sleep(0.5)
+                apply(b_ready=False, b_serving=True, b_terminating=True)  # pod b terminating: drained
+                time.sleep(0.3)
+                pod_b.stop()  # and then it exits
+                time.sleep(0.5)
+            result = loop.result
+            print(f"\ndrain then stop: {result.sent} requests, {result.failed} failed, per backend {seen}")
+            assert result.failed == 0, (result.statuses, result.errors)
+            assert seen.get("b", 0) > 0 and seen.get("a", 0) > 0
+
+            # Only terminating-but-serving endpoints left: they serve rather than nothing (as kube-proxy).
+            apply(b_ready=False, b_serving=False, b_terminating=True, a_ready=False)
+            r = request(http_port, "/", host="pool.example.com")
+            assert (r.status, r.headers.get("x-backend")) == (200, "a")
