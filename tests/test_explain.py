@@ -201,3 +201,41 @@ def test_explain_agrees_with_envoy_without_a_default_backend(edge) -> None:
     model = edge[1].call(lambda: edge[1].app.ir())
     e = explain(model, host="only.example.com", path="/other")
     assert e.outcome == "no_route" and "spec.defaultBackend" in e.reason
+
+
+# -- traffic policies ------------------------------------------------------------------------
+
+def _golden(case: str):
+    from tests.golden_support import run_case
+    run = run_case(case)
+    return run.translation.ir, run.diagnostics
+
+
+def test_explain_follows_canary_conditions_and_weights() -> None:
+    model, diags = _golden("canary-header-cookie")
+    host = "shop.example.com"
+    assert explain(model, diags, host=host, path="/", headers={"X-Canary": "always"}).cluster.name == "default/canary/80"
+    never = explain(model, diags, host=host, path="/", headers={"x-canary": "never", "cookie": "canary=always"})
+    assert never.cluster.name == "default/web/80" and never.route.conditions
+    assert explain(model, diags, host=host, path="/", headers={"cookie": "a=1; canary=always"}).cluster.name \
+        == "default/canary/80"
+    split = explain(model, diags, host=host, path="/")
+    assert [(w.cluster, w.weight) for w in split.weights] == [("default/web/80", 995), ("default/canary/80", 5)]
+    assert explain(model, diags, host=host, path="/api/x", headers={"x-version": "beta"}).cluster.name \
+        == "default/canary/80"
+    assert explain(model, diags, host=host, path="/api/x", headers={"x-version": "Beta"}).cluster.name \
+        == "default/web/80"
+
+
+def test_explain_shows_rewrites_and_redirects() -> None:
+    model, diags = _golden("annotation-rewrite-prefix")
+    assert explain(model, diags, host="a.example.com", path="/api/users?x=1").upstream_path == "/users?x=1"
+    assert explain(model, diags, host="a.example.com", path="/api").upstream_path == "/"
+    assert explain(model, diags, host="b.example.com", path="/other").upstream_path == "/v2/other"
+    model, diags = _golden("annotation-rewrite-regex")
+    assert explain(model, diags, host="a.example.com", path="/users/7").upstream_path == "/people/7"
+    model, diags = _golden("annotation-redirect")
+    e = explain(model, diags, host="a.example.com", path="/x?y=1")
+    assert (e.status, e.outcome, e.location) == (301, "redirect", "https://new.example.com/shop?from=old")
+    e = explain(model, diags, host="b.example.com", path="/x?y=1")
+    assert (e.status, e.location) == (302, "http://c.example.com:8080/x?y=1")

@@ -149,7 +149,11 @@ _PRESENT_VALUE_REASONS = {"InvalidType", "InvalidHost", "InvalidPath", "InvalidP
                           "InvalidName", "InvalidAddress", "InvalidAddressType",
                           "InvalidCertificate", "ServiceNotFound", "ServicePortNotFound", "UnsupportedBackend",
                           "UnsupportedServiceType", "PathConflict", "DefaultBackendConflict", "SecretNotFound",
-                          "TLSHostConflict", "InvalidBackend", "DuplicatePort", "IngressClassNotFound"}
+                          "TLSHostConflict", "InvalidBackend", "DuplicatePort", "IngressClassNotFound",
+                          # annotations: the field is the annotation, present in metadata.annotations
+                          "InvalidAnnotation", "UnknownAnnotation", "MisplacedAnnotation", "IgnoredAnnotation",
+                          "ConflictingAnnotation", "IncompleteAnnotation", "CanaryWithoutPrimary", "CanaryConflict",
+                          "CanaryIgnored", "InvalidExternalName"}
 
 # Reasons for a value that is absent: the field (maybe its parent too) is not in the raw object.
 _ABSENT_VALUE_REASONS = {"MissingField", "NoServiceLabel", "MissingSecretName", "NoTLSHosts",
@@ -191,7 +195,7 @@ def test_every_diagnostic_names_its_object_and_field() -> None:
     for case, run, d in _all_diagnostics():
         where = f"{case}: {d}"
         seen_reasons.add(d.reason)
-        assert d.message.strip() and d.message.rstrip().endswith((".", ")")), where
+        assert d.message.strip() and d.message.rstrip().endswith((".", ")", "?")), where
         assert d.reason and re.fullmatch(r"[A-Z][A-Za-z]+", d.reason), where
         assert d.kind in KINDS or d.kind == "File", where
         assert d.name, where
@@ -217,7 +221,9 @@ def test_every_diagnostic_names_its_object_and_field() -> None:
             "UnsupportedBackend", "UnsupportedServiceType", "NoReadyEndpoints", "NoServiceLabel",
             "SecretNotFound", "InvalidCertificate", "TLSHostConflict", "NoTLSHosts", "MissingSecretName",
             "InvalidType", "UnsupportedAPIVersion", "DuplicateObject", "InvalidManifest",
-            "ConflictingIngressClass"} <= seen_reasons, seen_reasons
+            "ConflictingIngressClass", "InvalidAnnotation", "UnknownAnnotation", "MisplacedAnnotation",
+            "IgnoredAnnotation", "ConflictingAnnotation", "IncompleteAnnotation", "CanaryWithoutPrimary",
+            "CanaryConflict", "CanaryIgnored", "InvalidExternalName"} <= seen_reasons, seen_reasons
 
 
 def test_diagnostics_are_sorted_and_unique() -> None:

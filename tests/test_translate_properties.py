@@ -135,6 +135,13 @@ def generated_objects() -> tuple[K8sObject, ...]:
             spec["tls"] = [{"hosts": hosts, "secretName": rng.choice(TLS_SECRETS)}] if i % 8 else \
                 [{"secretName": rng.choice(TLS_SECRETS)}]
         meta: dict[str, Any] = {"name": f"ing-{i:02d}", "namespace": ns}
+        # Traffic policies, and canaries (whose attachment to a primary is order-sensitive).
+        if i % 5 == 0:
+            meta["annotations"] = {"xds-ingress.io/request-timeout": "5s", "xds-ingress.io/retries": "2",
+                                   "xds-ingress.io/mirror-service": "api:8080"}
+        elif i % 7 == 0:
+            meta["annotations"] = {"xds-ingress.io/canary": "true", "xds-ingress.io/canary-weight": str(i),
+                                   "xds-ingress.io/canary-by-header": "x-canary"}
         ts = rng.choice(TIMESTAMPS)
         if ts:
             meta["creationTimestamp"] = ts
@@ -161,8 +168,10 @@ def generated_objects() -> tuple[K8sObject, ...]:
                     "ports": [{"name": "http", "port": 8000 + s}, {"name": "admin", "port": 9090}],
                     "endpoints": endpoints,
                 })
+        # ExternalName: routed by DNS (beta), or refused (localhost).
         raws.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "legacy", "namespace": ns},
-                     "spec": {"type": "ExternalName", "externalName": "legacy.example.net"}})
+                     "spec": {"type": "ExternalName",
+                              "externalName": "legacy.example.net" if ns == "beta" else "localhost"}})
         for name, template in templates.items():
             secret = copy.deepcopy(template)
             secret["metadata"] = {"name": name, "namespace": ns}
@@ -177,7 +186,10 @@ def test_generated_input_is_rich() -> None:
     t = translate(generated_objects())
     reasons = {d.reason for d in t.diagnostics}
     assert {"PathConflict", "DefaultBackendConflict", "TLSHostConflict", "ServiceNotFound",
-            "SecretNotFound", "UnsupportedServiceType", "ServicePortNotFound"} <= reasons, reasons
+            "SecretNotFound", "UnsupportedServiceType", "ServicePortNotFound", "CanaryWithoutPrimary"} <= reasons, \
+        reasons
+    assert any(r.conditions for rc in t.ir.route_configurations for vh in rc.virtual_hosts for r in vh.routes)
+
     assert len(t.served_ingresses) >= 30
     assert len(t.ir.secrets) >= 3
     assert sum(len(cla.endpoints) for cla in t.ir.endpoints) >= 10

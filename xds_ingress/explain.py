@@ -19,8 +19,14 @@ It follows what Envoy does with the configuration the Envoy layer builds from th
 - routes in order, the first that matches wins: Exact (`path`), Prefix by element
   (`path_separated_prefix`, and `prefix: /` for "/"), the one-label wildcard guard on
   `:authority` (the regex of `envoy/routes.py`, evaluated on the Host as sent);
-- no virtual host or no route: 404; a route to a fixed response (a missing Service): its
-  status, 503; a cluster without endpoints: 503 ("no healthy upstream").
+- canary conditions: a header equal to a value (`headers`, names any case), a cookie in the
+  Cookie header (the regex of `ir.cookie_regex`);
+- no virtual host or no route: 404; a route to a fixed response (a missing Service, or
+  direct-response-status): its status; a redirect: its code and Location; a cluster without
+  endpoints: 503 ("no healthy upstream");
+- the route policy: the path as sent upstream after a prefix or regex rewrite (Envoy's
+  prefix_rewrite on the split routes of `envoy/routes.py`, RE2 GlobalReplace), weights of a
+  canary, mirrors, timeouts and retries, reported as notes.
 
 Also here: `objects_for_resource`, which maps an xDS resource name back to the objects it
 was made from (for NACK logs and `xds validate`).
@@ -30,7 +36,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from xds_ingress import ir
@@ -43,7 +49,10 @@ _ESCAPED_SLASH = re.compile(r"%2f|%5c", re.IGNORECASE)
 
 def guard_regex(suffix: str) -> str:
     """The same expression as envoy.routes.authority_regex (RE2 and Python agree on it)."""
-    return rf"(?i)^{_LABEL}\.{suffix.replace('.', '[.]')}(:[0-9]+)?$"
+    # Letters as [kK], not (?i): RE2's case folding adds Unicode look-alikes (K for k, ſ for s) that
+    # make the program several times larger, and Envoy rejects programs over 100.
+    body = "".join(f"[{c}{c.upper()}]" if c.isalpha() else "[.]" if c == "." else c for c in suffix)
+    return rf"^{_LABEL}\.{body}(:[0-9]+)?$"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +75,9 @@ class Explanation:
     endpoints: tuple[ir.LbEndpoint, ...] = ()
     diagnostics: tuple[Diagnostic, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    upstream_path: str = ""  # the path sent upstream (after rewrites)
+    location: str = ""  # a redirect's Location
+    weights: tuple[ir.WeightedCluster, ...] = ()  # canary weights, when the route splits traffic
 
     def as_dict(self) -> dict:
         r = self.route
@@ -85,6 +97,9 @@ class Explanation:
             "endpoints": [{"address": e.address, "port": e.port} for e in self.endpoints],
             "diagnostics": [d.as_dict() for d in self.diagnostics],
             "notes": list(self.notes),
+            "upstream_path": self.upstream_path or None,
+            "location": self.location or None,
+            "weights": [{"cluster": w.cluster, "weight": w.weight} for w in self.weights],
         }
         if r is not None:
             out["route"] = {
@@ -93,6 +108,8 @@ class Explanation:
                           else {"type": "Prefix", "path": "/", "default_backend": True}),
                 "guard": ({"one_label_under": r.guard.suffix, "inverted": r.guard.invert}
                           if r.guard is not None else None),
+                "conditions": [{"cookie" if c.cookie else "header": c.name, "value": c.value}
+                               for c in r.conditions],
                 "source": {"kind": r.source.kind, "namespace": r.source.namespace, "name": r.source.name,
                            "field": r.source.field},
                 "rule": rule_field(r.source.field),
@@ -174,7 +191,7 @@ def select_virtual_host(vhosts: Iterable[ir.VirtualHost], host: str) -> tuple[ir
     return best[2], best[3]
 
 
-def route_matches(route: ir.Route, path: str, authority: str) -> bool:
+def route_matches(route: ir.Route, path: str, authority: str, headers: Mapping[str, str] | None = None) -> bool:
     m = route.match
     if m is not None and not (m.type == "Prefix" and m.path == "/"):
         if m.type == "Exact":
@@ -186,7 +203,56 @@ def route_matches(route: ir.Route, path: str, authority: str) -> bool:
         hit = re.search(guard_regex(route.guard.suffix), authority) is not None
         if hit == route.guard.invert:
             return False
+    lowered = {k.lower(): v for k, v in (headers or {}).items()}
+    for c in route.conditions:
+        if c.cookie:
+            if re.fullmatch(ir.cookie_regex(c.name, c.value), lowered.get("cookie", "")) is None:
+                return False
+        elif lowered.get(c.name) != c.value:
+            return False
     return True
+
+
+def upstream_path(route: ir.Route, path: str) -> str:
+    """The path Envoy sends upstream after the route's rewrite (see envoy/routes.py)."""
+    p = route.policy
+    if p is None:
+        return path
+    query = ""
+    if "?" in path:
+        path, query = path.split("?", 1)
+        query = "?" + query
+    if p.prefix_rewrite is not None:
+        m = route.match
+        r = p.prefix_rewrite
+        if m is None or (m.type == "Prefix" and m.path == "/"):
+            path = (r if r.endswith("/") else r + "/") + path[1:]
+        elif m.type == "Exact" or path == m.path:
+            path = r
+        else:
+            path = (r if r.endswith("/") else r + "/") + path[len(m.path) + 1:]
+    elif p.regex_rewrite is not None:
+        subst = re.sub(r"\\(\d)", r"\\g<\1>", p.regex_rewrite.substitution)
+        path = re.sub(p.regex_rewrite.pattern, subst, path)
+    return path + query
+
+
+def _policy_notes(route: ir.Route) -> list[str]:
+    p = route.policy
+    if p is None:
+        return []
+    out = []
+    if p.timeout_ms is not None:
+        out.append(f"request timeout {p.timeout_ms} ms" if p.timeout_ms else "no request timeout")
+    if p.retry is not None:
+        out.append(f"retried up to {p.retry.num_retries} time(s) on {', '.join(p.retry.retry_on) or 'nothing'}")
+    for m in p.mirrors:
+        out.append(f"{m.percent}% mirrored to cluster {m.cluster}")
+    if p.host_rewrite:
+        out.append(f"Host sent upstream: {p.host_rewrite}")
+    if p.websocket_disabled:
+        out.append("websocket upgrades refused")
+    return out
 
 
 def _server_name_matches(names: Iterable[str], sni: str) -> tuple[int, int] | None:
@@ -211,7 +277,7 @@ def _diagnostics_for(source: ir.Source, diagnostics: Iterable[Diagnostic]) -> tu
 
 
 def explain(model: ir.IR, diagnostics: Iterable[Diagnostic] = (), *, host: str, path: str,
-            https: bool = False) -> Explanation:
+            https: bool = False, headers: Mapping[str, str] | None = None) -> Explanation:
     diagnostics = tuple(diagnostics)
     name, authority = normalize_host(host)
     notes: list[str] = []
@@ -252,35 +318,59 @@ def explain(model: ir.IR, diagnostics: Iterable[Diagnostic] = (), *, host: str, 
                            reason=f"no virtual host matches the host {name!r} and there is no default backend",
                            **where, **base)
     where.update(virtual_host=vh.name, virtual_host_match=how)
-    route = next((r for r in vh.routes if route_matches(r, npath, authority)), None)
+    route = next((r for r in vh.routes if route_matches(r, npath, authority, headers)), None)
     if route is None:
         return Explanation(status=404, outcome="no_route", notes=tuple(notes),
                            reason=(f"no rule of virtual host {vh.name!r} matches the path {npath!r} and there is no "
                                    "default backend (spec.defaultBackend)"), **where, **base)
     found = _diagnostics_for(route.source, diagnostics)
     action = route.action
-    if action.cluster is None:
+    notes += _policy_notes(route)
+    if action.redirect is not None:
+        d = action.redirect
+        default_port = 443 if d.scheme == "https" else 80
+        port = f":{d.port}" if d.port is not None and d.port != default_port else ""
+        location = f"{d.scheme}://{d.host}{port}{d.path if d.path is not None else path}"
+        return Explanation(status=d.code, outcome="redirect", route=route, diagnostics=found, location=location,
+                           reason=f"{route.source}: redirects to {location}", notes=tuple(notes), **where, **base)
+    if action.direct_status is not None:
         why = "; ".join(d.message for d in found) or (action.direct_body.strip() or "a fixed response")
         return Explanation(status=action.direct_status, outcome="direct_response", route=route, diagnostics=found,
                            reason=f"{route.source}: {why}", notes=tuple(notes), **where, **base)
-    cluster = next((c for c in model.clusters if c.name == action.cluster), None)
-    cla = next((e for e in model.endpoints if e.cluster_name == action.cluster), None)
+    weights = action.weighted_clusters
+    first = action.clusters[0]
+    if weights:
+        total = sum(w.weight for w in weights)
+        notes.append("split by weight: " + ", ".join(
+            f"{w.cluster} {w.weight * 100 / total:g}%" for w in weights) + " (explained: the first)")
+    cluster = next((c for c in model.clusters if c.name == first), None)
+    cla = next((e for e in model.endpoints if e.cluster_name == first), None)
+    up = dict(upstream_path=upstream_path(route, path), weights=weights)
     if cluster is None:
         return Explanation(status=503, outcome="no_healthy_upstream", route=route, diagnostics=found,
-                           notes=tuple(notes), reason=f"cluster {action.cluster!r} does not exist", **where, **base)
+                           notes=tuple(notes), reason=f"cluster {first!r} does not exist", **up, **where, **base)
+    if cluster.discovery != ir.DISCOVERY_EDS:
+        how = ("the Service's ClusterIP" if cluster.discovery == ir.DISCOVERY_CLUSTER_IP else
+               "the ExternalName, resolved by DNS")
+        return Explanation(status=None, outcome="upstream", route=route, cluster=cluster,
+                           endpoints=(ir.LbEndpoint(address=cluster.address, port=cluster.port),), diagnostics=found,
+                           notes=tuple(notes), **up,
+                           reason=(f"forwarded to Service {cluster.service.namespace}/{cluster.service.name} port "
+                                   f"{cluster.port} at {how}"), **where, **base)
     endpoints = cla.endpoints if cla is not None else ()
     found += tuple(d for d in diagnostics if (d.kind, d.namespace, d.name) == (
         cluster.service.kind, cluster.service.namespace, cluster.service.name))
     if not endpoints:
         return Explanation(status=503, outcome="no_healthy_upstream", route=route, cluster=cluster,
-                           diagnostics=found, notes=tuple(notes),
+                           diagnostics=found, notes=tuple(notes), **up,
                            reason=(f"Service {cluster.service.namespace}/{cluster.service.name} port {cluster.port} "
                                    "has no ready endpoints, so Envoy answers 503 (no healthy upstream)"),
                            **where, **base)
+    lb = (cluster.policy.lb_policy if cluster.policy is not None else "round_robin").replace("_", " ")
     return Explanation(status=None, outcome="upstream", route=route, cluster=cluster, endpoints=endpoints,
-                       diagnostics=found, notes=tuple(notes),
+                       diagnostics=found, notes=tuple(notes), **up,
                        reason=(f"forwarded to Service {cluster.service.namespace}/{cluster.service.name} port "
-                               f"{cluster.port}, one of {len(endpoints)} endpoint(s) by round robin"),
+                               f"{cluster.port}, one of {len(endpoints)} endpoint(s) by {lb}"),
                        **where, **base)
 
 
@@ -294,7 +384,8 @@ def objects_for_resource(model: ir.IR, kind: str, name: str) -> tuple[ir.Source,
         for rc in model.route_configurations:
             for vh in rc.virtual_hosts:
                 for r in vh.routes:
-                    if r.action.cluster == name:
+                    mirrored = r.policy.mirrors if r.policy is not None else ()
+                    if name in r.action.clusters or any(m.cluster == name for m in mirrored):
                         out.add(_object(r.source))
     elif kind == "routes":
         for rc in model.route_configurations:

@@ -55,17 +55,135 @@ class AuthorityGuard:
     invert: bool = False
 
 
+# --- traffic policy vocabulary (dialect-neutral: every annotation dialect maps into these) ---
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """Retries of a route. Durations are milliseconds."""
+
+    num_retries: int = 1
+    retry_on: tuple[str, ...] = ()  # Envoy's x-envoy-retry-on / x-envoy-retry-grpc-on condition names
+    retriable_status_codes: tuple[int, ...] = ()
+    per_try_timeout_ms: int | None = None
+    backoff_base_ms: int | None = None
+    backoff_max_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeaderMutation:
+    """Headers to add (appended to what is there), set (replacing what is there) and remove.
+
+    Names are lowercase; values are literal text (the Envoy layer escapes Envoy's `%` formatting).
+    """
+
+    add: tuple[tuple[str, str], ...] = ()
+    set: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegexRewrite:
+    """The path rewritten by an RE2 regex (checked to compile within Envoy's program size limit)."""
+
+    pattern: str
+    substitution: str  # RE2 rewrite string: \0-\9 refer to groups
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mirror:
+    """A copy of a share of the requests sent to another cluster; its answers are discarded."""
+
+    cluster: str
+    percent: int = 100
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoutePolicy:
+    """What happens to a request on its way through one route (from the Ingress's annotations)."""
+
+    timeout_ms: int | None = None  # the whole request; 0: none
+    idle_timeout_ms: int | None = None  # the stream's idle time; 0: none
+    retry: RetryPolicy | None = None
+    prefix_rewrite: str | None = None  # the matched path prefix is replaced by this
+    regex_rewrite: RegexRewrite | None = None
+    host_rewrite: str | None = None
+    request_headers: HeaderMutation | None = None
+    response_headers: HeaderMutation | None = None
+    mirrors: tuple[Mirror, ...] = ()
+    websocket_disabled: bool = False  # websocket upgrades are on by default
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HashPolicy:
+    """What a ring hash or Maglev load balancer hashes: a header, a cookie (generated when missing),
+    or the client's address."""
+
+    type: str  # "header" | "cookie" | "source_ip"
+    name: str = ""
+    cookie_ttl_ms: int | None = None  # a generated cookie's lifetime; None or 0: a session cookie
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WeightedCluster:
+    cluster: str
+    weight: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Redirect:
+    """An HTTP redirect. `path` None keeps the request's path and query; `port` None: the scheme's default."""
+
+    scheme: str  # "http" | "https"
+    host: str
+    port: int | None = None
+    path: str | None = None
+    code: int = 302  # 301, 302, 303, 307 or 308
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RouteAction:
-    """Where a matched request goes: a cluster, or a fixed response when there is nowhere to go."""
+    """Where a matched request goes: a cluster, clusters by weight, a fixed response, or a redirect."""
 
     cluster: str | None = None
+    weighted_clusters: tuple[WeightedCluster, ...] = ()
     direct_status: int | None = None
     direct_body: str = ""
+    redirect: Redirect | None = None
+    hash_policy: HashPolicy | None = None  # from the (first) cluster's Service, for ring hash and Maglev
 
     def __post_init__(self) -> None:
-        if (self.cluster is None) == (self.direct_status is None):
-            raise ValueError("a RouteAction has exactly one of cluster and direct_status")
+        chosen = sum((self.cluster is not None, bool(self.weighted_clusters), self.direct_status is not None,
+                      self.redirect is not None))
+        if chosen != 1:
+            raise ValueError("a RouteAction has exactly one of cluster, weighted_clusters, direct_status "
+                             "and redirect")
+
+    @property
+    def clusters(self) -> tuple[str, ...]:
+        """Every cluster this action sends requests to (mirrors not included)."""
+        if self.cluster is not None:
+            return (self.cluster,)
+        return tuple(w.cluster for w in self.weighted_clusters)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, order=True)
+class HeaderCondition:
+    """A route condition: header `name` equals `value`; with `cookie`, the Cookie header carries the
+    cookie `name` with the value `value`."""
+
+    name: str
+    value: str
+    cookie: bool = False
+
+
+def cookie_regex(name: str, value: str) -> str:
+    """The RE2 (also read alike by Python) that matches a whole Cookie header, or several joined by ',',
+    carrying the cookie `name` with `value`: what a cookie HeaderCondition becomes in Envoy, whose regex
+    header matchers match the entire value (Python: re.fullmatch)."""
+    def esc(s: str) -> str:
+        return "".join(c if c.isalnum() else "\\" + c for c in s)
+    return rf"(.*[;,])?\s*{esc(name)}={esc(value)}\s*([;,].*)?"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +193,8 @@ class Route:
     action: RouteAction
     source: Source
     guard: AuthorityGuard | None = None
+    conditions: tuple[HeaderCondition, ...] = ()  # all must hold (a canary by header or cookie)
+    policy: RoutePolicy | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,14 +232,84 @@ class Listener:
         return bool(self.tls_chains)
 
 
+# How a cluster finds its upstream hosts.
+DISCOVERY_EDS = "EDS"  # the Service's ready pod endpoints, over EDS (the default)
+DISCOVERY_CLUSTER_IP = "ClusterIP"  # the Service's ClusterIP (kube-proxy or a mesh balances): a STATIC cluster
+DISCOVERY_EXTERNAL_NAME = "ExternalName"  # an ExternalName Service's DNS name, resolved by Envoy (STRICT_DNS)
+
+PROTOCOL_HTTP1 = "http1"
+PROTOCOL_H2C = "h2c"  # HTTP/2 without TLS (with TLS when the cluster has `tls`)
+PROTOCOL_GRPC = "grpc"  # HTTP/2; gRPC health checks are allowed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamTLS:
+    """TLS to the upstream. Without CA certificates the server's certificate is not verified."""
+
+    sni: str = ""
+    ca_secret: str = ""  # namespace/name of the Secret holding ca.crt
+    ca_certificates: bytes = field(default=b"", repr=False)  # PEM (public), checked to parse
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthCheck:
+    type: str  # "http" | "grpc"
+    path: str = ""  # http: the path asked for; a 200 answer is healthy
+    grpc_service: str = ""  # grpc: the service asked of grpc.health.v1.Health ("": the whole server)
+    interval_ms: int = 5000
+    timeout_ms: int = 1000
+    healthy_threshold: int = 2
+    unhealthy_threshold: int = 3
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutlierDetection:
+    consecutive_5xx: int = 5
+    interval_ms: int = 10000
+    base_ejection_time_ms: int = 30000
+    max_ejection_percent: int = 10
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CircuitBreakers:
+    """Envoy's thresholds for the default priority; None keeps Envoy's default (1024; retries 3)."""
+
+    max_connections: int | None = None
+    max_pending_requests: int | None = None
+    max_requests: int | None = None
+    max_retries: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterPolicy:
+    """How a Service's backends are reached (from the Service's annotations and its ports' appProtocol)."""
+
+    protocol: str = PROTOCOL_HTTP1
+    tls: UpstreamTLS | None = None
+    lb_policy: str = "round_robin"  # round_robin | least_request | random | ring_hash | maglev
+    hash_policy: HashPolicy | None = None
+    health_check: HealthCheck | None = None
+    outlier_detection: OutlierDetection | None = None
+    circuit_breakers: CircuitBreakers | None = None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Cluster:
-    """An upstream: a Service port, its endpoints delivered over EDS under the same name."""
+    """An upstream: one port of a Service.
 
-    name: str  # namespace/service/port
+    Named `namespace/service/port` when its endpoints come over EDS (under the same name),
+    `namespace/service/port/clusterip` when it is the Service's ClusterIP (a STATIC cluster), and
+    `namespace/service/port/externalname` for an ExternalName Service (resolved by DNS). A change of
+    mode is a change of name, so Envoy has the new cluster before any route moves to it.
+    """
+
+    name: str
     service: Source
     port: int
     port_name: str = ""
+    discovery: str = DISCOVERY_EDS
+    address: str = ""  # ClusterIP: the Service's clusterIP; ExternalName: the DNS name
+    policy: ClusterPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, order=True)

@@ -40,6 +40,7 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
 LEGACY_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 SECRET_TYPE_TLS = "kubernetes.io/tls"
+CA_KEY = "ca.crt"
 
 PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
 
@@ -47,6 +48,7 @@ PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
 # annotation or path must not be carried into every snapshot).
 MAX_PATH_LENGTH = 2048
 MAX_ANNOTATION_VALUE_LENGTH = 4096
+MAX_WILDCARD_SUFFIX_LENGTH = 80
 
 _DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _DNS1123_SUBDOMAIN_RE = re.compile(rf"^{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*$")
@@ -214,6 +216,13 @@ class Secret:
     private_key: Redacted  # PEM
     dns_names: tuple[str, ...] = ()  # SANs of the leaf, for diagnostics
     not_after: str = ""  # ISO timestamp of the leaf's expiry
+    # ca.crt (PEM, checked to parse): CA certificates that upstream TLS verifies backends against.
+    # A Secret of another type than kubernetes.io/tls is read only for this (and has no chain or key).
+    ca_certificates: bytes = b""
+
+    @property
+    def is_tls(self) -> bool:
+        return self.type == SECRET_TYPE_TLS
 
 
 K8sObject = Ingress | IngressClass | Service | EndpointSlice | Secret
@@ -428,6 +437,11 @@ def valid_host(host: str) -> str | None:
     if len(host) > 253:
         return "is longer than 253 characters"
     name = host[2:] if host.startswith("*.") else host
+    if host.startswith("*.") and len(name) > MAX_WILDCARD_SUFFIX_LENGTH:
+        # The one-label guard of a wildcard is an RE2 regex holding the suffix; longer ones exceed
+        # Envoy's regex program size limit, and Envoy would reject the whole route configuration.
+        return (f"is a wildcard with more than {MAX_WILDCARD_SUFFIX_LENGTH} characters after '*.', which cannot be "
+                "matched exactly; use a shorter wildcard or exact hosts")
     if not _DNS1123_SUBDOMAIN_RE.match(name):
         if ":" in host:
             return "must not carry a port; Host headers are matched without their port"
@@ -731,10 +745,32 @@ def _decode_data(ctx: _Ctx, raw: dict, key: str) -> bytes | None:
     return None
 
 
+def _parse_ca(ctx: _Ctx, raw: dict) -> bytes:
+    pem = _decode_data(ctx, raw, CA_KEY)
+    if pem is None:
+        return b""
+    from xds_ingress import tlscheck  # cryptography is a heavy import; only Secrets need it
+
+    bundle, error = tlscheck.check_ca(pem)
+    if error:
+        ctx.error(f"data[{CA_KEY!r}]", "InvalidCertificate", error)
+    return bundle
+
+
+def _has_data(raw: dict, key: str) -> bool:
+    return any(isinstance(raw.get(k), dict) and key in raw[k] for k in ("data", "stringData"))
+
+
 def _parse_secret(ctx: _Ctx, raw: dict, meta: ObjectMeta) -> Secret | None:
     stype = ctx.string(raw, "type", "type") or "Opaque"
     if stype != SECRET_TYPE_TLS:
-        return None  # only TLS Secrets are read; other types are nobody's business here
+        # Other types are read only for a CA bundle (upstream TLS); the rest is nobody's business here.
+        if not _has_data(raw, CA_KEY):
+            return None
+        ca = _parse_ca(ctx, raw)
+        if not ca:
+            return None
+        return Secret(meta=meta, type=stype, certificate_chain=b"", private_key=Redacted(b""), ca_certificates=ca)
     cert = _decode_data(ctx, raw, "tls.crt")
     key = _decode_data(ctx, raw, "tls.key")
     if cert is None:
@@ -752,8 +788,9 @@ def _parse_secret(ctx: _Ctx, raw: dict, meta: ObjectMeta) -> Secret | None:
     if checked.expired:
         ctx.warning("data['tls.crt']", "CertificateExpired",
                     f"the certificate expired at {checked.not_after}; clients will refuse it. Renew it.")
+    ca = _parse_ca(ctx, raw) if _has_data(raw, CA_KEY) else b""
     return Secret(meta=meta, type=stype, certificate_chain=checked.chain_pem, private_key=Redacted(checked.key_pem),
-                  dns_names=checked.dns_names, not_after=checked.not_after)
+                  dns_names=checked.dns_names, not_after=checked.not_after, ca_certificates=ca)
 
 
 _PARSERS: dict[str, Callable[[_Ctx, dict, ObjectMeta], Any]] = {

@@ -75,3 +75,16 @@ def check_pair(cert_pem: bytes, key_pem: bytes) -> CheckedPair:
         not_after=not_after.isoformat(),
         expired=not_after < dt.datetime.now(dt.timezone.utc),
     )
+
+
+def check_ca(pem: bytes) -> tuple[bytes, str]:
+    """(normalised PEM, "") for a bundle of CA certificates, or (b"", what is wrong)."""
+    if len(pem) > MAX_PEM_BYTES:
+        return b"", f"ca.crt is {len(pem)} bytes; at most {MAX_PEM_BYTES} are accepted."
+    try:
+        certs = x509.load_pem_x509_certificates(pem)
+    except Exception:  # noqa: BLE001 - any parse failure is the user's input
+        return b"", "ca.crt is not PEM certificates (expected -----BEGIN CERTIFICATE----- blocks)."
+    if not certs:
+        return b"", "ca.crt holds no certificate."
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs), ""

@@ -11,7 +11,11 @@ Every request is answered with status 200 and a JSON body::
      "header_list" ([name, value] pairs in order), "body_len"}
 
 and a response header ``x-backend: NAME``. ``/status/NNN`` answers with status NNN,
-``/delay/MS`` waits MS milliseconds (at most 30000) first. SIGTERM/SIGINT stop it
+``/delay/MS`` waits MS milliseconds (at most 30000) first, ``/flaky/KEY`` answers 503 to the
+first, third, ... request for KEY and 200 to the others. ``/healthz`` answers 200, or 503
+after ``POST /health/fail`` (``POST /health/ok`` restores it). ``/ws`` is a websocket that
+echoes each message prefixed with the backend name. ``GET /_requests`` lists the last 200
+requests (method, path, host) the backend saw, for mirroring tests. SIGTERM/SIGINT stop it
 cleanly; ``--exit-on-stdin-close`` also stops it when its parent goes away.
 """
 
@@ -29,17 +33,43 @@ from aiohttp import web
 MAX_DELAY_MS = 30_000
 _STATUS = re.compile(r"^/status/(\d{3})(?:[/?#]|$)")
 _DELAY = re.compile(r"^/delay/(\d{1,9})(?:[/?#]|$)")
+_FLAKY = re.compile(r"^/flaky/([A-Za-z0-9_-]{1,64})(?:[/?#]|$)")
+MAX_SEEN = 200
 _NO_BODY = frozenset({204, 304})
 
 
 def make_handler(name: str):  # type: ignore[no-untyped-def]
     """Return the aiohttp low-level request handler for backend `name`."""
 
+    healthy = [True]
+    flaky: dict[str, int] = {}
+    seen: list[dict[str, str]] = []
+
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         raw = request.raw_path
+        path = raw.split("?", 1)[0]
+        if path == "/_requests" and request.method == "GET":
+            return web.json_response(seen, headers={"x-backend": name})
+        seen.append({"method": request.method, "path": raw, "host": request.headers.get("Host", "")})
+        del seen[:-MAX_SEEN]
+        if path in ("/health/fail", "/health/ok") and request.method == "POST":
+            healthy[0] = path == "/health/ok"
+            return web.Response(status=200, text="ok\n", headers={"x-backend": name})
+        if path == "/ws" and request.headers.get("Upgrade", "").lower() == "websocket":
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)  # type: ignore[arg-type]
+            async for msg in ws:
+                if msg.type == web.WSMsgType.TEXT:
+                    await ws.send_str(f"{name}: {msg.data}")
+            return ws
         body = await request.read()
         status = 200
-        if m := _STATUS.match(raw):
+        if path == "/healthz":
+            status = 200 if healthy[0] else 503
+        elif m := _FLAKY.match(raw):
+            flaky[m.group(1)] = flaky.get(m.group(1), 0) + 1
+            status = 503 if flaky[m.group(1)] % 2 else 200
+        elif m := _STATUS.match(raw):
             status = int(m.group(1))
             if not 200 <= status <= 599:
                 status = 400

@@ -60,6 +60,8 @@ def http_connection_manager(lst: ir.Listener) -> any_pb2.Any:
     hcm.rds.route_config_name = lst.route_config_name
     hcm.rds.config_source.CopyFrom(ads_config_source())
     harden_http_connection_manager(hcm)
+    # Websocket upgrades are allowed; an Ingress can refuse them on its routes (xds-ingress.io/websocket).
+    hcm.upgrade_configs.add(upgrade_type="websocket")
     hcm.http_filters.append(hcm_pb2.HttpFilter(name="envoy.filters.http.router",
                                                typed_config=pack(router_pb2.Router())))
     return pack(hcm)

@@ -1,4 +1,11 @@
-"""IR route configurations to Envoy RouteConfiguration messages."""
+"""IR route configurations to Envoy RouteConfiguration messages.
+
+Route policies become RouteAction fields (timeouts, retries, rewrites, mirrors, hash policy,
+websocket upgrade), route header mutations, and weighted clusters; canary conditions become
+header matchers. Every user-provided string reaches Envoy as a literal: header values have
+Envoy's `%` formatting escaped, and the only regexes are the ones translation checked
+against RE2's program size limit or built here from checked pieces.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +13,29 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.v3 import percent_pb2
 
 from xds_ingress import ir
+from xds_ingress.envoy.defaults import seconds
 
 # One DNS label: what the Ingress spec's "*." wildcard matches.
 _LABEL = r"[^.:/]+"
 
+_REDIRECT_CODES = {
+    301: rc.RedirectAction.MOVED_PERMANENTLY,
+    302: rc.RedirectAction.FOUND,
+    303: rc.RedirectAction.SEE_OTHER,
+    307: rc.RedirectAction.TEMPORARY_REDIRECT,
+    308: rc.RedirectAction.PERMANENT_REDIRECT,
+}
+
 
 def authority_regex(suffix: str) -> str:
     """RE2 for a Host (with an optional port) exactly one label under `suffix`, any case."""
-    return rf"(?i)^{_LABEL}\.{suffix.replace('.', '[.]')}(:[0-9]+)?$"
+    # Letters as [kK], not (?i): RE2's case folding adds Unicode look-alikes (K for k, ſ for s) that
+    # make the program several times larger, and Envoy rejects programs over 100.
+    body = "".join(f"[{c}{c.upper()}]" if c.isalpha() else "[.]" if c == "." else c for c in suffix)
+    return rf"^{_LABEL}\.{body}(:[0-9]+)?$"
 
 
 def route_configuration(config: ir.RouteConfiguration) -> route_pb2.RouteConfiguration:
@@ -30,17 +50,37 @@ def route_configuration(config: ir.RouteConfiguration) -> route_pb2.RouteConfigu
 def virtual_host(vh: ir.VirtualHost) -> rc.VirtualHost:
     msg = rc.VirtualHost(name=vh.name, domains=list(vh.domains))
     for r in vh.routes:
-        msg.routes.append(route(r))
+        msg.routes.extend(routes(r))
     return msg
 
 
-def route(r: ir.Route) -> rc.Route:
-    msg = rc.Route(name=r.name)
-    m = msg.match
+def _literal(value: str) -> str:
+    """A header value as Envoy's header formatter reads it: `%` starts a command, `%%` is a literal %."""
+    return value.replace("%", "%%")
+
+
+def _header_options(m: ir.HeaderMutation) -> list[base_pb2.HeaderValueOption]:
+    out = []
+    for name, value in m.set:
+        out.append(base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=name, value=_literal(value)),
+            append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD))
+    for name, value in m.add:
+        out.append(base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=name, value=_literal(value)),
+            append_action=base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD))
+    return out
+
+
+def _match(r: ir.Route, m: rc.RouteMatch, *, split: str = "") -> None:
+    """The path, guard and condition matchers. `split` ("exact" or "below") makes an element-wise Prefix
+    route one of its two halves: the path itself, or everything below it (for prefix rewrites)."""
     if r.match is None or (r.match.type == "Prefix" and r.match.path == "/"):
         m.prefix = "/"
-    elif r.match.type == "Exact":
+    elif r.match.type == "Exact" or split == "exact":
         m.path = r.match.path
+    elif split == "below":
+        m.prefix = r.match.path + "/"
     else:
         m.path_separated_prefix = r.match.path
     if r.guard is not None:
@@ -50,11 +90,124 @@ def route(r: ir.Route) -> rc.Route:
                 regex=authority_regex(r.guard.suffix))),
             invert_match=r.guard.invert,
         ))
+    for c in r.conditions:
+        if c.cookie:
+            m.headers.append(rc.HeaderMatcher(name="cookie", string_match=string_pb2.StringMatcher(
+                safe_regex=regex_pb2.RegexMatcher(regex=ir.cookie_regex(c.name, c.value)))))
+        else:
+            m.headers.append(rc.HeaderMatcher(name=c.name, string_match=string_pb2.StringMatcher(exact=c.value)))
+
+
+def routes(r: ir.Route) -> list[rc.Route]:
+    """The Envoy routes of one IR route: one, or two for a prefix rewrite of an element-wise Prefix.
+
+    Envoy's prefix_rewrite replaces the matched text: with `path_separated_prefix: /api` and a
+    rewrite to `/`, `/api/x` would become `//x`. So `/api` (path) and `/api/` (prefix) become
+    two routes, rewritten to R and to R with one trailing slash."""
+    p = r.policy
+    if p is not None and p.prefix_rewrite is not None and _routes_upstream(r) and r.match is not None \
+            and r.match.type == "Prefix" and r.match.path != "/":
+        exact = route(r, split="exact")
+        below = route(r, split="below")
+        rewrite = p.prefix_rewrite
+        exact.route.prefix_rewrite = rewrite
+        below.route.prefix_rewrite = rewrite if rewrite.endswith("/") else rewrite + "/"
+        return [exact, below]
+    return [route(r)]
+
+
+def _routes_upstream(r: ir.Route) -> bool:
+    return r.action.cluster is not None or bool(r.action.weighted_clusters)
+
+
+def route(r: ir.Route, *, split: str = "") -> rc.Route:
+    msg = rc.Route(name=r.name)
+    _match(r, msg.match, split=split)
     a = r.action
-    if a.cluster is not None:
-        msg.route.cluster = a.cluster
-    else:
-        msg.direct_response.status = a.direct_status or 503
+    p = r.policy
+    if a.redirect is not None:
+        _redirect(a.redirect, msg.redirect)
+    elif a.direct_status is not None:
+        msg.direct_response.status = a.direct_status
         if a.direct_body:
             msg.direct_response.body.CopyFrom(base_pb2.DataSource(inline_string=a.direct_body))
+    else:
+        ra = msg.route
+        if a.cluster is not None:
+            ra.cluster = a.cluster
+        else:
+            for w in a.weighted_clusters:
+                ra.weighted_clusters.clusters.add(name=w.cluster).weight.value = w.weight
+        if a.hash_policy is not None:
+            _hash_policy(a.hash_policy, ra.hash_policy.add())
+        if p is not None:
+            _route_action_policy(p, ra, r)
+    if p is not None:
+        if p.request_headers is not None:
+            msg.request_headers_to_add.extend(_header_options(p.request_headers))
+            msg.request_headers_to_remove.extend(p.request_headers.remove)
+        if p.response_headers is not None:
+            msg.response_headers_to_add.extend(_header_options(p.response_headers))
+            msg.response_headers_to_remove.extend(p.response_headers.remove)
     return msg
+
+
+def _route_action_policy(p: ir.RoutePolicy, ra: rc.RouteAction, r: ir.Route) -> None:
+    if p.timeout_ms is not None:
+        ra.timeout.CopyFrom(seconds(p.timeout_ms / 1000))
+    if p.idle_timeout_ms is not None:
+        ra.idle_timeout.CopyFrom(seconds(p.idle_timeout_ms / 1000))
+    if p.retry is not None:
+        rp = ra.retry_policy
+        rp.retry_on = ",".join(p.retry.retry_on)
+        rp.num_retries.value = p.retry.num_retries
+        rp.retriable_status_codes.extend(p.retry.retriable_status_codes)
+        if p.retry.per_try_timeout_ms is not None:
+            rp.per_try_timeout.CopyFrom(seconds(p.retry.per_try_timeout_ms / 1000))
+        if p.retry.backoff_base_ms is not None or p.retry.backoff_max_ms is not None:
+            rp.retry_back_off.base_interval.CopyFrom(seconds((p.retry.backoff_base_ms or 25) / 1000))
+            if p.retry.backoff_max_ms is not None:
+                rp.retry_back_off.max_interval.CopyFrom(seconds(p.retry.backoff_max_ms / 1000))
+    if p.prefix_rewrite is not None:
+        if r.match is None or r.match.path == "/" and r.match.type == "Prefix":
+            # `prefix: /` matched: "/" is replaced, so the rewrite keeps one slash after it.
+            ra.prefix_rewrite = p.prefix_rewrite if p.prefix_rewrite.endswith("/") else p.prefix_rewrite + "/"
+        else:
+            ra.prefix_rewrite = p.prefix_rewrite  # Exact: the whole path; element-wise Prefix: see routes()
+    if p.regex_rewrite is not None:
+        ra.regex_rewrite.pattern.regex = p.regex_rewrite.pattern
+        ra.regex_rewrite.substitution = p.regex_rewrite.substitution
+    if p.host_rewrite is not None:
+        ra.host_rewrite_literal = p.host_rewrite
+    for m in p.mirrors:
+        mp = ra.request_mirror_policies.add(cluster=m.cluster)
+        if m.percent < 100:
+            mp.runtime_fraction.default_value.numerator = m.percent
+            mp.runtime_fraction.default_value.denominator = percent_pb2.FractionalPercent.HUNDRED
+    if p.websocket_disabled:
+        uc = ra.upgrade_configs.add(upgrade_type="websocket")
+        uc.enabled.value = False
+
+
+def _hash_policy(h: ir.HashPolicy, hp: rc.RouteAction.HashPolicy) -> None:
+    if h.type == "header":
+        hp.header.header_name = h.name
+    elif h.type == "cookie":
+        hp.cookie.name = h.name
+        hp.cookie.path = "/"
+        # A TTL (0: a session cookie) makes Envoy set the cookie when the request has none.
+        hp.cookie.ttl.CopyFrom(seconds((h.cookie_ttl_ms or 0) / 1000))
+    else:
+        hp.connection_properties.source_ip = True
+
+
+def _redirect(d: ir.Redirect, msg: rc.RedirectAction) -> None:
+    msg.scheme_redirect = d.scheme
+    msg.host_redirect = d.host
+    if d.port is not None:
+        msg.port_redirect = d.port
+    if d.path is not None:
+        # The URL's path (and query, if it has one) replace the request's: redirect to exactly that URL.
+        msg.path_redirect = d.path
+        msg.strip_query = "?" not in d.path
+    msg.response_code = _REDIRECT_CODES[d.code]

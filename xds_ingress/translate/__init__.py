@@ -11,11 +11,17 @@ The Ingress v1 contract lives here:
 - spec.defaultBackend serves what no rule matches (the oldest one wins likewise);
 - backends resolve to Service ports and their EndpointSlices (`services.py`); a missing
   Service, port or resource backend is a 503 on that route, never a broken config;
-- spec.tls: one SNI filter chain per Secret, the certificate sent over SDS.
+- spec.tls: one SNI filter chain per Secret, the certificate sent over SDS;
+- traffic policies from annotations (`annotations.py`: the dialect tables; `policy.py`: what
+  the policy keys mean): per route from the Ingress, per cluster from the Service; canary
+  Ingresses (ingress-nginx's model) add weighted, header and cookie routes to the Ingress
+  that serves the same host and path.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import re
 from collections import defaultdict
 from collections.abc import Iterable
@@ -33,9 +39,12 @@ from xds_ingress.model import (
     K8sObject,
     Secret,
     Service,
+    ServicePort,
 )
+from xds_ingress.translate import annotations, policy
+from xds_ingress.translate.annotations import Parsed
 from xds_ingress.translate.classes import is_ours
-from xds_ingress.translate.services import cluster_for, load_assignment
+from xds_ingress.translate.services import cluster_for, load_assignment, no_ready_endpoints
 from xds_ingress.translate.settings import TranslateSettings
 
 __all__ = ["Translation", "TranslateSettings", "translate", "normalize_path"]
@@ -51,11 +60,29 @@ class Translation:
 
 
 @dataclass(frozen=True, slots=True)
+class _CanaryRef:
+    ingress: Ingress
+    backend: IngressBackend
+    settings: policy.Canary
+    route_name: str
+
+
+@dataclass(frozen=True, slots=True)
 class _Candidate:
     match: ir.PathMatch | None
     backend: IngressBackend
     ingress: Ingress
     route_name: str
+    canary: _CanaryRef | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _IngressPolicy:
+    """What an Ingress's annotations say for its routes."""
+
+    route: policy.RouteSettings
+    canary: policy.Canary | None
+    excluded: bool = False  # not served at all (an invalid canary annotation)
 
 
 def normalize_path(p: HTTPIngressPath) -> ir.PathMatch:
@@ -129,11 +156,62 @@ class _Translator:
         self.ingresses.sort(key=_precedence)
         self.clusters: dict[str, ir.Cluster] = {}
         self.assignments: dict[str, ir.ClusterLoadAssignment] = {}
+        self._ingress_policies: dict[tuple[str, str], _IngressPolicy] = {}
+        self._service_values: dict[tuple[str, str], dict[str, Parsed]] = {}
+
+    # -- annotations --
+
+    def _reporter(self, kind: str, namespace: str, name: str):
+        def report(parsed: Parsed, reason: str, message: str, severity: Severity) -> None:
+            self.diagnostics.append(Diagnostic(kind=kind, namespace=namespace, name=name, field=parsed.field,
+                                               reason=reason, message=f"{parsed.annotation} {message}",
+                                               severity=severity))
+        return report
+
+    def ingress_policy(self, ing: Ingress) -> _IngressPolicy:
+        key = (ing.meta.namespace, ing.meta.name)
+        found = self._ingress_policies.get(key)
+        if found is not None:
+            return found
+        values, diags = annotations.read(annotations.XDS, KIND_INGRESS, ing.meta)
+        self.diagnostics.extend(diags)
+        report = self._reporter(KIND_INGRESS, *key)
+        canary = policy.canary(values, report)
+        if canary is not None:
+            # As ingress-nginx: a canary takes its route policy from the Ingress it is a canary of.
+            for k, v in values.items():
+                if k.startswith(policy.ROUTE_PREFIXES):
+                    report(v, "IgnoredAnnotation",
+                           "is ignored on a canary Ingress: its paths take the policies of the Ingress they are "
+                           "a canary of. Set it there.", Severity.WARNING)
+            values = {k: v for k, v in values.items() if not k.startswith(policy.ROUTE_PREFIXES)}
+        canary_key = annotations.XDS.prefix + "canary"
+        excluded = ing.meta.annotation(canary_key) is not None and "canary.enabled" not in values
+        if excluded:
+            # Served as a plain Ingress, a would-be canary could take all the traffic of its primary.
+            self.diagnostics.append(_diag(
+                ing, annotations.field_of(canary_key), "CanaryIgnored",
+                f"{canary_key} is not a valid \"true\" or \"false\", so this Ingress is not served at all: as a "
+                "plain Ingress it could take the traffic of the Ingress it is meant to be a canary of.",
+                Severity.WARNING))
+        present = annotations.present_keys(annotations.XDS, ing.meta)
+        found = _IngressPolicy(route=policy.route_settings(values, report, present), canary=canary,
+                               excluded=excluded)
+        self._ingress_policies[key] = found
+        return found
+
+    def service_values(self, svc: Service) -> dict[str, Parsed]:
+        key = (svc.meta.namespace, svc.meta.name)
+        found = self._service_values.get(key)
+        if found is None:
+            found, diags = annotations.read(annotations.XDS, "Service", svc.meta)
+            self.diagnostics.extend(diags)
+            self._service_values[key] = found
+        return found
 
     # -- backends --
 
     def resolve(self, ing: Ingress, backend: IngressBackend) -> ir.RouteAction:
-        ns = ing.meta.namespace
         unavailable = ir.RouteAction(direct_status=503, direct_body=UNAVAILABLE_BODY)
         if backend.service is None:
             self.diagnostics.append(_diag(
@@ -142,39 +220,103 @@ class _Translator:
                 "supported, so this path answers 503. Point it at a Service."))
             return unavailable
         ref = backend.service
-        svc = self.services.get((ns, ref.name))
+        cluster = self.cluster_of(ing, ref.name, ref.port_number, ref.port_name, backend.field,
+                                  "this path answers 503")
+        if cluster is None:
+            return unavailable
+        hash_policy = cluster.policy.hash_policy if cluster.policy is not None else None
+        return ir.RouteAction(cluster=cluster.name, hash_policy=hash_policy)
+
+    def cluster_of(self, ing: Ingress, name: str, port_number: int | None, port_name: str | None, field: str,
+                   what: str) -> ir.Cluster | None:
+        """The cluster of a Service port named by `ing` (at `field`: a backend, or an annotation), made on first
+        use; None with a diagnostic when there is none to send to. `what` says what follows then."""
+        ns = ing.meta.namespace
+        svc = self.services.get((ns, name))
+        label = str(port_number) if port_number is not None else str(port_name)
+        is_backend = field.endswith("backend")
         if svc is None:
             self.diagnostics.append(_diag(
-                ing, f"{backend.field}.service.name", "ServiceNotFound",
-                f"Service {ns}/{ref.name} does not exist, so this path answers 503. Create the Service or "
-                "fix the name."))
-            return unavailable
-        if svc.type == "ExternalName":
-            self.diagnostics.append(_diag(
-                ing, f"{backend.field}.service.name", "UnsupportedServiceType",
-                f"Service {ns}/{ref.name} is of type ExternalName, which is not routed yet, so this path "
-                "answers 503."))
-            return unavailable
-        port = svc.port(ref)
+                ing, f"{field}.service.name" if is_backend else field, "ServiceNotFound",
+                f"Service {ns}/{name} does not exist, so {what}. Create the Service or fix the name."))
+            return None
+        external = svc.type == "ExternalName"
+        port = None
+        for sp in svc.ports:
+            if (port_number is not None and sp.port == port_number) or (port_name is not None and sp.name == port_name):
+                port = sp
+                break
+        if port is None and external and port_number is not None:
+            # An ExternalName Service is a DNS alias: a port it does not list is still a port of the name.
+            port = ServicePort(name="", port=port_number)
         if port is None:
             have = ", ".join(f"{p.port} ({p.name})" if p.name else str(p.port) for p in svc.ports) or "none"
             self.diagnostics.append(_diag(
-                ing, f"{backend.field}.service.port", "ServicePortNotFound",
-                f"Service {ns}/{ref.name} has no port {ref.port_label!r} (it has: {have}), so this path "
-                "answers 503. Use one of the Service's ports."))
-            return unavailable
-        cluster = cluster_for(svc, port)
+                ing, f"{field}.service.port" if is_backend else field, "ServicePortNotFound",
+                f"Service {ns}/{name} has no port {label!r} (it has: {have}), so {what}. Use one of the Service's "
+                "ports."))
+            return None
+        if external:
+            problem = _external_name_problem(svc.external_name)
+            if problem:
+                self.diagnostics.append(Diagnostic(
+                    kind="Service", namespace=ns, name=svc.meta.name, field="spec.externalName",
+                    reason="InvalidExternalName",
+                    message=f"{problem}, so requests routed to it get 503. Use the DNS name of a host outside "
+                            "the cluster."))
+                self.diagnostics.append(_diag(
+                    ing, f"{field}.service.name" if is_backend else field, "UnsupportedServiceType",
+                    f"Service {ns}/{name} is an ExternalName Service that cannot be routed (see its diagnostic), "
+                    f"so {what}."))
+                return None
+        return self._make_cluster(svc, port)
+
+    def _make_cluster(self, svc: Service, port: ServicePort) -> ir.Cluster | None:
+        ns = svc.meta.namespace
+        values = self.service_values(svc)
+        report = self._reporter("Service", ns, svc.meta.name)
+        protocol = policy.protocol_of(values, port.app_protocol, port.port, report)
+        cs = policy.cluster_settings(values, protocol, report)
+        cluster_policy = cs.policy
+        discovery, address = cs.discovery, ""
+        if svc.type == "ExternalName":
+            discovery, address = ir.DISCOVERY_EXTERNAL_NAME, svc.external_name or ""
+            if cs.discovery == ir.DISCOVERY_CLUSTER_IP:
+                report(values["cluster.discovery"], "IgnoredAnnotation",
+                       "is ignored on an ExternalName Service, which is always reached by its DNS name.",
+                       Severity.WARNING)
+            if cluster_policy is not None and cluster_policy.tls is not None and not cluster_policy.tls.sni:
+                cluster_policy = dataclasses.replace(cluster_policy,
+                                                     tls=dataclasses.replace(cluster_policy.tls, sni=address))
+        elif discovery == ir.DISCOVERY_CLUSTER_IP:
+            ip = svc.cluster_ip or ""
+            if not _is_ip(ip):
+                report(values["cluster.discovery"], "InvalidAnnotation",
+                       f"service needs a Service with a ClusterIP, and this one has {ip or 'none'} (headless?), so "
+                       "its pod endpoints are used.", Severity.ERROR)
+                discovery = ir.DISCOVERY_EDS
+            else:
+                address = ip
+        if cs.ca_secret is not None and cluster_policy is not None and cluster_policy.tls is not None:
+            secret = self.secrets.get((ns, cs.ca_secret))
+            if secret is None or not secret.ca_certificates:
+                self.diagnostics.append(Diagnostic(
+                    kind="Service", namespace=ns, name=svc.meta.name, field=cs.ca_field, reason="SecretNotFound",
+                    message=(f"names Secret {ns}/{cs.ca_secret}, which does not exist or has no valid ca.crt, so "
+                             "its backends cannot be verified and requests routed to it get 503. Create the "
+                             "Secret with the CA certificates in ca.crt.")))
+                return None
+            cluster_policy = dataclasses.replace(cluster_policy, tls=dataclasses.replace(
+                cluster_policy.tls, ca_secret=f"{ns}/{cs.ca_secret}", ca_certificates=secret.ca_certificates))
+        cluster = cluster_for(svc, port, discovery=discovery, address=address, policy=cluster_policy)
         if cluster.name not in self.clusters:
             self.clusters[cluster.name] = cluster
-            cla = load_assignment(cluster.name, port, self.slices.get((ns, svc.meta.name), ()))
-            self.assignments[cluster.name] = cla
-            if not cla.endpoints:
-                self.diagnostics.append(Diagnostic(
-                    kind="Service", namespace=ns, name=svc.meta.name, field="", reason="NoReadyEndpoints",
-                    severity=Severity.WARNING,
-                    message=(f"has no ready endpoints for port {port.port}, so requests routed to it get 503. "
-                             "Check that its pods are running and ready and that its selector matches them.")))
-        return ir.RouteAction(cluster=cluster.name)
+            if discovery == ir.DISCOVERY_EDS:
+                cla = load_assignment(cluster.name, port, self.slices.get((ns, svc.meta.name), ()))
+                self.assignments[cluster.name] = cla
+                if not cla.endpoints:
+                    self.diagnostics.append(no_ready_endpoints(svc, port))
+        return cluster
 
     # -- the whole --
 
@@ -185,9 +327,16 @@ class _Translator:
         default: _Candidate | None = None
         tls_hosts: dict[str, tuple[Ingress, str, str]] = {}  # host -> (ingress, secret name, field)
 
+        canaries: list[Ingress] = []
         for ing in ours:
             meta = ing.meta
             prefix = f"{meta.namespace}/{meta.name}"
+            if self.ingress_policy(ing).excluded:
+                continue
+            if self.ingress_policy(ing).canary is not None:
+                canaries.append(ing)
+                self._collect_tls(ing, tls_hosts)
+                continue
             if ing.default_backend is not None:
                 if default is None:
                     default = _Candidate(None, ing.default_backend, ing, f"{prefix}/default")
@@ -216,6 +365,8 @@ class _Translator:
                         continue
                     table[key] = _Candidate(match, p.backend, ing, f"{prefix}/{_path_index(p, ri, pi)}")
             self._collect_tls(ing, tls_hosts)
+        for ing in canaries:
+            self._attach_canary(ing, hosts)
 
         route_configs, listeners, secrets = self._assemble(hosts, default, tls_hosts)
         result = ir.IR(
@@ -228,6 +379,50 @@ class _Translator:
         return Translation(ir=result, diagnostics=tuple(sorted(set(self.diagnostics))),
                            served_ingresses=tuple((i.meta.namespace, i.meta.name) for i in ours))
 
+    def _attach_canary(self, ing: Ingress, hosts: dict[str, dict[tuple[str, str], _Candidate]]) -> None:
+        """ingress-nginx's canary: each path of a canary Ingress joins the route of the same host, path type
+        and path of a (non-canary) Ingress; a path with no such route is not served."""
+        settings = self.ingress_policy(ing).canary
+        assert settings is not None
+        prefix = f"{ing.meta.namespace}/{ing.meta.name}"
+        if ing.default_backend is not None:
+            self.diagnostics.append(_diag(
+                ing, "spec.defaultBackend", "CanaryIgnored",
+                "is not used: a canary Ingress only adds canaries to the paths of other Ingresses.",
+                Severity.WARNING))
+        for ri, rule in enumerate(ing.rules):
+            host = rule.host or ir.CATCH_ALL_HOST
+            for pi, p in enumerate(rule.paths):
+                match = normalize_path(p)
+                primary = hosts.get(host, {}).get((match.type, match.path))
+                if primary is None or primary.ingress.meta.namespace != ing.meta.namespace:
+                    # Same namespace only: a canary must not take another namespace's traffic.
+                    served = (f"no Ingress serves {match.type} path {match.path!r} for host {host!r}"
+                              if primary is None else
+                              f"{match.type} path {match.path!r} for host {host!r} is served by {_ref(primary.ingress)}, "
+                              "of another namespace")
+                    self.diagnostics.append(_diag(
+                        ing, p.field, "CanaryWithoutPrimary",
+                        f"{served}, so this canary path is not used. A canary needs an Ingress (without canary) of "
+                        "its own namespace for the same host and path.", Severity.WARNING))
+                    continue
+                if primary.canary is not None and primary.canary.ingress is ing:
+                    self.diagnostics.append(_diag(
+                        ing, p.field, "PathConflict",
+                        f"{match.type} path {match.path!r} for host {host!r} is defined twice in this canary Ingress; "
+                        "the first one is used.", Severity.WARNING))
+                    continue
+                if primary.canary is not None:
+                    self.diagnostics.append(_diag(
+                        ing, p.field, "CanaryConflict",
+                        f"{_ref(primary.canary.ingress)} is already the canary of {match.type} path {match.path!r} "
+                        f"for host {host!r} and wins because {_why_first(primary.canary.ingress, ing)}; a path "
+                        "has at most one canary.", Severity.WARNING))
+                    continue
+                ref = _CanaryRef(ingress=ing, backend=p.backend, settings=settings,
+                                 route_name=f"{prefix}/{_path_index(p, ri, pi)}")
+                hosts[host][(match.type, match.path)] = dataclasses.replace(primary, canary=ref)
+
     def _collect_tls(self, ing: Ingress, tls_hosts: dict[str, tuple[Ingress, str, str]]) -> None:
         ns = ing.meta.namespace
         for tls in ing.tls:
@@ -238,7 +433,7 @@ class _Translator:
                     "Secret of type kubernetes.io/tls in this namespace.", Severity.WARNING))
                 continue
             secret = self.secrets.get((ns, tls.secret_name))
-            if secret is None:
+            if secret is None or not secret.is_tls:
                 self.diagnostics.append(_diag(
                     ing, f"{tls.field}.secretName", "SecretNotFound",
                     f"Secret {ns}/{tls.secret_name} does not exist or is not a valid kubernetes.io/tls Secret "
@@ -265,13 +460,72 @@ class _Translator:
 
     def _routes_for(self, table: dict[tuple[str, str], _Candidate]) -> list[ir.Route]:
         ordered = sorted(table.values(), key=lambda c: _route_order(c.match))
-        return [self._route(c) for c in ordered]
+        return [r for c in ordered for r in self._routes(c)]
 
-    def _route(self, c: _Candidate, guard: ir.AuthorityGuard | None = None) -> ir.Route:
-        return ir.Route(name=c.route_name, match=c.match, action=self.resolve(c.ingress, c.backend),
-                        source=ir.Source(kind=KIND_INGRESS, namespace=c.ingress.meta.namespace,
-                                         name=c.ingress.meta.name, field=c.backend.field),
-                        guard=guard)
+    def _source(self, ing: Ingress, backend: IngressBackend) -> ir.Source:
+        return ir.Source(kind=KIND_INGRESS, namespace=ing.meta.namespace, name=ing.meta.name, field=backend.field)
+
+    def _route(self, c: _Candidate) -> ir.Route:
+        return self._routes(c)[-1]
+
+    def _routes(self, c: _Candidate) -> list[ir.Route]:
+        """The routes of one candidate: its canary's header and cookie routes first, then the main route."""
+        settings = self.ingress_policy(c.ingress).route
+        source = self._source(c.ingress, c.backend)
+        route_policy = settings.policy
+        if settings.mirror is not None:
+            route_policy = self._with_mirror(c.ingress, settings.mirror, route_policy)
+        if settings.fixed is not None:
+            return [ir.Route(name=c.route_name, match=c.match, action=settings.fixed, source=source,
+                             policy=route_policy)]
+        action = self.resolve(c.ingress, c.backend)
+        main = ir.Route(name=c.route_name, match=c.match, action=action, source=source, policy=route_policy)
+        cs = c.canary.settings if c.canary is not None else None
+        if cs is None or action.cluster is None or (cs.weight == 0 and cs.header is None and cs.cookie is None):
+            return [main]
+        canary_action = self.resolve(c.canary.ingress, c.canary.backend)
+        if canary_action.cluster is None:
+            return [main]  # nowhere to send the canary's share (diagnosed): all of it stays on the primary
+        canary_action = dataclasses.replace(canary_action, hash_policy=action.hash_policy)
+        canary_source = self._source(c.canary.ingress, c.canary.backend)
+        out: list[ir.Route] = []
+
+        def add(suffix: str, cond: ir.HeaderCondition, to_canary: bool) -> None:
+            out.append(ir.Route(name=f"{c.canary.route_name}/{suffix}" if to_canary else f"{c.route_name}/{suffix}",
+                                match=c.match, action=canary_action if to_canary else action,
+                                source=canary_source if to_canary else source, conditions=(cond,),
+                                policy=route_policy))
+
+        if cs.header is not None:
+            if cs.header_value is not None:
+                add("canary-by-header", ir.HeaderCondition(name=cs.header, value=cs.header_value), True)
+            else:
+                add("canary-by-header", ir.HeaderCondition(name=cs.header, value="always"), True)
+                add("canary-by-header-never", ir.HeaderCondition(name=cs.header, value="never"), False)
+        if cs.cookie is not None:
+            add("canary-by-cookie", ir.HeaderCondition(name=cs.cookie, value="always", cookie=True), True)
+            add("canary-by-cookie-never", ir.HeaderCondition(name=cs.cookie, value="never", cookie=True), False)
+        weights = [(action.cluster, cs.total - cs.weight), (canary_action.cluster, cs.weight)]
+        weights = [(name, w) for name, w in weights if w > 0]
+        if len(weights) == 2 and weights[0][0] != weights[1][0]:
+            main = dataclasses.replace(main, action=ir.RouteAction(
+                weighted_clusters=tuple(ir.WeightedCluster(cluster=n, weight=w) for n, w in weights),
+                hash_policy=action.hash_policy))
+        elif weights == [(canary_action.cluster, cs.weight)]:
+            main = dataclasses.replace(main, action=canary_action, source=canary_source)
+        return out + [main]
+
+    def _with_mirror(self, ing: Ingress, m: policy.MirrorRequest, route_policy: ir.RoutePolicy | None
+                     ) -> ir.RoutePolicy | None:
+        if m.percent == 0:
+            return route_policy
+        port_number = m.port if isinstance(m.port, int) else None
+        port_name = m.port if isinstance(m.port, str) else None
+        cluster = self.cluster_of(ing, m.service, port_number, port_name, m.field, "no request is mirrored")
+        if cluster is None:
+            return route_policy
+        mirror = ir.Mirror(cluster=cluster.name, percent=m.percent)
+        return dataclasses.replace(route_policy or ir.RoutePolicy(), mirrors=(mirror,))
 
     def _assemble(self, hosts: dict[str, dict[tuple[str, str], _Candidate]], default: _Candidate | None,
                   tls_hosts: dict[str, tuple[Ingress, str, str]]):
@@ -322,7 +576,29 @@ class _Translator:
 
 
 def _guarded(route: ir.Route, guard: ir.AuthorityGuard) -> ir.Route:
-    return ir.Route(name=route.name, match=route.match, action=route.action, source=route.source, guard=guard)
+    return dataclasses.replace(route, guard=guard)
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _external_name_problem(name: str | None) -> str:
+    """Why an ExternalName cannot be routed to, or "". A name of this host (localhost) would reach Envoy's own
+    admin interface and anything else listening on the proxy's loopback."""
+    if not name:
+        return "has no spec.externalName"
+    n = name.lower().rstrip(".")
+    if _is_ip(n):
+        return f"spec.externalName {name!r} is an IP address, not a DNS name"
+    if n == "localhost" or n.endswith(".localhost") or not re.fullmatch(
+            r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", n) or len(n) > 253:
+        return f"spec.externalName {name!r} is not the DNS name of another host"
+    return ""
 
 
 def translate(objects: Iterable[K8sObject], settings: TranslateSettings | None = None) -> Translation:

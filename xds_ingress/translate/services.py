@@ -5,23 +5,33 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from xds_ingress import ir
+from xds_ingress.diagnostics import Diagnostic, Severity
 from xds_ingress.model import EndpointSlice, Service, ServicePort
 
 CLUSTER_NAME_SEPARATOR = "/"
 
 
-def cluster_name(namespace: str, service: str, port: int) -> str:
-    """Stable cluster name: namespace/service/port (the Service port, not the pod's)."""
-    return f"{namespace}/{service}/{port}"
+# The name suffix of each way of reaching a Service: a change of mode is a change of cluster name.
+_MODE_SUFFIX = {ir.DISCOVERY_EDS: "", ir.DISCOVERY_CLUSTER_IP: "/clusterip", ir.DISCOVERY_EXTERNAL_NAME: "/externalname"}
 
 
-def cluster_for(service: Service, port: ServicePort) -> ir.Cluster:
+def cluster_name(namespace: str, service: str, port: int, discovery: str = ir.DISCOVERY_EDS) -> str:
+    """Stable cluster name: namespace/service/port (the Service port, not the pod's) for EDS; with a suffix
+    /clusterip or /externalname for the other modes."""
+    return f"{namespace}/{service}/{port}{_MODE_SUFFIX[discovery]}"
+
+
+def cluster_for(service: Service, port: ServicePort, *, discovery: str = ir.DISCOVERY_EDS, address: str = "",
+                policy: ir.ClusterPolicy | None = None) -> ir.Cluster:
     meta = service.meta
     return ir.Cluster(
-        name=cluster_name(meta.namespace, meta.name, port.port),
+        name=cluster_name(meta.namespace, meta.name, port.port, discovery),
         service=ir.Source(kind="Service", namespace=meta.namespace, name=meta.name),
         port=port.port,
         port_name=port.name,
+        discovery=discovery,
+        address=address,
+        policy=policy,
     )
 
 
@@ -52,3 +62,12 @@ def load_assignment(name: str, port: ServicePort, slices: Iterable[EndpointSlice
                 fallback.add(lb)
     chosen = ready or fallback
     return ir.ClusterLoadAssignment(cluster_name=name, endpoints=tuple(sorted(chosen)))
+
+
+def no_ready_endpoints(service: Service, port: ServicePort) -> Diagnostic:
+    """The warning for an EDS cluster whose assignment is empty."""
+    return Diagnostic(
+        kind="Service", namespace=service.meta.namespace, name=service.meta.name, field="",
+        reason="NoReadyEndpoints", severity=Severity.WARNING,
+        message=(f"has no ready endpoints for port {port.port}, so requests routed to it get 503. "
+                 "Check that its pods are running and ready and that its selector matches them."))

@@ -1,0 +1,20 @@
+"""`python -m xds_ingress.translate --annotations-markdown`: the README's annotation reference."""
+
+from __future__ import annotations
+
+import sys
+
+from xds_ingress.translate.annotations import markdown
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["--annotations-markdown"]:
+        print("usage: python -m xds_ingress.translate --annotations-markdown", file=sys.stderr)
+        return 2
+    sys.stdout.write(markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,374 @@
+"""Annotation dialects: a prefix and a table of annotation name -> parser -> IR policy field.
+
+A dialect (ours, `xds-ingress.io/`; later `nginx.ingress.kubernetes.io/` for users moving from
+ingress-nginx) is a `Dialect`: a prefix and a table of `Annotation`s. Each annotation names
+the kind it is read on (Ingress: every path of that Ingress; Service: how its backends are
+reached), a strict parser (`parsers.py`), the dialect-neutral policy key its value goes to
+(`policy.py` builds the IR's RoutePolicy, ClusterPolicy and canary settings from those
+keys), a sentence of documentation and an example value.
+
+`read()` reads one object's annotations of a dialect: a bad value is a diagnostic naming the
+annotation and saying what is accepted, and that annotation is ignored; an unknown name under
+the prefix is a warning with a "did you mean"; an annotation of the other kind's table is a
+warning saying where it belongs.
+
+The README's annotation reference is generated from the tables:
+``python -m xds_ingress.translate --annotations-markdown`` (a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from xds_ingress.diagnostics import Diagnostic, Severity
+from xds_ingress.model import KIND_INGRESS, KIND_SERVICE, MAX_ANNOTATION_VALUE_LENGTH, ObjectMeta
+from xds_ingress.translate import parsers as p
+
+__all__ = ["Annotation", "Dialect", "Parsed", "XDS", "DIALECTS", "read", "present_keys", "field_of", "markdown"]
+
+INGRESS = KIND_INGRESS
+SERVICE = KIND_SERVICE
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Annotation:
+    name: str  # without the dialect's prefix
+    on: str  # the kind it is read on: Ingress or Service
+    parse: p.Parser
+    key: str  # the dialect-neutral policy key (see policy.py)
+    doc: str  # one sentence
+    example: str  # a valid value
+    group: str = ""  # heading in the generated reference
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dialect:
+    name: str
+    prefix: str  # e.g. "xds-ingress.io/"
+    table: tuple[Annotation, ...]
+
+    def full(self, a: Annotation) -> str:
+        return self.prefix + a.name
+
+    def get(self, name: str) -> Annotation | None:
+        for a in self.table:
+            if a.name == name:
+                return a
+        return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Parsed:
+    """A value read from an annotation, with the field it came from (for later diagnostics)."""
+
+    value: Any
+    field: str
+    annotation: str  # the full annotation name
+
+
+def field_of(annotation: str) -> str:
+    return f"metadata.annotations[{annotation!r}]"
+
+
+# --- the xds-ingress.io/ dialect ------------------------------------------------------------
+
+_D = p.duration
+_ROUTE, _SVC = INGRESS, SERVICE
+
+RETRY_ON = ("5xx", "gateway-error", "connect-failure", "reset", "refused-stream", "retriable-4xx",
+            "retriable-status-codes", "cancelled", "deadline-exceeded", "internal", "resource-exhausted",
+            "unavailable")
+
+_XDS_TABLE: tuple[Annotation, ...] = (
+    # -- timeouts --
+    Annotation(name="request-timeout", on=_ROUTE, parse=_D(max_ms=24 * 3_600_000), key="route.timeout",
+               group="Timeouts", example="5s",
+               doc="Time for the whole request, until the response is complete; past it the client gets 504. "
+                   "`0` turns it off; without it Envoy's default of 15s applies."),
+    Annotation(name="idle-timeout", on=_ROUTE, parse=_D(max_ms=24 * 3_600_000), key="route.idle_timeout",
+               group="Timeouts", example="1m",
+               doc="A request whose stream sees no activity for this long is reset (default: 5m, the "
+                   "listener's); `0` turns it off."),
+    Annotation(name="per-try-timeout", on=_ROUTE, parse=_D(min_ms=1, max_ms=3_600_000, zero=False),
+               key="retry.per_try_timeout", group="Timeouts", example="250ms",
+               doc="Time for each attempt (the first and every retry); an attempt past it counts as failed "
+                   "and may be retried."),
+    # -- retries --
+    Annotation(name="retries", on=_ROUTE, parse=p.integer(0, 10), key="retry.num_retries", group="Retries",
+               example="3",
+               doc="How many times a failed request is retried (0-10), on the conditions of `retry-on` "
+                   "(default there: `5xx`)."),
+    Annotation(name="retry-on", on=_ROUTE, parse=p.list_of(p.one_of(*RETRY_ON), what="retry conditions"),
+               key="retry.retry_on", group="Retries", example="gateway-error,reset",
+               doc="When to retry: " + ", ".join(f"`{c}`" for c in RETRY_ON) + " (Envoy's "
+                   "x-envoy-retry-on and gRPC conditions)."),
+    Annotation(name="retriable-status-codes", on=_ROUTE, parse=p.status_codes,
+               key="retry.retriable_status_codes", group="Retries", example="409,429",
+               doc="Status codes that are retried (adds `retriable-status-codes` to `retry-on`)."),
+    Annotation(name="retry-backoff", on=_ROUTE, parse=_D(min_ms=1, max_ms=300_000, zero=False),
+               key="retry.backoff_base", group="Retries", example="25ms",
+               doc="Base interval of the jittered exponential back-off between retries (Envoy's default "
+                   "25ms)."),
+    Annotation(name="retry-backoff-max", on=_ROUTE, parse=_D(min_ms=1, max_ms=300_000, zero=False),
+               key="retry.backoff_max", group="Retries", example="1s",
+               doc="Longest interval between retries (default: ten times the base); at least `retry-backoff`."),
+    # -- rewrites --
+    Annotation(name="rewrite-prefix", on=_ROUTE, parse=p.url_path, key="rewrite.prefix", group="Rewrites",
+               example="/v2",
+               doc="The matched path prefix is replaced by this before the request is sent upstream: with "
+                   "path `/api`, `/` makes `/api/users` `/users` and `/v2` makes it `/v2/users`."),
+    Annotation(name="rewrite-regex", on=_ROUTE, parse=p.regex, key="rewrite.regex", group="Rewrites",
+               example="^/users/([0-9]+)$",
+               doc="An RE2 regex whose matches in the path are replaced by `rewrite-regex-substitution` "
+                   "(instead of `rewrite-prefix`)."),
+    Annotation(name="rewrite-regex-substitution", on=_ROUTE, parse=p.regex_substitution,
+               key="rewrite.substitution", group="Rewrites", example="/people/\\1",
+               doc="What `rewrite-regex` matches are replaced with; `\\1` to `\\9` insert groups."),
+    Annotation(name="rewrite-host", on=_ROUTE, parse=p.host_port, key="rewrite.host", group="Rewrites",
+               example="internal.example.com",
+               doc="The Host header sent upstream."),
+    # -- headers --
+    Annotation(name="request-headers-add", on=_ROUTE, parse=p.header_lines(request=True),
+               key="request_headers.add", group="Headers", example="x-team: edge",
+               doc="Request headers added (to any of the same name), one `name: value` per line; values are "
+                   "literal text."),
+    Annotation(name="request-headers-set", on=_ROUTE, parse=p.header_lines(request=True),
+               key="request_headers.set", group="Headers", example="x-env: prod",
+               doc="Request headers set, replacing any of the same name, one `name: value` per line."),
+    Annotation(name="request-headers-remove", on=_ROUTE, parse=p.header_names(request=True),
+               key="request_headers.remove", group="Headers", example="x-debug,x-internal",
+               doc="Request headers removed before the request goes upstream (comma-separated)."),
+    Annotation(name="response-headers-add", on=_ROUTE, parse=p.header_lines(request=False),
+               key="response_headers.add", group="Headers", example="cache-control: no-store",
+               doc="Response headers added, one `name: value` per line."),
+    Annotation(name="response-headers-set", on=_ROUTE, parse=p.header_lines(request=False),
+               key="response_headers.set", group="Headers", example="x-frame-options: DENY",
+               doc="Response headers set, replacing any of the same name, one `name: value` per line."),
+    Annotation(name="response-headers-remove", on=_ROUTE, parse=p.header_names(request=False),
+               key="response_headers.remove", group="Headers", example="server,x-powered-by",
+               doc="Response headers removed before the response reaches the client (comma-separated)."),
+    # -- canary --
+    Annotation(name="canary", on=_ROUTE, parse=p.boolean, key="canary.enabled", group="Canary",
+               example="true",
+               doc="This Ingress is a canary of the Ingress that serves the same host and path; its "
+                   "backends get the requests chosen by the other `canary-*` annotations."),
+    Annotation(name="canary-weight", on=_ROUTE, parse=p.integer(0, 1_000_000), key="canary.weight",
+               group="Canary", example="20",
+               doc="Share of requests sent to the canary, out of `canary-weight-total`."),
+    Annotation(name="canary-weight-total", on=_ROUTE, parse=p.integer(1, 1_000_000), key="canary.weight_total",
+               group="Canary", example="100",
+               doc="What `canary-weight` is a share of (default 100)."),
+    Annotation(name="canary-by-header", on=_ROUTE, parse=lambda v: p.header_name(v, request=True),
+               key="canary.header", group="Canary", example="x-canary",
+               doc="Requests with this header set to `always` go to the canary, `never` never do (or, with "
+                   "`canary-by-header-value`, to that value); other values fall through to the cookie and the "
+                   "weight."),
+    Annotation(name="canary-by-header-value", on=_ROUTE, parse=p.header_value, key="canary.header_value",
+               group="Canary", example="beta",
+               doc="The exact value of `canary-by-header` that sends a request to the canary."),
+    Annotation(name="canary-by-cookie", on=_ROUTE, parse=p.cookie_name, key="canary.cookie", group="Canary",
+               example="canary",
+               doc="Requests with this cookie set to `always` go to the canary, `never` never do; other values "
+                   "fall through to the weight."),
+    # -- mirroring, upgrades, fixed answers --
+    Annotation(name="mirror-service", on=_ROUTE, parse=p.service_port, key="mirror.service", group="Mirroring",
+               example="shadow:80",
+               doc="A copy of each request (Host suffixed `-shadow`) goes to this Service port of the same "
+                   "namespace; its answers are discarded."),
+    Annotation(name="mirror-percent", on=_ROUTE, parse=p.percent, key="mirror.percent", group="Mirroring",
+               example="10",
+               doc="Share of requests mirrored, in percent (default 100)."),
+    Annotation(name="websocket", on=_ROUTE, parse=p.boolean, key="route.websocket", group="Upgrades",
+               example="false",
+               doc="Websocket upgrades are allowed on every route; `false` refuses them (403) on this "
+                   "Ingress's paths."),
+    Annotation(name="direct-response-status", on=_ROUTE, parse=p.integer(200, 599), key="direct.status",
+               group="Fixed responses and redirects", example="503",
+               doc="Every path of this Ingress answers this status itself; its backends are not used."),
+    Annotation(name="direct-response-body", on=_ROUTE, parse=p.text(4096), key="direct.body",
+               group="Fixed responses and redirects", example="down for maintenance",
+               doc="The body of `direct-response-status` (text, at most 4096 bytes)."),
+    Annotation(name="redirect-to", on=_ROUTE, parse=p.redirect_url, key="redirect.url",
+               group="Fixed responses and redirects", example="https://new.example.com/shop",
+               doc="Every path of this Ingress redirects to this URL; without a path in the URL, the "
+                   "request's path and query are kept."),
+    Annotation(name="redirect-code", on=_ROUTE, parse=lambda v: int(p.one_of("301", "302", "303", "307", "308")(v)),
+               key="redirect.code", group="Fixed responses and redirects", example="301",
+               doc="Status of `redirect-to`: 301 or 308 (permanent), 302 (default), 303 or 307 (temporary)."),
+    # -- per Service: protocol and TLS --
+    Annotation(name="upstream-protocol", on=_SVC, parse=p.one_of("http1", "h2c", "grpc"), key="cluster.protocol",
+               group="Upstream protocol", example="grpc",
+               doc="Protocol to the backends: `http1`, `h2c` (HTTP/2) or `grpc` (HTTP/2, gRPC health checks); "
+                   "a port's `appProtocol` (`kubernetes.io/h2c`, `grpc`, `http`) takes precedence."),
+    Annotation(name="upstream-tls", on=_SVC, parse=p.boolean, key="tls.enabled", group="Upstream protocol",
+               example="true",
+               doc="TLS to the backends; without `upstream-tls-ca-secret` their certificate is not verified."),
+    Annotation(name="upstream-tls-sni", on=_SVC, parse=p.dns_name, key="tls.sni", group="Upstream protocol",
+               example="api.internal",
+               doc="The server name sent (SNI) and, with a CA, required in the backend's certificate."),
+    Annotation(name="upstream-tls-ca-secret", on=_SVC, parse=p.secret_name, key="tls.ca_secret",
+               group="Upstream protocol", example="backend-ca",
+               doc="A Secret of this namespace whose `ca.crt` holds the CA certificates the backends' "
+                   "certificates are verified against."),
+    # -- per Service: load balancing --
+    Annotation(name="load-balancer", on=_SVC, parse=p.one_of("round-robin", "least-request", "random",
+                                                             "ring-hash", "maglev"),
+               key="cluster.lb_policy", group="Load balancing", example="least-request",
+               doc="`round-robin` (default), `least-request`, `random`, or consistent hashing by `hash-by`: "
+                   "`ring-hash` or `maglev`."),
+    Annotation(name="hash-by", on=_SVC, parse=p.hash_by, key="hash.by", group="Load balancing",
+               example="header:x-user",
+               doc="What `ring-hash` and `maglev` hash: `header:NAME`, `cookie:NAME` (Envoy sets the cookie "
+                   "when the request has none: session affinity) or `source-ip`; implies `ring-hash` when "
+                   "`load-balancer` is not set."),
+    Annotation(name="hash-cookie-ttl", on=_SVC, parse=_D(max_ms=365 * 24 * 3_600_000), key="hash.cookie_ttl",
+               group="Load balancing", example="1h",
+               doc="Lifetime of the cookie generated for `hash-by: cookie:NAME` (default `0`: a session "
+                   "cookie)."),
+    Annotation(name="upstream", on=_SVC, parse=p.one_of("endpoints", "service"), key="cluster.discovery",
+               group="Load balancing", example="service",
+               doc="`endpoints` (default): Envoy balances over the ready pods (EDS); `service`: Envoy sends "
+                   "to the Service's ClusterIP and kube-proxy or a mesh balances."),
+    # -- per Service: health --
+    Annotation(name="health-check", on=_SVC, parse=p.one_of("http", "grpc"), key="hc.type",
+               group="Health checks", example="grpc",
+               doc="Active health checks: `http` (GET `health-check-path`, 200 is healthy) or `grpc` "
+                   "(grpc.health.v1, for `grpc` and `h2c` Services)."),
+    Annotation(name="health-check-path", on=_SVC, parse=p.url_path, key="hc.path", group="Health checks",
+               example="/healthz",
+               doc="Path of the HTTP health check (implies `health-check: http`)."),
+    Annotation(name="health-check-grpc-service", on=_SVC, parse=p.grpc_service, key="hc.grpc_service",
+               group="Health checks", example="echo.v1.Echo",
+               doc="Service name asked of the gRPC health service (default: the whole server)."),
+    Annotation(name="health-check-interval", on=_SVC, parse=_D(min_ms=100, max_ms=300_000, zero=False),
+               key="hc.interval", group="Health checks", example="5s",
+               doc="Time between checks of each endpoint (default 5s, at least 100ms)."),
+    Annotation(name="health-check-timeout", on=_SVC, parse=_D(min_ms=10, max_ms=60_000, zero=False),
+               key="hc.timeout", group="Health checks", example="1s",
+               doc="Time a check may take (default 1s)."),
+    Annotation(name="health-check-healthy-threshold", on=_SVC, parse=p.integer(1, 100),
+               key="hc.healthy_threshold", group="Health checks", example="2",
+               doc="Passed checks in a row that make an endpoint healthy again (default 2)."),
+    Annotation(name="health-check-unhealthy-threshold", on=_SVC, parse=p.integer(1, 100),
+               key="hc.unhealthy_threshold", group="Health checks", example="3",
+               doc="Failed checks in a row that take an endpoint out of rotation (default 3)."),
+    Annotation(name="outlier-consecutive-5xx", on=_SVC, parse=p.integer(1, 1000), key="outlier.consecutive_5xx",
+               group="Health checks", example="5",
+               doc="Passive health: an endpoint answering this many 5xx in a row is ejected for a while."),
+    Annotation(name="outlier-interval", on=_SVC, parse=_D(min_ms=100, max_ms=3_600_000, zero=False),
+               key="outlier.interval", group="Health checks", example="10s",
+               doc="How often ejections are evaluated (default 10s)."),
+    Annotation(name="outlier-base-ejection-time", on=_SVC, parse=_D(min_ms=100, max_ms=3_600_000, zero=False),
+               key="outlier.base_ejection_time", group="Health checks", example="30s",
+               doc="Ejection time, multiplied by the number of times an endpoint was ejected (default 30s)."),
+    Annotation(name="outlier-max-ejection-percent", on=_SVC, parse=p.percent, key="outlier.max_ejection_percent",
+               group="Health checks", example="50",
+               doc="At most this share of the endpoints is ejected at once (default 10)."),
+    # -- per Service: circuit breakers --
+    Annotation(name="max-connections", on=_SVC, parse=p.integer(1, 1_000_000), key="cb.max_connections",
+               group="Circuit breakers", example="1000",
+               doc="Most connections to all the Service's endpoints from one Envoy (Envoy's default 1024)."),
+    Annotation(name="max-pending-requests", on=_SVC, parse=p.integer(1, 1_000_000), key="cb.max_pending_requests",
+               group="Circuit breakers", example="100",
+               doc="Most requests waiting for a connection (HTTP/1.1); more get 503 (default 1024)."),
+    Annotation(name="max-requests", on=_SVC, parse=p.integer(1, 1_000_000), key="cb.max_requests",
+               group="Circuit breakers", example="1000",
+               doc="Most requests in flight (HTTP/2 and gRPC); more get 503 (default 1024)."),
+    Annotation(name="max-retries", on=_SVC, parse=p.integer(0, 1_000_000), key="cb.max_retries",
+               group="Circuit breakers", example="3",
+               doc="Most retries in flight at once across the Service (default 3)."),
+)
+
+XDS = Dialect(name="xds-ingress", prefix="xds-ingress.io/", table=_XDS_TABLE)
+DIALECTS: tuple[Dialect, ...] = (XDS,)
+
+
+def _diag(kind: str, meta: ObjectMeta, annotation: str, reason: str, message: str,
+          severity: Severity = Severity.ERROR) -> Diagnostic:
+    return Diagnostic(kind=kind, namespace=meta.namespace, name=meta.name, field=field_of(annotation),
+                      reason=reason, message=message, severity=severity)
+
+
+def _short(value: str, limit: int = 60) -> str:
+    """The value quoted for a message: as written, or as a Python literal when it has control characters."""
+    text = f"'{value}'" if value.isprintable() and "'" not in value else repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
+def read(dialect: Dialect, kind: str, meta: ObjectMeta) -> tuple[dict[str, Parsed], list[Diagnostic]]:
+    """The policy values of one object's annotations of `dialect`, by policy key, and the diagnostics."""
+    values: dict[str, Parsed] = {}
+    diags: list[Diagnostic] = []
+    names = [a.name for a in dialect.table]
+    for key, raw in meta.annotations:
+        if not key.startswith(dialect.prefix):
+            continue
+        name = key[len(dialect.prefix):]
+        a = dialect.get(name)
+        if a is None:
+            close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+            hint = f" Did you mean {dialect.prefix + close[0]}?" if close else ""
+            diags.append(_diag(kind, meta, key, "UnknownAnnotation",
+                               f"{key} is not an annotation of {dialect.prefix}, so it is ignored.{hint}",
+                               Severity.WARNING))
+            continue
+        if a.on != kind:
+            diags.append(_diag(kind, meta, key, "MisplacedAnnotation",
+                               f"{key} is read on {a.on}s, not on {kind}s, so it is ignored here; put it on the "
+                               f"{a.on}{' the paths go to' if a.on == SERVICE else ''}.", Severity.WARNING))
+            continue
+        if len(raw) > MAX_ANNOTATION_VALUE_LENGTH:
+            diags.append(_diag(kind, meta, key, "InvalidAnnotation",
+                               f"{key} is {len(raw)} characters long, so it is ignored; at most "
+                               f"{MAX_ANNOTATION_VALUE_LENGTH} are read."))
+            continue
+        try:
+            value = a.parse(raw)
+        except p.Invalid as exc:
+            diags.append(_diag(kind, meta, key, "InvalidAnnotation",
+                               f"{key} {_short(raw)} is not accepted, so it is ignored; use {exc.accepted}."))
+            continue
+        values[a.key] = Parsed(value=value, field=field_of(key), annotation=key)
+    return values, diags
+
+
+def present_keys(dialect: Dialect, meta: ObjectMeta) -> frozenset[str]:
+    """The policy keys of the annotations of `dialect` that `meta` carries, valid or not."""
+    out = set()
+    for key, _ in meta.annotations:
+        if key.startswith(dialect.prefix):
+            a = dialect.get(key[len(dialect.prefix):])
+            if a is not None:
+                out.add(a.key)
+    return frozenset(out)
+
+
+# --- the generated reference -----------------------------------------------------------------
+
+def _md_example(dialect: Dialect, a: Annotation) -> str:
+    return f"`{dialect.full(a)}: '{a.example.replace(chr(39), chr(39) * 2)}'`"
+
+
+def markdown(dialects: Iterable[Dialect] = DIALECTS) -> str:
+    """The annotation reference of the README, generated from the tables."""
+    out: list[str] = []
+    for d in dialects:
+        for on in (INGRESS, SERVICE):
+            rows = [a for a in d.table if a.on == on]
+            if not rows:
+                continue
+            where = ("every path of that Ingress" if on == INGRESS else
+                     "how Envoy reaches its backends, for every Ingress that routes to it")
+            out.append(f"#### `{d.prefix}` on a{'n' if on == INGRESS else ''} {on}: {where}")
+            group = None
+            for a in rows:
+                if a.group != group:
+                    group = a.group
+                    out.append(f"\n| {group} | Example | Meaning |\n|---|---|---|")
+                out.append(f"| `{a.name}` | {_md_example(d, a)} | {a.doc.replace('|', '&#124;')} |")
+            out.append("")
+    return "\n".join(out).rstrip("\n") + "\n"
