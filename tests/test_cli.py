@@ -44,7 +44,10 @@ def test_bootstrap_contents_and_errors() -> None:
     assert boot["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"  # admin on loopback by default
     xds = boot["static_resources"]["clusters"][0]
     assert xds["type"] == "STATIC"
-    assert boot["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"
+    assert boot["dynamic_resources"]["ads_config"]["api_type"] == "DELTA_GRPC"  # delta xDS by default
+    sotw = yaml.safe_load(run("bootstrap", "--xds-address", "10.1.2.3:18000", "--xds-protocol", "sotw").stdout)
+    assert sotw["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"
+    assert run("bootstrap", "--xds-address", "10.1.2.3:18000", "--xds-protocol", "rest").returncode == 2
     assert run("bootstrap", "--xds-address", "xds.example:18000").returncode == 0
     bad = run("bootstrap", "--xds-address", "no-port")
     assert bad.returncode == 2 and "HOST:PORT" in bad.stderr

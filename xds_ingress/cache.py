@@ -3,8 +3,14 @@
 Each resource is serialized (deterministically) once when a snapshot is built, and its
 version is a hash of those bytes, so the same objects always give the same versions, on
 every replica and across restarts. A resource whose bytes did not change keeps the very
-same `CachedResource` object from the previous snapshot. The server sends these bytes as
-they are (see `sotw_entry`); nothing is re-serialized per stream.
+same `CachedResource` object from the previous snapshot, and a type whose resources did not
+change keeps the very same mapping. The server sends these bytes as they are (a response is
+a join of small precomputed heads and each resource's `any_bytes`, see `sotw_head` and
+`delta_head`); nothing is re-serialized per stream.
+
+Each snapshot also records which names of each type changed since the previous one, and the
+cache keeps that for the last few snapshots (`changes_since`), so that a delta stream that
+was in step with an earlier snapshot looks only at what changed since, not at every resource.
 
 The cache knows nothing of gRPC; the server is told of a new snapshot through callbacks.
 """
@@ -12,7 +18,9 @@ The cache knows nothing of gRPC; the server is told of a new snapshot through ca
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -26,6 +34,8 @@ VERSION_BYTES = 8  # 16 hex digits
 
 
 def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return _SMALL[n]
     out = bytearray()
     while True:
         b = n & 0x7F
@@ -37,6 +47,9 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
+_SMALL = [bytes((i,)) for i in range(0x80)]
+
+
 def length_delimited(field_number: int, data: bytes) -> bytes:
     """Protobuf wire encoding of one length-delimited field (string, bytes or message)."""
     return _varint((field_number << 3) | 2) + _varint(len(data)) + data
@@ -46,6 +59,18 @@ def content_version(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=VERSION_BYTES).hexdigest()
 
 
+_MASK = (1 << (8 * VERSION_BYTES)) - 1
+
+
+def item_hash(name: str, version: str) -> int:
+    """One (name, version) pair as a number; a set's version is the sum of its pairs' numbers."""
+    return int.from_bytes(hashlib.blake2b(f"{name}\0{version}".encode(), digest_size=VERSION_BYTES).digest(), "big")
+
+
+def format_set_hash(total: int) -> str:
+    return f"{total & _MASK:0{2 * VERSION_BYTES}x}"
+
+
 @dataclass(frozen=True, slots=True)
 class CachedResource:
     name: str
@@ -53,8 +78,21 @@ class CachedResource:
     version: str  # hash of `body`
     body: bytes = field(repr=False)  # the resource message, serialized deterministically
     any_bytes: bytes = field(repr=False)  # google.protobuf.Any holding it
-    # DiscoveryResponse.resources (field 2) entry: appended as is to a response's bytes.
-    sotw_entry: bytes = field(repr=False)
+    # `sotw_head + any_bytes` is a DiscoveryResponse.resources (field 2) entry, and
+    # `delta_head + any_bytes` a DeltaDiscoveryResponse.resources entry: a Resource with the
+    # version, the name and the Any. Both are appended as they are to a response's bytes.
+    sotw_head: bytes = field(repr=False)
+    delta_head: bytes = field(repr=False)
+    # item_hash(name, version): what this resource adds to the version of a set holding it
+    item: int = field(repr=False)
+
+    @property
+    def sotw_entry(self) -> bytes:
+        return self.sotw_head + self.any_bytes
+
+    @property
+    def delta_entry(self) -> bytes:
+        return self.delta_head + self.any_bytes
 
     def message(self) -> Message:
         a = any_pb2.Any()
@@ -62,23 +100,38 @@ class CachedResource:
         return a
 
 
+def _head(field_number: int, length: int) -> bytes:
+    """The tag and length of a length-delimited field whose `length` bytes follow."""
+    return _varint((field_number << 3) | 2) + _varint(length)
+
+
 def cache_resource(type_url: str, name: str, msg: Message) -> CachedResource:
     body = msg.SerializeToString(deterministic=True)
+    return cached(type_url, name, body)
+
+
+def cached(type_url: str, name: str, body: bytes, version: str | None = None) -> CachedResource:
+    """A CachedResource from a serialized message (its version the content hash unless given)."""
+    version = content_version(body) if version is None else version
     any_bytes = length_delimited(1, type_url.encode()) + length_delimited(2, body)
-    return CachedResource(name=name, type_url=type_url, version=content_version(body), body=body,
-                          any_bytes=any_bytes, sotw_entry=length_delimited(2, any_bytes))
+    # Resource: version (1), name (3), then resource (2), an Any whose bytes follow the head.
+    fields = length_delimited(1, version.encode()) + length_delimited(3, name.encode())
+    any_field_head = _head(2, len(any_bytes))
+    delta_head = _head(2, len(fields) + len(any_field_head) + len(any_bytes)) + fields + any_field_head
+    return CachedResource(name=name, type_url=type_url, version=version, body=body, any_bytes=any_bytes,
+                          sotw_head=_head(2, len(any_bytes)), delta_head=delta_head,
+                          item=item_hash(name, version))
 
 
 def set_version(resources: Mapping[str, CachedResource] | list[CachedResource]) -> str:
-    """Version of a set of resources: a hash of their names and versions (order-independent)."""
+    """Version of a set of resources: the sum of a hash of each one's name and version.
+
+    Order-independent, and kept up to date in O(1) per resource added or removed (the delta
+    server does so for what each client holds), so a delta client that holds exactly a
+    state-of-the-world response's resources is at that response's version.
+    """
     items = resources.values() if isinstance(resources, Mapping) else resources
-    h = hashlib.blake2b(digest_size=VERSION_BYTES)
-    for r in sorted(items, key=lambda r: r.name):
-        h.update(r.name.encode())
-        h.update(b"\0")
-        h.update(r.version.encode())
-        h.update(b"\n")
-    return h.hexdigest()
+    return format_set_hash(sum(r.item for r in items))
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +144,10 @@ class Snapshot:
     route_clusters: Mapping[str, frozenset[str]]
     # the type URLs whose resources differ from the previous snapshot's (all of them for the first)
     changed: frozenset[str] = frozenset()
+    # per type URL, the names added, changed or removed since the previous snapshot (the first
+    # snapshot: every name)
+    changed_names: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    published_at: float = field(default_factory=time.monotonic)  # CLOCK_MONOTONIC seconds
 
     def of_type(self, type_url: str) -> Mapping[str, CachedResource]:
         return self.resources.get(type_url, _EMPTY)
@@ -115,11 +172,15 @@ class SnapshotCache:
     is notified.
     """
 
+    # How many snapshots' changed names are kept for `changes_since`.
+    HISTORY = 64
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
         self._listeners: list[Listener] = []
         self._serial = 0
+        self._history: dict[int, Mapping[str, frozenset[str]]] = {}  # serial -> its changed_names
 
     @property
     def snapshot(self) -> Snapshot | None:
@@ -135,6 +196,23 @@ class SnapshotCache:
                     self._listeners.remove(fn)
         return unsubscribe
 
+    def changes_since(self, type_url: str, serial: int, upto: Snapshot) -> frozenset[str] | None:
+        """The names of `type_url` added, changed or removed after snapshot `serial` up to `upto`;
+        None when that is no longer known (too old), and then the caller compares everything."""
+        if serial == upto.serial:
+            return frozenset()
+        if serial > upto.serial:
+            return None
+        if upto.serial - serial == 1:
+            return upto.changed_names.get(type_url, frozenset())
+        out: set[str] = set()
+        for s in range(serial + 1, upto.serial + 1):
+            names = self._history.get(s)
+            if names is None:
+                return None
+            out |= names.get(type_url, frozenset())
+        return frozenset(out)
+
     def set_resources(self, resources: Resources, route_clusters: Mapping[str, frozenset[str]]) -> bool:
         previous = self._snapshot
         built: dict[str, Mapping[str, CachedResource]] = {}
@@ -143,28 +221,90 @@ class SnapshotCache:
             out: dict[str, CachedResource] = {}
             for name, msg in resources.get(type_url, {}).items():
                 _check_name(type_url, name, msg)
-                r = cache_resource(type_url, name, msg)
+                name = sys.intern(name)  # the same object as the names in every stream's subscriptions
+                body = msg.SerializeToString(deterministic=True)
+                version = content_version(body)
                 prev = old.get(name)
-                out[name] = prev if prev is not None and prev.version == r.version else r
-            built[type_url] = MappingProxyType(out)
+                # Unchanged bytes: the very same CachedResource (nothing else computed again).
+                out[name] = prev if prev is not None and prev.version == version else cached(
+                    type_url, name, body, version)
+            built[type_url] = out
         return self._publish(built, route_clusters)
+
+    def update_resources(self, changes: Mapping[str, Mapping[str, Message | None]]) -> bool:
+        """Publish the current snapshot with some resources replaced (None: removed).
+
+        Only the given resources are serialized and hashed; every other resource, and every
+        type not named, is the previous snapshot's very own. This is the incremental path
+        (an EndpointSlice change is one ClusterLoadAssignment).
+        """
+        previous = self._snapshot
+        if previous is None:
+            raise RuntimeError("update_resources needs a first snapshot")
+        built: dict[str, Mapping[str, CachedResource]] = {t: previous.of_type(t) for t in types.ALL}
+        known: dict[str, frozenset[str]] = {}
+        for type_url, named in changes.items():
+            old = previous.of_type(type_url)
+            out = dict(old)
+            names: set[str] = set()
+            for name, msg in named.items():
+                if msg is None:
+                    if out.pop(name, None) is not None:
+                        names.add(name)
+                    continue
+                _check_name(type_url, name, msg)
+                name = sys.intern(name)
+                body = msg.SerializeToString(deterministic=True)
+                version = content_version(body)
+                prev = old.get(name)
+                if prev is not None and prev.version == version:
+                    continue
+                out[name] = cached(type_url, name, body, version)
+                names.add(name)
+            if names:
+                built[type_url] = out
+                known[type_url] = frozenset(names)
+        if not known:
+            return False
+        return self._publish(built, previous.route_clusters, known)
 
     def set_cached(self, resources: Mapping[str, Mapping[str, CachedResource]],
                    route_clusters: Mapping[str, frozenset[str]]) -> bool:
         """Publish already cached resources (used by tests to inject a resource as it is)."""
-        return self._publish({t: MappingProxyType(dict(resources.get(t, {}))) for t in types.ALL}, route_clusters)
+        return self._publish({t: dict(resources.get(t, {})) for t in types.ALL}, route_clusters)
 
     def _publish(self, built: dict[str, Mapping[str, CachedResource]],
-                 route_clusters: Mapping[str, frozenset[str]]) -> bool:
+                 route_clusters: Mapping[str, frozenset[str]],
+                 known: Mapping[str, frozenset[str]] | None = None) -> bool:
+        """Publish `built`. `known`, when given, is exactly the changed names per type (the
+        types it does not name are the previous snapshot's own mappings)."""
         previous = self._snapshot
-        changed = frozenset(t for t in types.ALL if previous is None or not _same(previous.of_type(t), built[t]))
-        if previous is not None and not changed and dict(previous.route_clusters) == dict(route_clusters):
+        changed_names: dict[str, frozenset[str]] = {}
+        final: dict[str, Mapping[str, CachedResource]] = {}
+        for t in types.ALL:
+            old = previous.of_type(t) if previous is not None else None
+            if old is not None and built[t] is old:
+                final[t] = old
+                continue
+            names = known[t] if known is not None and t in known else _changed_names(old, built[t])
+            if names or old is None:
+                changed_names[t] = names
+                final[t] = MappingProxyType(dict(built[t]))
+            else:
+                final[t] = old  # unchanged: the very same mapping, so readers can tell by identity
+        changed = frozenset(changed_names)
+        if previous is not None and not changed and (previous.route_clusters is route_clusters
+                                                     or dict(previous.route_clusters) == dict(route_clusters)):
             return False
         with self._lock:
             self._serial += 1
-            snap = Snapshot(serial=self._serial, resources=MappingProxyType(built),
-                            route_clusters=MappingProxyType(dict(route_clusters)), changed=changed)
+            rc = route_clusters if isinstance(route_clusters, MappingProxyType) else MappingProxyType(dict(route_clusters))
+            snap = Snapshot(serial=self._serial, resources=MappingProxyType(final),
+                            route_clusters=rc, changed=changed,
+                            changed_names=MappingProxyType(changed_names))
             self._snapshot = snap
+            self._history[snap.serial] = snap.changed_names
+            self._history.pop(snap.serial - self.HISTORY, None)
             listeners = list(self._listeners)
         for fn in listeners:
             fn(snap)
@@ -179,7 +319,10 @@ def _check_name(type_url: str, name: str, msg: Message) -> None:
         raise ValueError(f"{types.SHORT_NAMES[type_url]}: resource keyed {name!r} is named {inner!r}")
 
 
-def _same(a: Mapping[str, CachedResource], b: Mapping[str, CachedResource]) -> bool:
-    if a.keys() != b.keys():
-        return False
-    return all(a[k].version == b[k].version for k in a)
+def _changed_names(old: Mapping[str, CachedResource] | None, new: Mapping[str, CachedResource]) -> frozenset[str]:
+    """Names added, removed or changed from `old` to `new` (every name of `new` when there is no old)."""
+    if old is None:
+        return frozenset(new)
+    out = {n for n, r in new.items() if (o := old.get(n)) is None or o.version != r.version}
+    out |= old.keys() - new.keys()
+    return frozenset(out)

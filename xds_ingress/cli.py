@@ -71,6 +71,9 @@ def _add_bootstrap(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--health-port", type=_port, default=None, metavar="N",
                    help="add a listener on 0.0.0.0:N that answers GET /ready from the admin interface, "
                         "for readiness probes (default: none)")
+    p.add_argument("--xds-protocol", choices=("delta", "sotw"), default="delta",
+                   help="the xDS variant Envoy speaks over ADS: delta (incremental, the default) or sotw "
+                        "(state of the world); the control plane serves both")
 
 
 def _add_remote(sub: argparse._SubParsersAction) -> None:
@@ -150,7 +153,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         data = bootstrap_dict(xds_address=args.xds_address, node_id=args.node_id,
                               node_cluster=args.node_cluster, admin_address=args.admin_address,
                               health_port=args.health_port or 0, tls_ca=args.tls_ca, tls_cert=args.tls_cert,
-                              tls_key=args.tls_key, tls_server_name=args.tls_server_name)
+                              tls_key=args.tls_key, tls_server_name=args.tls_server_name,
+                              xds_protocol=args.xds_protocol)
     except ValueError as exc:
         print(f"xds bootstrap: {exc}", file=sys.stderr)
         return 2

@@ -89,9 +89,12 @@ class ControlPlane:
         fut: asyncio.Future = asyncio.run_coroutine_threadsafe(_acall(fn), self._loop)
         return fut.result(timeout)
 
-    def bootstrap(self, *, node_id: str = "test-envoy", admin_port: int = 0) -> dict[str, Any]:
+    def bootstrap(self, *, node_id: str = "test-envoy", admin_port: int = 0,
+                  xds_protocol: str = "delta") -> dict[str, Any]:
+        """A bootstrap for an Envoy of this control plane; `xds_protocol` "delta" (the default, as
+        `xds bootstrap`) or "sotw"."""
         return bootstrap_dict(xds_address=self.xds_address, node_id=node_id,
-                              admin_address=f"127.0.0.1:{admin_port}")
+                              admin_address=f"127.0.0.1:{admin_port}", xds_protocol=xds_protocol)
 
     def write(self, name: str, objects: list[dict]) -> None:
         """Write manifests atomically (write then rename), so the file source never reads half a file."""

@@ -22,6 +22,13 @@ from xds_ingress.envoy.listeners import pack
 
 XDS_CLUSTER = "xds_cluster"
 MAX_DOWNSTREAM_CONNECTIONS = 50_000
+# The xDS protocol variant Envoy speaks over ADS: incremental (DeltaAggregatedResources) or
+# state of the world (StreamAggregatedResources). The control plane serves both.
+XDS_PROTOCOLS = {
+    "delta": config_source_pb2.ApiConfigSource.DELTA_GRPC,
+    "sotw": config_source_pb2.ApiConfigSource.GRPC,
+}
+DEFAULT_XDS_PROTOCOL = "delta"
 
 
 def split_host_port(value: str, default_port: int | None = None) -> tuple[str, int]:
@@ -53,10 +60,13 @@ def _is_ip(host: str) -> bool:
 def bootstrap(*, xds_address: str, node_id: str = "envoy", node_cluster: str = "xds-ingress",
               admin_address: str = "127.0.0.1:9901", health_port: int = 0, tls_cert: str | None = None,
               tls_key: str | None = None, tls_ca: str | None = None,
-              tls_server_name: str | None = None) -> bootstrap_pb2.Bootstrap:
+              tls_server_name: str | None = None, xds_protocol: str = DEFAULT_XDS_PROTOCOL) -> bootstrap_pb2.Bootstrap:
     """The bootstrap. With tls_ca, the ADS connection is TLS, the control plane's certificate
     checked against that CA (file path) for `tls_server_name` (default: the xds host); with
-    tls_cert and tls_key (file paths) too, Envoy presents its own certificate (mTLS)."""
+    tls_cert and tls_key (file paths) too, Envoy presents its own certificate (mTLS).
+    `xds_protocol` is "delta" (incremental xDS, the default) or "sotw" (state of the world)."""
+    if xds_protocol not in XDS_PROTOCOLS:
+        raise ValueError(f"unknown xDS protocol {xds_protocol!r}; use one of {', '.join(XDS_PROTOCOLS)}")
     xds_host, xds_port = split_host_port(xds_address)
     admin_host, admin_port = split_host_port(admin_address)
     b = bootstrap_pb2.Bootstrap()
@@ -65,7 +75,7 @@ def bootstrap(*, xds_address: str, node_id: str = "envoy", node_cluster: str = "
     b.admin.address.CopyFrom(socket_address(admin_host, admin_port))
 
     ads = b.dynamic_resources.ads_config
-    ads.api_type = config_source_pb2.ApiConfigSource.GRPC
+    ads.api_type = XDS_PROTOCOLS[xds_protocol]
     ads.transport_api_version = config_source_pb2.ApiVersion.V3
     ads.set_node_on_first_message_only = True
     ads.grpc_services.append(grpc_service_pb2.GrpcService(

@@ -1,23 +1,20 @@
-"""Aggregated Discovery Service, state of the world, on grpc.aio.
+"""Aggregated Discovery Service on grpc.aio: state of the world and delta, on one cache.
 
-Transport only: it knows the xDS protocol, nothing of Kubernetes. The rules it keeps
-(Envoy's xds_protocol document, ../shared/XDS-CHECKLIST.md):
+Transport only: it knows the xDS protocol, nothing of Kubernetes. Both methods of
+envoy.service.discovery.v3.AggregatedDiscoveryService are served from one generic handler:
+StreamAggregatedResources (state of the world, below) and DeltaAggregatedResources
+(incremental, `delta.py`). They share the stream loop, the per-stream state (`state.py`,
+read by the debug endpoint, `xds status` and CSDS), the push order and make before break
+(`push.py`), and the pre-encoded resource bytes of the cache.
 
-- version_info and nonce per type; a request whose response_nonce is not the latest sent
-  for its type is stale and ignored;
-- a NACK is a request with error_detail: it is recorded and logged, and the rejected
-  content is not sent again until the snapshot changes;
+Rules kept by both (Envoy's xds_protocol document, ../shared/XDS-CHECKLIST.md):
+
+- nonces per type; a NACK is a request with error_detail: it is recorded and logged, and the
+  rejected content is not sent again until the snapshot changes;
 - a plain ACK is not answered;
 - at most one response per type is in flight: the next goes after the ACK or NACK, with
   the latest snapshot (coalescing, and a stalled client holds no queue);
-- resource_names: an empty list is a wildcard until the client names a resource, "*" is
-  an explicit wildcard; names that do not exist yet are remembered and sent when they
-  appear; a grown subscription gets the newly named resources, a shrunk one no response;
-- LDS and CDS responses carry the complete set, so any difference is sent; EDS, RDS and SDS
-  responses go out only when a resource the client asks for is new or changed to it (a
-  missing one is not a deletion there);
-- a reconnecting Envoy that already holds a version (version_info on its first request)
-  is not sent that version again;
+- names that do not exist yet are remembered and sent when they appear;
 - make before break: types are pushed in the order CDS, EDS, LDS, RDS, SDS; a route
   configuration is sent only once the clusters it names have been sent with their
   endpoints (those that have a ClusterLoadAssignment; on streams that get CDS from us),
@@ -25,102 +22,54 @@ Transport only: it knows the xDS protocol, nothing of Kubernetes. The rules it k
   sent to this Envoy, or the last it ACKed, name it, and removed after the routes that stop
   naming it are ACKed; a changed cluster gets its ClusterLoadAssignment again;
 - nothing is sent before the first complete snapshot.
+
+State of the world in particular:
+
+- version_info per type; a request whose response_nonce is not the latest sent for its
+  type is stale and ignored;
+- resource_names: an empty list is a wildcard until the client names a resource, "*" is
+  an explicit wildcard; a grown subscription gets the newly named resources, a shrunk one
+  no response;
+- LDS and CDS responses carry the complete set, so any difference is sent; EDS, RDS and SDS
+  responses go out only when a resource the client asks for is new or changed to it (a
+  missing one is not a deletion there);
+- a reconnecting Envoy that already holds a version (version_info on its first request)
+  is not sent that version again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
+import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
 import structlog
-from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from xds_ingress.cache import CachedResource, Snapshot, SnapshotCache, length_delimited, set_version
-from xds_ingress.envoy import route_clusters, types
+from xds_ingress.envoy import types
+from xds_ingress.server import push
+from xds_ingress.server.delta import DeltaProtocol
+from xds_ingress.server.state import NameSets, Observer, StreamState, TypeState, note_node, rejected_candidates
+
+__all__ = ["ADS_SERVICE", "AggregatedDiscoveryService", "DELTA_METHOD", "Observer", "RDS_GATE_TIMEOUT_S",
+           "SOTW_METHOD", "StreamState", "TypeState", "rejected_candidates"]
 
 log = structlog.get_logger("xds_ingress.server")
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 SOTW_METHOD = "StreamAggregatedResources"
+DELTA_METHOD = "DeltaAggregatedResources"
 WILDCARD = "*"
 # A route configuration waits at most this long for the clusters it names to be delivered.
 RDS_GATE_TIMEOUT_S = 5.0
 
-
-@dataclass(slots=True)
-class TypeState:
-    """What one stream asked for and was sent, for one type."""
-
-    type_url: str
-    requested: bool = False
-    wildcard: bool = False
-    names: frozenset[str] = frozenset()
-    named_ever: bool = False
-    client_version: str = ""  # version_info of the client's first request (what it already has)
-    nonce: str = ""  # latest nonce sent
-    in_flight: bool = False
-    # What the client holds of its subscription: the last response's resources, less the names
-    # it has since unsubscribed (None: nothing sent on this stream).
-    sent: dict[str, CachedResource] | None = None
-    acked: dict[str, CachedResource] | None = None  # the last response the client ACKed (pruned alike)
-    sent_version: str = ""
-    sent_serial: int = 0  # the serial of the snapshot the last response was built from
-    sent_at: float = 0.0
-    acked_version: str = ""
-    acked_at: float = 0.0
-    nack_version: str = ""
-    nack_message: str = ""
-    nack_at: float = 0.0
-    responses: int = 0
-    acks: int = 0
-    nacks: int = 0
-    force_names: set[str] = field(default_factory=set)  # resend these even if unchanged
-    gated_since: float = 0.0
-
-    def status(self) -> str:
-        """SYNCED, STALE (sent but not yet acknowledged), NACKED, or NOT_SENT."""
-        if not self.sent_version and self.sent is None:
-            return "NOT_SENT"
-        if self.nack_version and self.nack_at >= self.acked_at:
-            return "NACKED"
-        if self.acked_version == self.sent_version and not self.in_flight:
-            return "SYNCED"
-        return "STALE"
-
-
-@dataclass(slots=True)
-class StreamState:
-    id: int
-    peer: str
-    protocol: str  # "sotw" or "delta"
-    connected_at: float = field(default_factory=time.time)
-    node_id: str = ""
-    node_cluster: str = ""
-    user_agent: str = ""
-    types: dict[str, TypeState] = field(default_factory=dict)
-
-    def type(self, type_url: str) -> TypeState:
-        ts = self.types.get(type_url)
-        if ts is None:
-            ts = self.types[type_url] = TypeState(type_url=type_url)
-        return ts
-
-
-class Observer:
-    """Callbacks: the one hook for logging, metrics and debug state. All optional."""
-
-    def stream_opened(self, stream: StreamState) -> None: ...
-    def stream_closed(self, stream: StreamState) -> None: ...
-    def response_sent(self, stream: StreamState, ts: TypeState, resources: int, size: int) -> None: ...
-    def ack(self, stream: StreamState, ts: TypeState) -> None: ...
-    def nack(self, stream: StreamState, ts: TypeState, message: str) -> None: ...
+OnRequest = Callable[[StreamState, Any], None]
+NextResponse = Callable[[StreamState, TypeState, Snapshot, "itertools.count[int]"], "bytes | None"]
 
 
 class AggregatedDiscoveryService:
@@ -133,17 +82,26 @@ class AggregatedDiscoveryService:
         self.streams: dict[int, StreamState] = {}
         self._ids = itertools.count(1)
         self._wakers: set[Callable[[], None]] = set()
-        self._control_plane = length_delimited(6, length_delimited(1, control_plane_id.encode()))
+        identifier = length_delimited(1, control_plane_id.encode())  # core.v3.ControlPlane
+        self._control_plane = length_delimited(6, identifier)  # DiscoveryResponse.control_plane
+        self.name_sets = NameSets()  # equal subscriptions share one set, across streams and protocols
+        self.delta = DeltaProtocol(cache, self.observer, control_plane=length_delimited(7, identifier),
+                                   name_sets=self.name_sets)
         self._loop: asyncio.AbstractEventLoop | None = None
         cache.subscribe(self._on_snapshot)
 
     def handler(self) -> grpc.GenericRpcHandler:
-        method = grpc.stream_stream_rpc_method_handler(
+        sotw = grpc.stream_stream_rpc_method_handler(
             self._sotw,
             request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
             response_serializer=_identity,  # responses are pre-encoded bytes
         )
-        return grpc.method_handlers_generic_handler(ADS_SERVICE, {SOTW_METHOD: method})
+        delta = grpc.stream_stream_rpc_method_handler(
+            self._delta,
+            request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+            response_serializer=_identity,
+        )
+        return grpc.method_handlers_generic_handler(ADS_SERVICE, {SOTW_METHOD: sotw, DELTA_METHOD: delta})
 
     def _on_snapshot(self, _snapshot: Snapshot) -> None:
         loop = self._loop
@@ -152,11 +110,24 @@ class AggregatedDiscoveryService:
         for wake in list(self._wakers):
             loop.call_soon_threadsafe(wake)
 
-    # -- the stream --
+    # -- the streams --
 
     async def _sotw(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+        await self._serve("sotw", self._on_request, self._next_response, request_iterator, context)
+
+    async def _delta(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+        def next_response(stream: StreamState, ts: TypeState, snapshot: Snapshot,
+                          nonces: itertools.count) -> bytes | None:
+            # The gate timeout is read at each call (tests shorten it).
+            return self.delta.next_response(stream, ts, snapshot, nonces, gate_timeout=RDS_GATE_TIMEOUT_S)
+        await self._serve("delta", self.delta.on_request, next_response, request_iterator, context)
+
+    async def _serve(self, protocol: str, on_request: OnRequest, next_response: NextResponse,
+                     request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+        """One stream of either protocol: requests update its state, and after each request or
+        snapshot, each type (in push order) without a response in flight gets its next one, if any."""
         self._loop = asyncio.get_running_loop()
-        stream = StreamState(id=next(self._ids), peer=context.peer(), protocol="sotw")
+        stream = StreamState(id=next(self._ids), peer=context.peer(), protocol=protocol)
         wake = asyncio.Event()
         self._wakers.add(wake.set)
         self.streams[stream.id] = stream
@@ -172,19 +143,19 @@ class AggregatedDiscoveryService:
         async def read() -> None:
             try:
                 async for req in request_iterator:
-                    self._on_request(stream, req)
+                    on_request(stream, req)
                     wake.set()
             except (asyncio.CancelledError, grpc.aio.AioRpcError):
                 pass
             except Exception:  # noqa: BLE001
-                log.exception("ads.read_failed", stream=stream.id, node=stream.node_id)
+                log.exception("ads.read_failed", stream=stream.id, node=stream.node_id, protocol=protocol)
             finally:
                 closed.set()
                 wake.set()
 
         reader = asyncio.create_task(read(), name=f"ads-read-{stream.id}")
         self.observer.stream_opened(stream)
-        log.info("ads.stream_opened", stream=stream.id, peer=stream.peer)
+        log.info("ads.stream_opened", stream=stream.id, peer=stream.peer, protocol=protocol)
         try:
             while not closed.is_set():
                 await wake.wait()
@@ -198,7 +169,7 @@ class AggregatedDiscoveryService:
                     ts = stream.types.get(type_url)
                     if ts is None or not ts.requested or ts.in_flight:
                         continue
-                    response = self._next_response(stream, ts, snapshot, nonces)
+                    response = next_response(stream, ts, snapshot, nonces)
                     if response is not None:
                         await context.write(response)
                 # An RDS held back for clusters not yet delivered goes out anyway at the gate timeout,
@@ -214,16 +185,13 @@ class AggregatedDiscoveryService:
             self._wakers.discard(wake.set)
             self.streams.pop(stream.id, None)
             self.observer.stream_closed(stream)
-            log.info("ads.stream_closed", stream=stream.id, node=stream.node_id)
+            log.info("ads.stream_closed", stream=stream.id, node=stream.node_id, protocol=protocol)
+
+    # -- state of the world --
 
     def _on_request(self, stream: StreamState, req: discovery_pb2.DiscoveryRequest) -> None:
-        if req.HasField("node") and req.node.id and not stream.node_id:
-            stream.node_id = req.node.id
-            stream.node_cluster = req.node.cluster
-            v = req.node.user_agent_build_version.version
-            stream.user_agent = f"{req.node.user_agent_name}/{v.major_number}.{v.minor_number}.{v.patch}"
-            log.info("ads.node", stream=stream.id, node=stream.node_id, cluster=stream.node_cluster,
-                     peer=stream.peer, agent=stream.user_agent)
+        if req.HasField("node"):
+            note_node(stream, req.node)
         type_url = req.type_url
         if type_url not in types.SHORT_NAMES:
             log.warning("ads.unknown_type", stream=stream.id, node=stream.node_id, type_url=type_url)
@@ -253,11 +221,13 @@ class AggregatedDiscoveryService:
             # The first request for this type on this stream (a nonce from another stream or
             # server instance means nothing here): version_info is what the client already holds.
             ts.client_version = req.version_info
-        names = frozenset(req.resource_names)
+        names = frozenset(map(sys.intern, req.resource_names))  # one string object per name, whatever the stream
         if names and names != {WILDCARD}:
             ts.named_ever = True
         ts.wildcard = WILDCARD in names or (not names and not ts.named_ever)
-        ts.names = names - {WILDCARD}
+        names = names - {WILDCARD}
+        if names != ts.names:
+            ts.names = self.name_sets.share(names)
         ts.requested = True
         if not ts.wildcard:
             # The client dropped what it unsubscribed from: a name subscribed again is sent again,
@@ -267,24 +237,19 @@ class AggregatedDiscoveryService:
             if ts.acked is not None and not ts.acked.keys() <= ts.names:
                 ts.acked = {n: r for n, r in ts.acked.items() if n in ts.names}
 
-    def _desired(self, stream: StreamState, ts: TypeState, snapshot: Snapshot) -> dict[str, CachedResource]:
+    def _desired(self, stream: StreamState, ts: TypeState, snapshot: Snapshot) -> Mapping[str, CachedResource]:
         available = snapshot.of_type(ts.type_url)
+        out: Mapping[str, CachedResource]
         if ts.wildcard:
-            out = dict(available)
+            out = available  # the snapshot's own mapping, shared by every stream that holds it
         else:
             out = {n: available[n] for n in ts.names if n in available}
         if ts.type_url == types.CLUSTER and ts.sent:
-            # Keep clusters that the routes this Envoy holds still send traffic to: the route
-            # configurations sent to it and those it last ACKed (it keeps them if it NACKs the new).
-            rds = stream.types.get(types.ROUTE)
-            if rds is not None and (rds.sent or rds.acked):
-                still_named: set[str] = set()
-                for rc in itertools.chain((rds.sent or {}).values(), (rds.acked or {}).values()):
-                    still_named |= _clusters_of(rc, snapshot)
-                for name in still_named - out.keys():
-                    old = ts.sent.get(name)
-                    if old is not None:
-                        out[name] = old
+            # Keep clusters that the routes this Envoy holds still send traffic to.
+            kept = {n: old for n in push.still_named_clusters(stream, snapshot) - out.keys()
+                    if (old := ts.sent.get(n)) is not None}
+            if kept:
+                out = {**out, **kept}
         return out
 
     def _next_response(self, stream: StreamState, ts: TypeState, snapshot: Snapshot,
@@ -304,22 +269,18 @@ class AggregatedDiscoveryService:
         elif not ts.force_names and not _changed(ts.type_url, ts.sent, desired):
             ts.gated_since = 0.0
             return None
-        if ts.type_url == types.ROUTE and not self._clusters_delivered(stream, desired, snapshot):
-            now = time.monotonic()
-            if not ts.gated_since:
-                ts.gated_since = now
-            if now - ts.gated_since < RDS_GATE_TIMEOUT_S:
-                return None
-            log.warning("ads.rds_gate_timeout", stream=stream.id, node=stream.node_id)
-        ts.gated_since = 0.0
+        if ts.type_url == types.ROUTE and push.hold_routes(stream, ts, desired, snapshot, RDS_GATE_TIMEOUT_S):
+            return None
         version = set_version(desired)
         nonce = str(next(nonces))
         ordered = [desired[n] for n in sorted(desired)]
-        body = b"".join(r.sotw_entry for r in ordered)
-        response = (length_delimited(1, version.encode()) + body + length_delimited(4, ts.type_url.encode())
-                    + length_delimited(5, nonce.encode()) + self._control_plane)
+        parts = [length_delimited(1, version.encode())]
+        for r in ordered:
+            parts += (r.sotw_head, r.any_bytes)
+        parts += (length_delimited(4, ts.type_url.encode()), length_delimited(5, nonce.encode()), self._control_plane)
+        response = b"".join(parts)
         if ts.type_url == types.CLUSTER:
-            self._force_eds_for_changed_clusters(stream, ts.sent or {}, desired)
+            push.force_eds_for_changed_clusters(stream, ts.sent or {}, desired)
         ts.force_names.clear()
         ts.sent, ts.sent_version, ts.nonce = desired, version, nonce
         ts.sent_serial = snapshot.serial
@@ -331,51 +292,12 @@ class AggregatedDiscoveryService:
                   version=version, nonce=nonce, resources=len(ordered), bytes=len(response))
         return response
 
-    def _clusters_delivered(self, stream: StreamState, routes: dict[str, CachedResource],
-                            snapshot: Snapshot) -> bool:
-        cds = stream.types.get(types.CLUSTER)
-        eds = stream.types.get(types.ENDPOINT)
-        if cds is None or not cds.requested:
-            return True  # this stream does not get its clusters from us: nothing to wait for
-        named: set[str] = set()
-        for rc in routes.values():
-            named |= _clusters_of(rc, snapshot)
-        if not named:
-            return True
-        if cds.sent is None or not named <= cds.sent.keys():
-            return False
-        # A cluster whose endpoints come over EDS warms until its ClusterLoadAssignment arrives;
-        # one without a ClusterLoadAssignment in the snapshot (endpoints inline) needs only CDS.
-        need_eds = named & snapshot.of_type(types.ENDPOINT).keys()
-        if not need_eds:
-            return True
-        return eds is not None and eds.sent is not None and need_eds <= eds.sent.keys()
 
-    @staticmethod
-    def _force_eds_for_changed_clusters(stream: StreamState, before: dict[str, CachedResource],
-                                        after: dict[str, CachedResource]) -> None:
-        """A changed cluster warms again and needs its ClusterLoadAssignment, even an unchanged one."""
-        changed = {n for n, r in after.items() if n in before and before[n].version != r.version}
-        eds = stream.types.get(types.ENDPOINT)
-        if changed and eds is not None:
-            eds.force_names |= changed
-
-
-def rejected_candidates(ts: TypeState) -> list[str]:
-    """The resources a NACK can be about: those of the rejected response that the client had not
-    ACKed (new or changed), narrowed to those Envoy's message names when it names any."""
-    sent = ts.sent or {}
-    acked = ts.acked or {}
-    new = sorted(n for n, r in sent.items() if (a := acked.get(n)) is None or a.version != r.version)
-    named = [n for n in new if n in ts.nack_message]
-    return named or new
-
-
-def _versions(resources: dict[str, CachedResource]) -> dict[str, str]:
+def _versions(resources: Mapping[str, CachedResource]) -> dict[str, str]:
     return {n: r.version for n, r in resources.items()}
 
 
-def _changed(type_url: str, held: dict[str, CachedResource], desired: dict[str, CachedResource]) -> bool:
+def _changed(type_url: str, held: Mapping[str, CachedResource], desired: Mapping[str, CachedResource]) -> bool:
     """Whether the client, holding `held`, needs a response to end up with `desired`.
 
     LDS and CDS responses are the complete set: a missing name is a deletion, so any
@@ -383,24 +305,11 @@ def _changed(type_url: str, held: dict[str, CachedResource], desired: dict[str, 
     what it has (and its SdsApi rejects an empty update, which Envoy's unified mux delivers
     to a watch whose secret went missing), so only new or changed resources need a response.
     """
+    if held is desired:
+        return False
     if type_url in types.FULL_STATE:
         return _versions(desired) != _versions(held)
     return any((h := held.get(n)) is None or h.version != r.version for n, r in desired.items())
-
-
-def _clusters_of(route_config: CachedResource, snapshot: Snapshot) -> frozenset[str]:
-    named = snapshot.route_clusters.get(route_config.name)
-    current = snapshot.of_type(types.ROUTE).get(route_config.name)
-    if named is not None and current is not None and current.version == route_config.version:
-        return named
-    return _clusters_in_bytes(route_config.name, route_config.body)
-
-
-@functools.lru_cache(maxsize=64)
-def _clusters_in_bytes(name: str, body: bytes) -> frozenset[str]:
-    """Clusters named by an older version of a route configuration, read from its bytes."""
-    msg = route_pb2.RouteConfiguration.FromString(body)
-    return route_clusters({types.ROUTE: {name: msg}}).get(name, frozenset())
 
 
 def _identity(b: bytes) -> bytes:

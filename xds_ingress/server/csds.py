@@ -29,7 +29,8 @@ from google.protobuf import any_pb2, timestamp_pb2
 
 from xds_ingress.cache import CachedResource
 from xds_ingress.envoy import dump, types
-from xds_ingress.server.ads import AggregatedDiscoveryService, TypeState
+from xds_ingress.server.ads import AggregatedDiscoveryService
+from xds_ingress.server.state import TypeState
 
 ConfigStatus = csds_pb2.ConfigStatus
 ClientStatus = dump_pb2.ClientResourceStatus

@@ -6,7 +6,7 @@ import datetime as dt
 import time
 
 from xds_ingress.envoy import types
-from xds_ingress.server.ads import StreamState, TypeState
+from xds_ingress.server.state import StreamState, TypeState
 
 
 def iso(t: float) -> str | None:
