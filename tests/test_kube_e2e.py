@@ -217,7 +217,8 @@ def test_leader_election_and_handover(tmp_path: Path) -> None:
             follower = two if leader is one else one
             wait_until(lambda: leader.app.reporter.status_writes >= 1, timeout=10)
             assert follower.app.reporter.status_writes == 0 and follower.app.reporter.events_created == 0
-            assert follower.call(lambda: follower.app.controller.ready.is_set())  # both serve xDS
+            wait_until(lambda: follower.call(lambda: follower.app.controller.ready.is_set()), timeout=10,
+                       message="the follower does not serve xDS")  # both replicas serve xDS
 
             # Kill the leader: it stops renewing and does not release the Lease.
             leader.app.elector.stop(release=False)
