@@ -40,7 +40,11 @@ from xds_ingress.server.status import proxy_status
 from xds_ingress.sources.files import FileSource
 from xds_ingress.store import Store
 from xds_ingress.sources.kube import WatchSettings
+from xds_ingress.envoy import endpoints as envoy_endpoints
+from xds_ingress.envoy import types
+from xds_ingress.model import KIND_ENDPOINT_SLICE, KIND_SERVICE, EndpointSlice, ObjectKey, Service, object_key
 from xds_ingress.translate import Translation, TranslateSettings, translate
+from xds_ingress.translate.incremental import EndpointsUpdate, update_endpoints
 
 log = structlog.get_logger("xds_ingress.app")
 
@@ -102,6 +106,9 @@ class Controller:
         self.on_translated: list = []  # callables (translation, diagnostics), called from the worker thread
         self.diagnostics: tuple[Diagnostic, ...] = ()
         self.translations = 0
+        self.incremental_translations = 0  # of which only EndpointSlices changed (translate/incremental.py)
+        self._slice_owner: dict[ObjectKey, tuple[str, str]] = {}  # EndpointSlice -> its Service
+        self._owned: dict[tuple[str, str], set[ObjectKey]] = {}  # Service -> its EndpointSlices
         self.translated_generation = -1  # the store generation the current snapshot was made from
         self.last_duration = 0.0
         self.ready = asyncio.Event()
@@ -131,16 +138,31 @@ class Controller:
         return min(times) if times else None
 
     def rebuild(self) -> bool:
-        """Translate everything and publish the result. Returns True when the snapshot changed."""
+        """Translate what changed and publish the result. Returns True when the snapshot changed.
+
+        A change that touches only EndpointSlices rebuilds only the ClusterLoadAssignments of
+        their Services (translate/incremental.py); anything else is translated from scratch.
+        """
         start = time.perf_counter()
         with self._lock:
             since, self._pending_since = self._pending_since, None
         generation = self.store.generation
-        self.store.take_changes()
+        changes = self.store.take_changes()
         try:
-            t = translate(self.store.objects(), self.settings)
-            resources = envoy.build(t.ir)
-            changed = self.cache.set_resources(resources, envoy.route_clusters(resources))
+            t = None
+            if self.last is not None and changes and all(k[0] == KIND_ENDPOINT_SLICE for k in changes):
+                update = self._endpoints_only(changes)
+                if update is not None:
+                    t = update.translation
+                    changed = bool(update.changed) and self.cache.update_resources({types.ENDPOINT: {
+                        cla.cluster_name: envoy_endpoints.load_assignment(cla) for cla in update.changed}})
+                    self.incremental_translations += 1
+            if t is None:
+                objects = self.store.objects()
+                self._index_slices(objects)
+                t = translate(objects, self.settings)
+                resources = envoy.build(t.ir)
+                changed = self.cache.set_resources(resources, envoy.route_clusters(resources))
         except BaseException:
             with self._lock:  # the changes are still to be served: keep their start time
                 if since is not None and (self._pending_since is None or since < self._pending_since):
@@ -168,6 +190,36 @@ class Controller:
                  snapshot=self.cache.snapshot.serial if self.cache.snapshot else None,
                  **(self.cache.snapshot.counts() if self.cache.snapshot else {}))
         return changed
+
+    def _index_slices(self, objects: list) -> None:
+        self._slice_owner = {}
+        self._owned = {}
+        for obj in objects:
+            if isinstance(obj, EndpointSlice) and obj.service_name:
+                key = object_key(obj)
+                owner = (obj.meta.namespace, obj.service_name)
+                self._slice_owner[key] = owner
+                self._owned.setdefault(owner, set()).add(key)
+
+    def _endpoints_only(self, changes: set[ObjectKey]) -> EndpointsUpdate | None:
+        """The incremental translation of EndpointSlice changes (None: translate everything)."""
+        affected: set[tuple[str, str]] = set()
+        for key in changes:
+            old = self._slice_owner.pop(key, None)
+            if old is not None:
+                affected.add(old)
+                self._owned.get(old, set()).discard(key)
+            obj = self.store.get(key)
+            if isinstance(obj, EndpointSlice) and obj.service_name:
+                owner = (obj.meta.namespace, obj.service_name)
+                self._slice_owner[key] = owner
+                self._owned.setdefault(owner, set()).add(key)
+                affected.add(owner)
+        services = {k: svc for k in affected if isinstance(svc := self.store.get((KIND_SERVICE, *k)), Service)}
+        slices = {k: [sl for key in self._owned.get(k, ()) if isinstance(sl := self.store.get(key), EndpointSlice)]
+                  for k in affected}
+        assert self.last is not None
+        return update_endpoints(self.last, affected, services, slices)
 
     def _report(self, diagnostics: tuple[Diagnostic, ...]) -> None:
         before = set(self.diagnostics)
