@@ -25,7 +25,9 @@ class Backends:
     where each backend listens.
     """
 
-    def __init__(self, names: list[str], *, host: str = "127.0.0.1", start_timeout: float = 15.0) -> None:
+    def __init__(self, names: list[str], *, host: str = "127.0.0.1", start_timeout: float = 15.0,
+                 tls: tuple[str, str] | None = None) -> None:
+        """`tls`: (certificate file, key file) to serve HTTPS instead of HTTP."""
         if not names or len(set(names)) != len(names):
             raise ValueError("names must be non-empty and distinct")
         self.host = host
@@ -34,6 +36,8 @@ class Backends:
         cmd = [sys.executable, "-m", ECHO_MODULE, "--host", host, "--exit-on-stdin-close"]
         for name in names:
             cmd += ["--name", name]
+        if tls is not None:
+            cmd += ["--tls-cert", tls[0], "--tls-key", tls[1]]
         try:
             self._proc = subprocess.Popen(
                 cmd,

@@ -26,6 +26,7 @@ import asyncio
 import json
 import re
 import signal
+import ssl
 import sys
 
 from aiohttp import web
@@ -101,8 +102,9 @@ def make_handler(name: str):  # type: ignore[no-untyped-def]
     return handle
 
 
-async def serve(names: list[str], host: str, port: int, exit_on_stdin_close: bool) -> None:
-    """Serve every backend until SIGTERM/SIGINT (or stdin closes, if asked)."""
+async def serve(names: list[str], host: str, port: int, exit_on_stdin_close: bool,
+                ssl_context: ssl.SSLContext | None = None) -> None:
+    """Serve every backend until SIGTERM/SIGINT (or stdin closes, if asked); over TLS with `ssl_context`."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -117,7 +119,7 @@ async def serve(names: list[str], host: str, port: int, exit_on_stdin_close: boo
             )
             await runner.setup()
             runners.append(runner)
-            site = web.TCPSite(runner, host, port if i == 0 else 0, reuse_address=True)
+            site = web.TCPSite(runner, host, port if i == 0 else 0, reuse_address=True, ssl_context=ssl_context)
             await site.start()
             bound = runner.addresses[0][1]
             print(json.dumps({"name": name, "port": bound}), flush=True)
@@ -134,10 +136,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="port of the first backend (0: OS picks)")
     parser.add_argument("--exit-on-stdin-close", action="store_true")
+    parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", metavar="FILE", help="and this private key (PEM)")
     args = parser.parse_args(argv)
     if len(set(args.name)) != len(args.name):
         parser.error("backend names must be distinct")
-    asyncio.run(serve(args.name, args.host, args.port, args.exit_on_stdin_close))
+    ctx = None
+    if args.tls_cert:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+    asyncio.run(serve(args.name, args.host, args.port, args.exit_on_stdin_close, ctx))
     return 0
 
 
