@@ -44,7 +44,7 @@ from xds_ingress.envoy import endpoints as envoy_endpoints
 from xds_ingress.envoy import types
 from xds_ingress.model import KIND_ENDPOINT_SLICE, KIND_SERVICE, EndpointSlice, ObjectKey, Service, object_key
 from xds_ingress.translate import Translation, TranslateSettings, translate
-from xds_ingress.translate.incremental import EndpointsUpdate, update_endpoints
+from xds_ingress.translate.incremental import EndpointsUpdate, eds_clusters_by_service, update_endpoints
 
 log = structlog.get_logger("xds_ingress.app")
 
@@ -109,6 +109,7 @@ class Controller:
         self.incremental_translations = 0  # of which only EndpointSlices changed (translate/incremental.py)
         self._slice_owner: dict[ObjectKey, tuple[str, str]] = {}  # EndpointSlice -> its Service
         self._owned: dict[tuple[str, str], set[ObjectKey]] = {}  # Service -> its EndpointSlices
+        self._eds_clusters: dict[tuple[str, str], tuple] = {}  # Service -> its EDS clusters (last full translation)
         self.translated_generation = -1  # the store generation the current snapshot was made from
         self.last_duration = 0.0
         self.ready = asyncio.Event()
@@ -161,6 +162,7 @@ class Controller:
                 objects = self.store.objects()
                 self._index_slices(objects)
                 t = translate(objects, self.settings)
+                self._eds_clusters = eds_clusters_by_service(t)
                 resources = envoy.build(t.ir)
                 changed = self.cache.set_resources(resources, envoy.route_clusters(resources))
         except BaseException:
@@ -219,7 +221,7 @@ class Controller:
         slices = {k: [sl for key in self._owned.get(k, ()) if isinstance(sl := self.store.get(key), EndpointSlice)]
                   for k in affected}
         assert self.last is not None
-        return update_endpoints(self.last, affected, services, slices)
+        return update_endpoints(self.last, affected, services, slices, self._eds_clusters)
 
     def _report(self, diagnostics: tuple[Diagnostic, ...]) -> None:
         before = set(self.diagnostics)

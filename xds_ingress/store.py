@@ -41,6 +41,7 @@ class Store:
         # update changes nothing), but what the status writer compares against.
         self._status: dict[ObjectKey, Any] = {}
         self._changed: set[ObjectKey] = set()
+        self._diagnostics_list: list[Diagnostic] | None = None  # cache of diagnostics(); None: stale
         self.generation = 0  # bumped on every effective change
         self._listeners: list[Callable[[], None]] = []
         self._status_listeners: list[Callable[[ObjectKey], None]] = []
@@ -93,6 +94,8 @@ class Store:
             self._objects[key] = result.object
         else:
             self._objects.pop(key, None)
+        if self._diagnostics.get(key, ()) != result.diagnostics:
+            self._diagnostics_list = None
         self._diagnostics[key] = result.diagnostics
         self._changed.add(key)
         self.generation += 1
@@ -110,7 +113,8 @@ class Store:
             return False
         self._raw.pop(key, None)
         self._objects.pop(key, None)
-        self._diagnostics.pop(key, None)
+        if self._diagnostics.pop(key, ()):
+            self._diagnostics_list = None
         self._status.pop(key, None)
         self._changed.add(key)
         self.generation += 1
@@ -153,6 +157,7 @@ class Store:
             changed = self._source_diagnostics.get(source, ()) != new
             if changed:
                 self._source_diagnostics[source] = new
+                self._diagnostics_list = None
                 self.generation += 1
         if changed:
             self._notify()
@@ -178,10 +183,13 @@ class Store:
         return self._status.get(key)
 
     def diagnostics(self) -> list[Diagnostic]:
+        """Every parse and source diagnostic (cached until one of them changes)."""
         with self._lock:
-            out = [d for ds in self._diagnostics.values() for d in ds]
-            out += [d for ds in self._source_diagnostics.values() for d in ds]
-        return out
+            if self._diagnostics_list is None:
+                out = [d for ds in self._diagnostics.values() for d in ds]
+                out += [d for ds in self._source_diagnostics.values() for d in ds]
+                self._diagnostics_list = out
+            return list(self._diagnostics_list)
 
     def take_changes(self) -> set[ObjectKey]:
         with self._lock:

@@ -28,35 +28,47 @@ class EndpointsUpdate:
     changed: tuple[ir.ClusterLoadAssignment, ...]  # the assignments whose content changed
 
 
+def eds_clusters_by_service(translation: Translation) -> dict[ServiceKey, tuple[ir.Cluster, ...]]:
+    """The clusters with a ClusterLoadAssignment, by Service: an index for `update_endpoints`."""
+    with_cla = {cla.cluster_name for cla in translation.ir.endpoints}
+    out: dict[ServiceKey, list[ir.Cluster]] = {}
+    for c in translation.ir.clusters:
+        if c.name in with_cla:
+            out.setdefault((c.service.namespace, c.service.name), []).append(c)
+    return {k: tuple(v) for k, v in out.items()}
+
+
 def update_endpoints(previous: Translation, affected: Iterable[ServiceKey],
                      services: Mapping[ServiceKey, Service],
-                     slices: Mapping[ServiceKey, Iterable[EndpointSlice]]) -> EndpointsUpdate | None:
+                     slices: Mapping[ServiceKey, Iterable[EndpointSlice]],
+                     clusters: Mapping[ServiceKey, tuple[ir.Cluster, ...]] | None = None) -> EndpointsUpdate | None:
     """The translation after the EndpointSlices of `affected` Services changed, or None when
-    that cannot be done incrementally (then translate everything)."""
+    that cannot be done incrementally (then translate everything). `clusters` is
+    `eds_clusters_by_service(previous)`, passed in when the caller keeps it."""
     affected = set(affected)
-    by_cluster = {c.name: c for c in previous.ir.clusters}
-    current = {cla.cluster_name: cla for cla in previous.ir.endpoints}
+    if clusters is None:
+        clusters = eds_clusters_by_service(previous)
     replaced: dict[str, ir.ClusterLoadAssignment] = {}
     diagnostics = [d for d in previous.diagnostics
                    if not (d.kind == "Service" and d.reason == "NoReadyEndpoints"
                            and (d.namespace, d.name) in affected)]
-    for name, cla in current.items():
-        cluster = by_cluster.get(name)
-        if cluster is None:
-            return None
-        key = (cluster.service.namespace, cluster.service.name)
-        if key not in affected:
-            continue
-        svc = services.get(key)
-        port = next((p for p in svc.ports if p.port == cluster.port), None) if svc is not None else None
-        if port is None:
-            return None  # the Service itself changed or went away: not an endpoints-only change
-        new = load_assignment(name, port, slices.get(key, ()))
-        if not new.endpoints:
-            diagnostics.append(no_ready_endpoints(svc, port))
-        if new != cla:
-            replaced[name] = new
-    if not replaced and len(diagnostics) == len(previous.diagnostics):
+    current: dict[str, ir.ClusterLoadAssignment] | None = None
+    for key in sorted(affected):
+        for cluster in clusters.get(key, ()):
+            if current is None:
+                current = {cla.cluster_name: cla for cla in previous.ir.endpoints}
+            cla = current[cluster.name]
+            name = cluster.name
+            svc = services.get(key)
+            port = next((p for p in svc.ports if p.port == cluster.port), None) if svc is not None else None
+            if port is None:
+                return None  # the Service itself changed or went away: not an endpoints-only change
+            new = load_assignment(name, port, slices.get(key, ()))
+            if not new.endpoints:
+                diagnostics.append(no_ready_endpoints(svc, port))
+            if new != cla:
+                replaced[name] = new
+    if not replaced and set(diagnostics) == set(previous.diagnostics):
         return EndpointsUpdate(translation=previous, changed=())
     endpoints = tuple(replaced.get(cla.cluster_name, cla) for cla in previous.ir.endpoints)
     translation = dataclasses.replace(
