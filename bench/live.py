@@ -468,7 +468,7 @@ def run_churn(live: Live, rate: float, seconds: float, out_dir: Path) -> dict[st
     translations = controller.translations - translations0
     snapshots = live.app.cache.snapshot.serial - serial0
     rows = [["EndpointSlice changes", f"{changes:,} in {elapsed:.0f} s ({changes / elapsed:.1f}/s)"],
-            ["translations (full rebuilds) / snapshots", f"{translations} / {snapshots}"],
+            ["translations / snapshots", f"{translations} / {snapshots}"],
             ["pushes to the Envoy (responses)", f"{len(sent)} ({', '.join(f'{k} {v}' for k, v in sorted(pushes.items()))})"],
             ["EDS ACKs from the Envoy", f"{len(acks)}"],
             ["changes per push (EDS)", f"{changes / max(1, pushes.get('endpoints', 0)):.1f}"],
