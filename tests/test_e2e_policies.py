@@ -11,15 +11,13 @@ import asyncio
 import time
 from collections import Counter
 from concurrent import futures
-from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 import grpc
 import pytest
 
-from tests.harness import Backends, Client, Envoy, free_ports, k8s, request, wait_until
-from tests.harness.controlplane import ControlPlane
+from tests.harness import Client, k8s, request, wait_until
+from tests.harness.edge import Edge, start_edge
 from xds_ingress.envoy import types
 
 pytestmark = pytest.mark.envoy
@@ -28,45 +26,10 @@ BACKENDS = ["a", "b", "c", "canary", "shadow", "slow"]
 X = "xds-ingress.io/"
 
 
-@dataclass
-class Edge:
-    backends: Backends
-    cp: ControlPlane
-    envoy: Envoy
-    http_port: int
-
-    def apply(self, objects: list[dict]) -> None:
-        self.cp.write("objects.yaml", [k8s.ingress_class()] + objects)
-        self.cp.wait_synced()
-        assert not self.nacked(), self.nacked()
-
-    def nacked(self) -> list[str]:
-        app = self.cp.app
-        return self.cp.call(lambda: [f"{t.type_url}: {t.nack_message}" for s in app.ads.streams.values()
-                                     for t in s.types.values() if t.status() == "NACKED"])
-
-    def service(self, name: str, *backends: str, annotations: dict | None = None) -> list[dict]:
-        """Service `name` whose endpoints are the echo backends `backends` (one slice each)."""
-        objs = [k8s.service(name, annotations=annotations)]
-        for i, b in enumerate(backends):
-            objs.append(k8s.endpoint_slice(f"{name}-{i}", name, self.backends.port(b)))
-        return objs
-
-    def get(self, host: str, path: str = "/", **kw):
-        return request(self.http_port, path, host=host, **kw)
-
-    def seen(self, backend: str) -> list[dict]:
-        return request(self.backends.port(backend), "/_requests").json()
-
-
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory: pytest.TempPathFactory):
-    work: Path = tmp_path_factory.mktemp("policies")
-    http_port, https_port = free_ports(2)
-    with Backends(BACKENDS) as backends, \
-            ControlPlane(work / "manifests", http_port=http_port, https_port=https_port) as cp, \
-            Envoy(cp.bootstrap(), work / "envoy") as envoy:
-        yield Edge(backends, cp, envoy, http_port)
+    with start_edge(tmp_path_factory.mktemp("policies"), BACKENDS) as e:
+        yield e
 
 
 def test_request_timeout_gives_504_at_the_configured_time(edge: Edge) -> None:

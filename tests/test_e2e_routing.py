@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from cryptography import x509
 
-from tests.harness import Backends, Envoy, LoadLoop, free_ports, request, wait_until
+from tests.harness import Backends, LoadLoop, request, wait_until
 from tests.harness import k8s
 from tests.harness.certs import make_ca, tls_secret
-from tests.harness.controlplane import ControlPlane
+from tests.harness.edge import Edge, start_edge
 from xds_ingress.cache import cache_resource
 from xds_ingress.envoy import types
 
@@ -27,40 +25,10 @@ pytestmark = pytest.mark.envoy
 BACKENDS = ["a", "b", "c", "d", "e"]
 
 
-@dataclass
-class Edge:
-    backends: Backends
-    cp: ControlPlane
-    envoy: Envoy
-    http_port: int
-    https_port: int
-
-    def apply(self, objects: list[dict]) -> None:
-        self.cp.write("objects.yaml", [k8s.ingress_class()] + objects)
-        self.cp.wait_synced()
-
-    def services(self, *names: str) -> list[dict]:
-        """One Service per echo backend name, each with that backend as its only endpoint."""
-        out: list[dict] = []
-        for n in names:
-            out += k8s.backend_service(n, [self.backends.port(n)])
-        return out
-
-    def get(self, host: str, path: str = "/", *, https: bool = False, **kw) -> tuple[int, str | None]:
-        port = self.https_port if https else self.http_port
-        r = request(port, path, host=host, https=https, **kw)
-        name = r.headers.get("x-backend")
-        return r.status, name
-
-
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory: pytest.TempPathFactory):
-    work: Path = tmp_path_factory.mktemp("edge")
-    http_port, https_port = free_ports(2)
-    with Backends(BACKENDS) as backends, \
-            ControlPlane(work / "manifests", http_port=http_port, https_port=https_port) as cp, \
-            Envoy(cp.bootstrap(), work / "envoy") as envoy:
-        yield Edge(backends, cp, envoy, http_port, https_port)
+    with start_edge(tmp_path_factory.mktemp("edge"), BACKENDS) as e:
+        yield e
 
 
 def test_host_and_path_matching(edge: Edge) -> None:
@@ -104,7 +72,7 @@ def test_host_and_path_matching(edge: Edge) -> None:
     ]
     failures = []
     for host, path, want in cases:
-        status, name = edge.get(host, path)
+        status, name = edge.route(host, path)
         got = name if status == 200 else status
         if got != want:
             failures.append(f"{host}{path}: want {want}, got {got} (status {status})")
@@ -115,9 +83,9 @@ def test_host_and_path_matching(edge: Edge) -> None:
 
 def test_no_default_backend_is_404(edge: Edge) -> None:
     edge.apply(edge.services("a") + [k8s.ingress("only", k8s.rule("only.example.com", k8s.path("/app", "a")))])
-    assert edge.get("only.example.com", "/app") == (200, "a")
-    assert edge.get("only.example.com", "/other")[0] == 404
-    assert edge.get("elsewhere.example.com", "/app")[0] == 404
+    assert edge.route("only.example.com", "/app") == (200, "a")
+    assert edge.route("only.example.com", "/other")[0] == 404
+    assert edge.route("elsewhere.example.com", "/app")[0] == 404
 
 
 def test_https_sni_two_certificates(edge: Edge) -> None:
@@ -143,13 +111,13 @@ def test_https_sni_two_certificates(edge: Edge) -> None:
     # The host whose Secret is missing has no certificate (the handshake fails); the others are unaffected.
     with pytest.raises(OSError):
         request(edge.https_port, "/", host="three.example.com", https=True, ca_pem=ca.cert_pem)
-    assert edge.get("three.example.com", "/") == (200, "b")  # plain HTTP still serves it
+    assert edge.route("three.example.com", "/") == (200, "b")  # plain HTTP still serves it
     diags = [d for d in edge.cp.diagnostics() if d.reason == "SecretNotFound"]
     assert diags and "default/missing-tls" in diags[0].message and diags[0].field == "spec.tls[2].secretName"
 
 
 def _spread(edge: Edge, host: str, n: int = 40) -> Counter:
-    return Counter(edge.get(host, "/")[1] for _ in range(n))
+    return Counter(edge.route(host, "/")[1] for _ in range(n))
 
 
 def test_endpoint_added_and_removed(edge: Edge) -> None:
@@ -189,9 +157,9 @@ def test_ingress_edited_and_deleted_under_load(edge: Edge) -> None:
             backend = "ab"[i % 2]
             extra = [k8s.path(f"/v{i}", "c")]
             edge.apply(base + [load_ingress(backend, extra), other])
-            assert edge.get("load.example.com", f"/v{i}") == (200, "c")
+            assert edge.route("load.example.com", f"/v{i}") == (200, "c")
         edge.apply(base + [load_ingress("b")])  # the other Ingress deleted
-        assert edge.get("load.example.com", "/other") == (200, "b")
+        assert edge.route("load.example.com", "/other") == (200, "b")
         time.sleep(0.3)
     result = loop.result
     assert result.sent > 50, result
@@ -202,7 +170,7 @@ def test_ingress_edited_and_deleted_under_load(edge: Edge) -> None:
 
 def test_nack_keeps_last_good_config(edge: Edge) -> None:
     edge.apply(edge.services("a") + [k8s.ingress("nack", k8s.rule("nack.example.com", k8s.path("/", "a")))])
-    assert edge.get("nack.example.com", "/") == (200, "a")
+    assert edge.route("nack.example.com", "/") == (200, "a")
     app = edge.cp.app
     assert app is not None
     rejected_before = edge.envoy.stat("cluster_manager.cds.update_rejected") or 0
@@ -234,14 +202,14 @@ def test_nack_keeps_last_good_config(edge: Edge) -> None:
     # The last good config keeps serving, and the rejected content is not sent again.
     responses = states[0][2]
     for _ in range(10):
-        assert edge.get("nack.example.com", "/") == (200, "a")
+        assert edge.route("nack.example.com", "/") == (200, "a")
         time.sleep(0.1)
     assert cds_state()[0][2] == responses
     # A real change replaces the rejected config, and Envoy takes it.
     edge.cp.call(app.controller.rebuild)
     edge.cp.wait_synced()
     assert cds_state()[0][0] == "SYNCED"
-    assert edge.get("nack.example.com", "/") == (200, "a")
+    assert edge.route("nack.example.com", "/") == (200, "a")
 
 
 def test_ipv6_endpoints(edge: Edge) -> None:
@@ -249,4 +217,4 @@ def test_ipv6_endpoints(edge: Edge) -> None:
         edge.apply([k8s.service("six"),
                     k8s.endpoint_slice("six-1", "six", v6.port("v6"), ["::1"], address_type="IPv6"),
                     k8s.ingress("six", k8s.rule("six.example.com", k8s.path("/", "six")))])
-        assert edge.get("six.example.com", "/") == (200, "v6")
+        assert edge.route("six.example.com", "/") == (200, "v6")
