@@ -301,3 +301,50 @@ def test_grpc_spreads_per_request_over_one_connection_and_clusterip_sticks(edge:
     finally:
         for s in servers:
             s.stop(None)
+
+
+def test_grpc_health_check_takes_a_not_serving_pod_out(edge: Edge) -> None:
+    """`health-check: grpc`: Envoy asks each pod grpc.health.v1.Health/Check; a pod that answers
+    NOT_SERVING stops receiving requests, and comes back when it answers SERVING again."""
+    serving = {0: True, 1: True, 2: True}
+
+    def check(i: int):
+        # HealthCheckResponse{status: SERVING (1) | NOT_SERVING (2)}, encoded by hand: no extra package.
+        return lambda req, ctx: b"\x08\x01" if serving[i] else b"\x08\x02"
+
+    servers, ports = [], []
+    try:
+        for i in range(3):
+            name = f"pod-{i}".encode()
+            server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+            server.add_generic_rpc_handlers((
+                grpc.method_handlers_generic_handler("echo.Echo", {"Who": grpc.unary_unary_rpc_method_handler(
+                    lambda req, ctx, name=name: name, request_deserializer=_IDENTITY[0],
+                    response_serializer=_IDENTITY[1])}),
+                grpc.method_handlers_generic_handler("grpc.health.v1.Health", {"Check": grpc.unary_unary_rpc_method_handler(
+                    check(i), request_deserializer=_IDENTITY[0], response_serializer=_IDENTITY[1])})))
+            ports.append(server.add_insecure_port("127.0.0.1:0"))
+            server.start()
+            servers.append(server)
+        hc = {X + "health-check": "grpc", X + "health-check-interval": "100ms", X + "health-check-timeout": "500ms",
+              X + "health-check-unhealthy-threshold": "1", X + "health-check-healthy-threshold": "1"}
+        edge.apply([_grpc_service("hc", 50052, hc),
+                    *[k8s.endpoint_slice(f"hc-{i}", "hc", p, port_name="grpc") for i, p in enumerate(ports)],
+                    k8s.ingress("hc", k8s.rule("hc.example.com", k8s.path("/", "hc", 50052)))])
+
+        def calls(n: int) -> Counter:
+            with grpc.insecure_channel(f"127.0.0.1:{edge.http_port}",
+                                       options=[("grpc.default_authority", "hc.example.com")]) as ch:
+                who = ch.unary_unary("/echo.Echo/Who", request_serializer=_IDENTITY[1],
+                                     response_deserializer=_IDENTITY[0])
+                return Counter(who(b"", timeout=5).decode() for _ in range(n))
+
+        wait_until(lambda: set(calls(12)) == {"pod-0", "pod-1", "pod-2"}, timeout=10)
+        serving[2] = False
+        wait_until(lambda: "pod-2" not in calls(12), timeout=10, message="a NOT_SERVING pod kept its traffic")
+        assert set(calls(30)) == {"pod-0", "pod-1"}
+        serving[2] = True
+        wait_until(lambda: "pod-2" in calls(12), timeout=10, message="a pod SERVING again got no traffic back")
+    finally:
+        for s in servers:
+            s.stop(None)
