@@ -859,3 +859,30 @@ def test_no_name_twice_and_lds_cds_carry_the_complete_set() -> None:
         with pytest.raises(ValueError, match="named 'b'"):
             cache.set_resources({CDS: {"a": cluster("b")}}, {})
     run(scenario)
+
+
+def test_a_stream_that_stops_reading_is_closed_after_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 9, scenario 8: a stuck client holds no queue (one response in flight per type), does not
+    delay another stream, and is disconnected after STUCK_WRITE_TIMEOUT_S."""
+    monkeypatch.setattr(ads_module, "STUCK_WRITE_TIMEOUT_S", 1.0)
+
+    async def scenario() -> None:
+        big = [cluster(f"big{i}", pad=1_000_000) for i in range(12)]
+        async with control_plane() as p:
+            p.publish(*base(), *big)
+            stuck = p.connect("stuck", read=False)
+            await stuck.send(CDS, [])
+            fine = p.connect("fine")
+            await fine.send(CDS, [])
+            await fine.ack(await fine.recv(CDS))
+            await asyncio.sleep(0.2)
+            assert "stuck" in {s.node_id for s in p.ads.streams.values()}
+            deadline = time.monotonic() + 5
+            while "stuck" in {s.node_id for s in p.ads.streams.values()} and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert "stuck" not in {s.node_id for s in p.ads.streams.values()}, "the stuck stream was never closed"
+            assert p.ads.stuck_streams_closed == 1
+            p.publish(*base(), *big, listener("extra", "http", port=9009))
+            await fine.send(LDS, [])
+            assert "extra" in names(await fine.recv(LDS))  # the healthy stream is unaffected
+    run(scenario)

@@ -67,6 +67,10 @@ DELTA_METHOD = "DeltaAggregatedResources"
 WILDCARD = "*"
 # A route configuration waits at most this long for the clusters it names to be delivered.
 RDS_GATE_TIMEOUT_S = 5.0
+# A stream whose client has not taken a response for this long (gRPC's buffers full: it stopped
+# reading) is closed with UNAVAILABLE, so that it holds no memory or task; Envoy reconnects, and
+# then is sent only what it lacks. Read at each write (tests shorten it).
+STUCK_WRITE_TIMEOUT_S = 30.0
 
 OnRequest = Callable[[StreamState, Any], None]
 NextResponse = Callable[[StreamState, TypeState, Snapshot, "itertools.count[int]"], "bytes | None"]
@@ -80,6 +84,7 @@ class AggregatedDiscoveryService:
         self.cache = cache
         self.observer = observer or Observer()
         self.streams: dict[int, StreamState] = {}
+        self.stuck_streams_closed = 0  # streams closed because their client stopped reading
         self._ids = itertools.count(1)
         self._wakers: set[Callable[[], None]] = set()
         identifier = length_delimited(1, control_plane_id.encode())  # core.v3.ControlPlane
@@ -171,7 +176,15 @@ class AggregatedDiscoveryService:
                         continue
                     response = next_response(stream, ts, snapshot, nonces)
                     if response is not None:
-                        await context.write(response)
+                        try:
+                            await asyncio.wait_for(context.write(response), timeout=STUCK_WRITE_TIMEOUT_S)
+                        except asyncio.TimeoutError:
+                            log.warning("ads.stream_stuck", stream=stream.id, node=stream.node_id, protocol=protocol,
+                                        type=types.SHORT_NAMES[type_url], limit_s=STUCK_WRITE_TIMEOUT_S)
+                            self.stuck_streams_closed += 1
+                            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                                f"xds-ingress: a response was not read for {STUCK_WRITE_TIMEOUT_S:g} s; "
+                                                "reconnect")
                 # An RDS held back for clusters not yet delivered goes out anyway at the gate timeout,
                 # even if nothing else wakes this stream.
                 gated = [t.gated_since for t in stream.types.values() if t.gated_since]
