@@ -185,6 +185,7 @@ CALLS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "list_namespaced_endpoint_slice": ("discovery.k8s.io", "endpointslices", ("list", "watch")),
     "list_secret_for_all_namespaces": ("", "secrets", ("list", "watch")),
     "list_namespaced_secret": ("", "secrets", ("list", "watch")),
+    "read_namespaced_secret": ("", "secrets", ("get",)),  # a CA bundle a Service names, by name
     "patch_namespaced_ingress_status": ("networking.k8s.io", "ingresses/status", ("patch",)),
     "create_namespaced_event": ("", "events", ("create",)),
     "read_namespaced_lease": ("coordination.k8s.io", "leases", ("get",)),

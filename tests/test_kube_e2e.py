@@ -235,3 +235,48 @@ def test_leader_election_and_handover(tmp_path: Path) -> None:
         finally:
             one.stop()
             two.stop()
+
+
+def test_a_ca_secret_of_any_type_named_by_a_service_is_read_by_name(tmp_path: Path) -> None:
+    """Only TLS Secrets are listed; an Opaque CA bundle named by upstream-tls-ca-secret is read by
+    name, stored with ca.crt only, followed when it changes or goes, and survives a relist."""
+    import base64
+
+    from tests.harness.certs import make_ca
+
+    ca = make_ca()
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+              "metadata": {"name": "backend-ca", "namespace": "default"},
+              "data": {"ca.crt": base64.b64encode(ca.cert_pem.encode()).decode(),
+                       "password": base64.b64encode(b"hunter2").decode()}}
+    svc = k8s.service("secure", annotations={"xds-ingress.io/upstream-tls": "true",
+                                             "xds-ingress.io/upstream-tls-ca-secret": "backend-ca"})
+    http_port, https_port = free_ports(2)
+    with FakeKube(bookmark_interval=None) as kube:
+        for obj in (k8s.ingress_class(), secret, svc, k8s.endpoint_slice("secure-1", "secure", 9443),
+                    k8s.ingress("up", k8s.rule("up.example.com", k8s.path("/", "secure")))):
+            kube.create(obj)
+        with control_plane(kube, tmp_path, http_port, https_port, secret_refresh_s=0.3) as cp:
+            wait_until(lambda: cp.call(lambda: cp.app.controller.ready.is_set()), timeout=10)
+            app = cp.app
+            key = ("Secret", "default", "backend-ca")
+            raw = cp.call(lambda: app.store.raw(key))
+            assert raw is not None and set(raw["data"]) == {"ca.crt"}  # the password was never stored
+
+            def tls_of_cluster():
+                c = cp.call(lambda: [c for c in app.controller.last.ir.clusters if c.service.name == "secure"])
+                return c[0].policy.tls if c and c[0].policy else None
+
+            assert tls_of_cluster().ca_secret == "default/backend-ca"
+            assert not [d for d in cp.diagnostics() if d.reason == "SecretNotFound"]
+            # A relist of the TLS Secrets does not drop it.
+            kube.compact()
+            kube.expire_watches("Secret")
+            time.sleep(1.0)
+            assert cp.call(lambda: app.store.raw(key)) is not None
+            # Deleted: the Service's diagnostic appears.
+            kube.delete("Secret", "default", "backend-ca")
+            wait_until(lambda: [d for d in cp.diagnostics() if d.reason == "SecretNotFound"], timeout=10)
+    reads = [q for q in kube.requests if q.method == "GET" and q.path.endswith("/secrets/backend-ca")]
+    assert reads and not [q for q in kube.requests if "secrets" in q.path and "fieldSelector" not in q.query
+                          and not q.path.endswith("/secrets/backend-ca")]

@@ -44,9 +44,12 @@ from xds_ingress.envoy import endpoints as envoy_endpoints
 from xds_ingress.envoy import types
 from xds_ingress.model import KIND_ENDPOINT_SLICE, KIND_SERVICE, EndpointSlice, ObjectKey, Service, object_key
 from xds_ingress.translate import Translation, TranslateSettings, translate
+from xds_ingress.translate.annotations import XDS as XDS_DIALECT
 from xds_ingress.translate.incremental import EndpointsUpdate, eds_clusters_by_service, update_endpoints
 
 log = structlog.get_logger("xds_ingress.app")
+
+CA_SECRET_ANNOTATION = XDS_DIALECT.prefix + "upstream-tls-ca-secret"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +74,7 @@ class ServeSettings:
     renew_deadline_s: float = 10.0
     retry_period_s: float = 2.0
     watch: WatchSettings | None = None
+    secret_refresh_s: float = 10.0  # how often Secrets named by Services (not TLS-typed) are read again
     # TLS on the xDS port: certificate and key files; with client_ca, client certificates are required.
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -299,6 +303,16 @@ class App:
         self.xds_port = 0
         self._tasks: list[asyncio.Task] = []
 
+    def _wanted_secrets(self) -> set[tuple[str, str]]:
+        """Secrets that Services name (CA bundles for upstream TLS), read by name by the kube source."""
+        out: set[tuple[str, str]] = set()
+        for obj in self.store.objects():
+            if isinstance(obj, Service):
+                name = obj.meta.annotation(CA_SECRET_ANNOTATION)
+                if name and len(name) <= 253:
+                    out.add((obj.meta.namespace, name))
+        return out
+
     def _setup_kube(self) -> None:
         from xds_ingress.kube.leader import ElectionSettings, LeaderElector
         from xds_ingress.kube.report import Reporter
@@ -308,7 +322,8 @@ class App:
         api_client = kube_api_client(s.kubeconfig)
         self.api_client = api_client
         self.sources = [KubeSource(api_client, self.store, namespaces=list(s.namespaces) or None,
-                                   settings=s.watch)]
+                                   settings=s.watch, wanted_secrets=self._wanted_secrets,
+                                   secret_interval=s.secret_refresh_s)]
         self.reporter = Reporter(api_client, self.store, publish_service=s.publish_service)
         reporter = self.reporter
         self.controller.on_translated.append(

@@ -121,7 +121,7 @@ class Store:
         return True
 
     def replace(self, raws: Mapping[ObjectKey, Any], kinds: Iterable[str] | None = None,
-                namespace: str | None = None) -> int:
+                namespace: str | None = None, keep: Callable[[ObjectKey], bool] | None = None) -> int:
         """Make the store hold exactly `raws` within a scope: `kinds` (default every kind) and
         `namespace` (default every namespace). Upserts and deletes.
 
@@ -131,7 +131,8 @@ class Store:
         kinds_set = set(kinds) if kinds is not None else None
 
         def in_scope(k: ObjectKey) -> bool:
-            return (kinds_set is None or k[0] in kinds_set) and (namespace is None or k[1] == namespace)
+            return ((kinds_set is None or k[0] in kinds_set) and (namespace is None or k[1] == namespace)
+                    and (keep is None or not keep(k)))
 
         changes = 0
         status_changed: list[ObjectKey] = []

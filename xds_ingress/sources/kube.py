@@ -12,6 +12,9 @@ One reflector thread per kind (and per namespace when --namespace restricts the 
 - 410 Gone (HTTP status, or an ERROR event with code 410) relists; 429 waits Retry-After;
   other errors back off exponentially with jitter.
 
+Only Secrets of type kubernetes.io/tls are listed; a Secret of another type that a Service
+names (a CA bundle for upstream TLS) is read by name (`SecretFetcher`), `ca.crt` only.
+
 `kubernetes.informer.SharedInformer` (client 37.x) was evaluated and not used: it builds
 typed models, sets no client-side timeout and asks for no bookmarks (a stalled stream
 hangs it until the server speaks again), retries errors at a fixed 5 s with no jitter,
@@ -134,6 +137,7 @@ class Reflector:
         else:
             self._call = getattr(api, spec.list_all)
         self.resource_version: str | None = None
+        self.keep: Callable[[tuple[str, str, str]], bool] | None = None  # objects a relist must not delete
         self.synced = False
         self.lists = 0
         self.watches = 0
@@ -175,7 +179,8 @@ class Reflector:
             token = meta.get("continue")
             if not token:
                 break
-        changes = self.store.replace(items, kinds=[self.spec.kind], namespace=self.scope_namespace)
+        changes = self.store.replace(items, kinds=[self.spec.kind], namespace=self.scope_namespace,
+                                     keep=self.keep)
         self.lists += 1
         self._log.info("kube.listed", objects=len(items), changes=changes, resource_version=rv)
         return rv
@@ -276,11 +281,81 @@ class Reflector:
                 self.stop.wait(delay)
 
 
+class SecretFetcher:
+    """Secrets that are not of type kubernetes.io/tls, read one by one because something names them.
+
+    The Secret reflector lists only TLS Secrets (a field selector: the controller never reads
+    other Secrets' data in bulk). A CA bundle (`ca.crt`) is often an Opaque Secret, though, so
+    the Secrets that Services name in `xds-ingress.io/upstream-tls-ca-secret` are read by name
+    (GET), re-read every `interval` seconds, and kept in the store with `ca.crt` only: every other
+    key is dropped before the object is stored.
+    """
+
+    def __init__(self, api_client: k8s_client.ApiClient, store: Store, wanted: Callable[[], set[tuple[str, str]]],
+                 stop: threading.Event, *, interval: float = 10.0, timeout: float = 10.0) -> None:
+        self.api = k8s_client.CoreV1Api(api_client)
+        self.store = store
+        self.wanted = wanted
+        self.stop = stop
+        self.interval = interval
+        self.timeout = timeout
+        self.owned: set[tuple[str, str, str]] = set()
+        self.fetches = 0
+
+    def keep(self, key: tuple[str, str, str]) -> bool:
+        return key in self.owned
+
+    def fetch_all(self) -> None:
+        wanted = self.wanted()
+        for key in [k for k in self.owned if (k[1], k[2]) not in wanted]:
+            self.owned.discard(key)
+            self.store.delete(key)
+        for ns, name in sorted(wanted):
+            key = (KIND_SECRET, ns, name)
+            held = self.store.get(key)
+            if held is not None and key not in self.owned:
+                continue  # a TLS Secret: the reflector has it
+            try:
+                resp = self.api.read_namespaced_secret(name, ns, _preload_content=False,
+                                                       _request_timeout=(self.timeout, self.timeout))
+                obj = json.loads(resp.data)
+                self.fetches += 1
+            except ApiException as exc:
+                if exc.status == 404 and key in self.owned:
+                    self.owned.discard(key)
+                    self.store.delete(key)
+                elif exc.status != 404:
+                    log.warning("kube.secret_fetch_failed", namespace=ns, name=name, status=exc.status)
+                continue
+            except Exception as exc:  # noqa: BLE001
+                log.warning("kube.secret_fetch_failed", namespace=ns, name=name, error=str(exc)[:200])
+                continue
+            if obj.get("type") == SECRET_TYPE_TLS:
+                continue  # the reflector's (it may not have seen it yet)
+            data = obj.get("data") or {}
+            obj = {"apiVersion": "v1", "kind": KIND_SECRET, "metadata": obj.get("metadata") or {},
+                   "type": obj.get("type") or "Opaque",
+                   "data": {k: v for k, v in data.items() if k == "ca.crt"}}  # nothing else is kept
+            self.owned.add(key)
+            self.store.upsert(obj)
+
+    def run(self) -> None:
+        """Read them again every `interval` seconds until stopped (the first read is the caller's)."""
+        while not self.stop.wait(self.interval):
+            try:
+                self.fetch_all()
+            except Exception:  # noqa: BLE001
+                log.exception("kube.secret_fetch_failed")
+
+
 class KubeSource:
-    """Reflectors for every kind, run in threads; `synced` is set once every kind has been listed."""
+    """Reflectors for every kind, run in threads; `synced` is set once every kind has been listed
+    (and the Secrets named by Services have been read once)."""
 
     def __init__(self, api_client: k8s_client.ApiClient, store: Store, *, namespaces: list[str] | None = None,
-                 settings: WatchSettings | None = None) -> None:
+                 settings: WatchSettings | None = None,
+                 wanted_secrets: Callable[[], set[tuple[str, str]]] | None = None,
+                 secret_interval: float = 10.0) -> None:
         self.api_client = api_client
         self.store = store
         self.settings = settings or WatchSettings()
@@ -288,19 +363,39 @@ class KubeSource:
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
+        self._fetcher_started = False
         scopes: list[str | None] = list(namespaces) if namespaces else [None]
         self.reflectors: list[Reflector] = []
         for spec in KIND_SPECS:
             for ns in (scopes if spec.list_namespaced else [None]):
                 self.reflectors.append(Reflector(spec, ns, api_client, store, self.settings, self._stop,
                                                  self._reflector_synced))
+        self.secrets = SecretFetcher(api_client, store, wanted_secrets or (lambda: set()), self._stop,
+                                     interval=secret_interval)
+        for r in self.reflectors:
+            if r.spec.kind == KIND_SECRET:
+                r.keep = self.secrets.keep
         self._threads: list[threading.Thread] = []
 
     def _reflector_synced(self) -> None:
         with self._lock:
-            done = all(r.synced for r in self.reflectors)
-        if done and self._loop is not None:
+            done = all(r.synced for r in self.reflectors) and not self._fetcher_started
+            if done:
+                self._fetcher_started = True
+        if done:
+            # Every kind listed: read the Secrets the Services name, then we are in sync.
+            t = threading.Thread(target=self._fetch_then_run, name="secret-fetcher", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _fetch_then_run(self) -> None:
+        try:
+            self.secrets.fetch_all()
+        except Exception:  # noqa: BLE001
+            log.exception("kube.secret_fetch_failed")
+        if self._loop is not None:
             self._loop.call_soon_threadsafe(self.synced.set)
+        self.secrets.run()
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
