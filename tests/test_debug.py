@@ -304,3 +304,24 @@ def test_metrics_parse_and_move_with_changes(dbg: Debug) -> None:
     print(f"\nchange to ACK (routes, {changes} changes): median {median * 1000:.1f} ms, mean {mean * 1000:.1f} ms, "
           f"max {max(values) * 1000:.1f} ms; last translation {app.controller.last_duration * 1000:.2f} ms")
     assert 0 < mean < 5
+
+
+def test_explain_takes_request_headers_for_canaries(dbg: Debug) -> None:
+    canary = k8s.ingress("site-canary", k8s.rule("secure.example.com", k8s.path("/", "b")),
+                         annotations={"xds-ingress.io/canary": "true", "xds-ingress.io/canary-by-header": "x-canary"})
+    dbg.cp.write("objects.yaml", dbg.objects() + [canary])
+    dbg.cp.wait_synced()
+    try:
+        plain = json.loads(dbg.xds("explain", "--host", "secure.example.com", "-o", "json").stdout)
+        header = json.loads(dbg.xds("explain", "--host", "secure.example.com", "--header", "X-Canary: always",
+                                    "-o", "json").stdout)
+        assert "default/a/80" in json.dumps(plain) and "default/b/80" not in json.dumps(plain)
+        assert "default/b/80" in json.dumps(header)
+        # ... and Envoy agrees.
+        assert request(dbg.http_port, "/", host="secure.example.com").headers.get("x-backend") == "a"
+        assert request(dbg.http_port, "/", host="secure.example.com",
+                       headers={"x-canary": "always"}).headers.get("x-backend") == "b"
+        status, text = dbg.get("/debug/explain?host=secure.example.com&header=no-colon")
+        assert status == 400 and "NAME:VALUE" in text
+    finally:
+        dbg.apply()

@@ -99,6 +99,8 @@ def _add_remote(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", required=True, help="the Host header (a port and case do not matter)")
     p.add_argument("--path", default="/", help="the request path (default /)")
     p.add_argument("--https", action="store_true", help="the request comes over HTTPS (SNI = the host)")
+    p.add_argument("--header", action="append", metavar="NAME:VALUE",
+                   help="a request header, e.g. 'x-canary: always' or 'cookie: canary=always'; repeatable")
     p.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
     server(p)
     p = sub.add_parser("diagnostics", help="every current diagnostic, by object")
@@ -249,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config-dump":
         return ops.config_dump(args.server, args.node, args.type, args.output)
     if args.command == "explain":
-        return ops.explain(args.server, args.host, args.path, args.https, args.output)
+        return ops.explain(args.server, args.host, args.path, args.https, args.output, headers=args.header)
     if args.command == "diagnostics":
         return ops.diagnostics(args.server, args.output)
     if args.command == "translate":

@@ -13,7 +13,7 @@ server, the cache and the translation loop), so this module knows neither.
 | `/debug/proxies` | every connected Envoy and, per xDS type, sent / ACKed versions and the last NACK |
 | `/debug/config_dump?node=ID[&type=T]` | the resources as sent to that node (without node: the current snapshot), secrets redacted |
 | `/debug/diagnostics` | every current diagnostic, by object |
-| `/debug/explain?host=H&path=P[&https=1]` | which rule, backend and endpoints a request reaches, or why 404/503 |
+| `/debug/explain?host=H&path=P[&https=1][&header=NAME:VALUE...]` | which rule, backend and endpoints a request reaches, or why 404/503 |
 
 Everything is read-only, and nothing here ever shows key material: resources go through
 `envoy.dump.redact`.
@@ -213,8 +213,14 @@ class DebugServer:
         model = self.view.ir()
         if model is None:
             return _json({"error": "no translation yet: the sources have not finished their initial sync"}, 503)
+        headers: dict[str, str] = {}
+        for item in request.query.getall("header", []):
+            name, sep, value = item.partition(":")
+            if not sep or not name.strip():
+                return _json({"error": f"header {item!r} must be NAME:VALUE"}, 400)
+            headers[name.strip().lower()] = value.strip()
         e = explain(model, self.view.diagnostics(), host=host, path=request.query.get("path") or "/",
-                    https=request.query.get("https", "").lower() in TRUE)
+                    https=request.query.get("https", "").lower() in TRUE, headers=headers or None)
         return _json(e.as_dict())
 
     # -- the page for people --

@@ -54,8 +54,10 @@ class HTTPError(Exception):
         self.data = data
 
 
-def get_json(server: str, path: str, params: dict[str, str] | None = None, timeout: float = 10.0) -> Any:
-    query = ("?" + urllib.parse.urlencode({k: v for k, v in (params or {}).items() if v is not None})) if params else ""
+def get_json(server: str, path: str, params: dict[str, str | list[str]] | None = None, timeout: float = 10.0) -> Any:
+    """GET a JSON document; a list value repeats its query parameter."""
+    query = ("?" + urllib.parse.urlencode({k: v for k, v in (params or {}).items() if v is not None}, doseq=True)
+             if params else "")
     url = server.rstrip("/") + path + query
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - an operator-given URL
@@ -148,11 +150,16 @@ def config_dump(server: str, node: str | None, type_: str | None, output: str = 
     return _remote("config-dump", run)
 
 
-def explain(server: str, host: str, path: str, https: bool, output: str = "text", out: TextIO | None = None) -> int:
+def explain(server: str, host: str, path: str, https: bool, output: str = "text", out: TextIO | None = None,
+            headers: list[str] | None = None) -> int:
+    """`headers`: "name: value" strings (a canary by header or cookie matches on them)."""
     out = out or sys.stdout
 
     def run() -> int:
-        e = get_json(server, "/debug/explain", {"host": host, "path": path, **({"https": "1"} if https else {})})
+        params: dict[str, str | list[str]] = {"host": host, "path": path, **({"https": "1"} if https else {})}
+        if headers:
+            params["header"] = list(headers)
+        e = get_json(server, "/debug/explain", params)
         if output in ("json", "yaml"):
             _print_data(e, output, out)
         else:
