@@ -1,10 +1,11 @@
 # xds-ingress: the two commands a newcomer needs are `make run` and `make test`.
+SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench lint golden clean venv
+.PHONY: run test bench reliability lint golden clean venv
 
 venv: $(STAMP)
 
@@ -25,6 +26,12 @@ golden: $(STAMP)
 	$(BIN)/python -m pytest tests/test_golden.py --update-golden
 
 # Benchmarks: tables printed, JSON in bench/results/. BENCH_ARGS=--quick (a smoke run), --only 1,4, --help.
+# The reliability scenarios with their figures printed (they also run in `make test`).
+reliability: $(STAMP)
+	set -o pipefail; PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -s -q tests/test_reliability.py \
+		tests/test_hostile_manifests.py tests/test_edge_security.py tests/test_kube_e2e.py \
+		tests/test_e2e_routing.py -k "not matching" 2>&1 | grep -E "^(control plane|Envoy restarted|drain then|hostile corpus|slow headers|leader handover|edits under load|[0-9]+ mutations|[0-9]+ (passed|failed)|FAILED)"
+
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench $(BENCH_ARGS)
 
