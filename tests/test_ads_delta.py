@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import grpc
@@ -42,12 +43,13 @@ from tests.test_ads_sotw import (
     route_config,
     secret,
 )
-from tests.test_ads_sotw import Client as SotwClient
+from tests.test_ads_sotw import Plane as SotwPlane
+from tests.test_ads_sotw import control_plane as sotw_control_plane
+from tests.test_ads_sotw import run
 from xds_ingress import envoy
 from xds_ingress.cache import SnapshotCache, content_version
 from xds_ingress.envoy import types
 from xds_ingress.server import ads as ads_module
-from xds_ingress.server.ads import AggregatedDiscoveryService
 from xds_ingress.server.csds import ClientStatusDiscoveryService
 from xds_ingress.server.state import Observer, StreamState, TypeState
 from xds_ingress.server.status import proxy_status
@@ -240,54 +242,11 @@ class Recorder(Observer):
         self.events.append(("nack", stream.protocol, SHORT[ts.type_url]))
 
 
-class Plane:
-    def __init__(self, cache: SnapshotCache, ads: AggregatedDiscoveryService, target: str) -> None:
-        self.cache, self.ads, self.target = cache, ads, target
-        self.clients: list[DeltaClient | SotwClient] = []
-
-    def connect(self, node_id: str = "envoy-1", *, read: bool = True) -> DeltaClient:
-        c = DeltaClient(self.target, node_id, read=read)
-        self.clients.append(c)
-        return c
-
-    def connect_sotw(self, node_id: str) -> SotwClient:
-        c = SotwClient(self.target, node_id)
-        self.clients.append(c)
-        return c
-
-    def publish(self, *messages: Message) -> None:
-        assert publish(self.cache, *messages), "the snapshot did not change"
-
-    def stream(self, node_id: str = "envoy-1") -> StreamState:
-        found = [s for s in self.ads.streams.values() if s.node_id == node_id]
-        assert len(found) == 1, [s.node_id for s in self.ads.streams.values()]
-        return found[0]
+class Plane(SotwPlane):
+    client_class = DeltaClient
 
 
-@contextlib.asynccontextmanager
-async def control_plane(cache: SnapshotCache | None = None, observer: Observer | None = None) -> AsyncIterator[Plane]:
-    cache = cache if cache is not None else SnapshotCache()
-    ads = AggregatedDiscoveryService(cache, observer=observer)
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((ads.handler(),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    plane = Plane(cache, ads, f"127.0.0.1:{port}")
-    try:
-        yield plane
-    finally:
-        for c in plane.clients:
-            await c.close()
-        await server.stop(None)
-        for _ in range(50):  # the handlers see their streams end and clean up
-            if not ads.streams:
-                break
-            await asyncio.sleep(0.01)
-        assert not ads.streams, "a stream outlived the server"
-
-
-def run(scenario: Callable[[], object]) -> None:
-    asyncio.run(scenario())  # type: ignore[arg-type]
+control_plane = functools.partial(sotw_control_plane, plane_class=Plane)
 
 
 async def subscribed(plane: Plane, node_id: str = "envoy-1", *, eds: Iterable[str] = ("a", "b"),

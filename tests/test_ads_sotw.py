@@ -292,12 +292,21 @@ class Client:
 
 
 class Plane:
+    """A running ADS server and its clients; `client_class` is the protocol's client."""
+
+    client_class: type = Client
+
     def __init__(self, cache: SnapshotCache, ads: AggregatedDiscoveryService, target: str) -> None:
         self.cache, self.ads, self.target = cache, ads, target
-        self.clients: list[Client] = []
+        self.clients: list = []
 
-    def connect(self, node_id: str = "envoy-1", *, read: bool = True) -> Client:
-        c = Client(self.target, node_id, read=read)
+    def connect(self, node_id: str = "envoy-1", *, read: bool = True):
+        c = self.client_class(self.target, node_id, read=read)
+        self.clients.append(c)
+        return c
+
+    def connect_sotw(self, node_id: str) -> Client:
+        c = Client(self.target, node_id)
         self.clients.append(c)
         return c
 
@@ -311,14 +320,16 @@ class Plane:
 
 
 @contextlib.asynccontextmanager
-async def control_plane(cache: SnapshotCache | None = None) -> AsyncIterator[Plane]:
+async def control_plane(cache: SnapshotCache | None = None, observer: ads_module.Observer | None = None,
+                        plane_class: type[Plane] = Plane) -> AsyncIterator[Plane]:
+    """A real ADS server on 127.0.0.1:<free port>; every client closed and every stream gone at the end."""
     cache = cache if cache is not None else SnapshotCache()
-    ads = AggregatedDiscoveryService(cache)
+    ads = AggregatedDiscoveryService(cache, observer=observer)
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((ads.handler(),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    plane = Plane(cache, ads, f"127.0.0.1:{port}")
+    plane = plane_class(cache, ads, f"127.0.0.1:{port}")
     try:
         yield plane
     finally:
