@@ -278,7 +278,8 @@ def test_metrics_parse_and_move_with_changes(dbg: Debug) -> None:
     changes = 6
     for i in range(changes):
         dbg.apply("ab"[(i + 1) % 2])
-        assert request(dbg.http_port, "/", host="secure.example.com").headers.get("x-backend") == "ab"[(i + 1) % 2]
+        assert request(dbg.https_port, "/", host="secure.example.com", https=True,
+                       ca_pem=dbg.ca_pem).headers.get("x-backend") == "ab"[(i + 1) % 2]
     after = dbg.metrics()
 
     def total(name: str) -> float:
@@ -312,14 +313,20 @@ def test_explain_takes_request_headers_for_canaries(dbg: Debug) -> None:
     dbg.cp.write("objects.yaml", dbg.objects() + [canary])
     dbg.cp.wait_synced()
     try:
-        plain = json.loads(dbg.xds("explain", "--host", "secure.example.com", "-o", "json").stdout)
-        header = json.loads(dbg.xds("explain", "--host", "secure.example.com", "--header", "X-Canary: always",
-                                    "-o", "json").stdout)
+        plain = json.loads(dbg.xds("explain", "--host", "secure.example.com", "--https", "-o", "json").stdout)
+        header = json.loads(dbg.xds("explain", "--host", "secure.example.com", "--https", "--header",
+                                    "X-Canary: always", "-o", "json").stdout)
+        # Over plain HTTP the host is redirected to HTTPS: explain says so, as Envoy does.
+        over_http = json.loads(dbg.xds("explain", "--host", "secure.example.com", "-o", "json").stdout)
+        assert (over_http["status"], over_http["location"]) == (301, "https://secure.example.com/")
+        r = request(dbg.http_port, "/", host="secure.example.com")
+        assert (r.status, r.headers.get("location")) == (301, "https://secure.example.com/")
         assert "default/a/80" in json.dumps(plain) and "default/b/80" not in json.dumps(plain)
         assert "default/b/80" in json.dumps(header)
         # ... and Envoy agrees.
-        assert request(dbg.http_port, "/", host="secure.example.com").headers.get("x-backend") == "a"
-        assert request(dbg.http_port, "/", host="secure.example.com",
+        tls = dict(https=True, ca_pem=dbg.ca_pem)
+        assert request(dbg.https_port, "/", host="secure.example.com", **tls).headers.get("x-backend") == "a"
+        assert request(dbg.https_port, "/", host="secure.example.com", **tls,
                        headers={"x-canary": "always"}).headers.get("x-backend") == "b"
         status, text = dbg.get("/debug/explain?host=secure.example.com&header=no-colon")
         assert status == 400 and "NAME:VALUE" in text

@@ -112,8 +112,24 @@ def test_https_sni_two_certificates(edge: Edge) -> None:
     with pytest.raises(OSError):
         request(edge.https_port, "/", host="three.example.com", https=True, ca_pem=ca.cert_pem)
     assert edge.route("three.example.com", "/") == (200, "b")  # plain HTTP still serves it
+    # Plain HTTP to a host with a certificate is redirected to HTTPS ...
+    r = edge.get("one.example.com", "/x?q=1")
+    assert (r.status, r.headers.get("location")) == (301, "https://one.example.com/x?q=1")
     diags = [d for d in edge.cp.diagnostics() if d.reason == "SecretNotFound"]
     assert diags and "default/missing-tls" in diags[0].message and diags[0].field == "spec.tls[2].secretName"
+
+
+def test_ssl_redirect_can_be_turned_off(edge: Edge) -> None:
+    ca = make_ca()
+    one = ca.issue(["plain.example.com"])
+    edge.apply(edge.services("a") + [
+        tls_secret("default", "plain-tls", one.cert_pem, one.key_pem),
+        k8s.ingress("plain", k8s.rule("plain.example.com", k8s.path("/", "a")),
+                    tls=[{"hosts": ["plain.example.com"], "secretName": "plain-tls"}],
+                    annotations={"xds-ingress.io/ssl-redirect": "false"})])
+    assert edge.route("plain.example.com", "/") == (200, "a")
+    r = request(edge.https_port, "/", host="plain.example.com", https=True, ca_pem=ca.cert_pem)
+    assert r.headers.get("x-backend") == "a"
 
 
 def _spread(edge: Edge, host: str, n: int = 40) -> Counter:

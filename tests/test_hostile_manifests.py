@@ -148,7 +148,8 @@ def test_hostile_corpus_beside_good_objects(tmp_path: Path) -> None:
                 tls_secret("default", "good-tls", cert.cert_pem, cert.key_pem),
                 tls_secret("other-ns", "shared-tls", elsewhere.cert_pem, elsewhere.key_pem),
                 k8s.ingress("good", k8s.rule("good.example.com", k8s.path("/", "good")),
-                            tls=[{"hosts": ["good.example.com"], "secretName": "good-tls"}])]
+                            tls=[{"hosts": ["good.example.com"], "secretName": "good-tls"}],
+                            annotations={"xds-ingress.io/ssl-redirect": "false"})]  # HTTP and HTTPS both serve
         cp.write("good.yaml", good)
         # Each hostile object in its own file, as a user's repository would have them; plus two
         # files that are not even YAML.

@@ -318,6 +318,12 @@ def explain(model: ir.IR, diagnostics: Iterable[Diagnostic] = (), *, host: str, 
                            reason=f"no virtual host matches the host {name!r} and there is no default backend",
                            **where, **base)
     where.update(virtual_host=vh.name, virtual_host_match=how)
+    if vh.require_tls and not https:
+        location = f"https://{name}{path}"
+        return Explanation(status=301, outcome="redirect", location=location, notes=tuple(notes),
+                           reason=(f"{name!r} is served with a certificate, so plain HTTP is redirected to HTTPS "
+                                   "(set xds-ingress.io/ssl-redirect: \"false\" on the Ingress to serve HTTP too)"),
+                           **where, **base)
     route = next((r for r in vh.routes if route_matches(r, npath, authority, headers)), None)
     if route is None:
         return Explanation(status=404, outcome="no_route", notes=tuple(notes),

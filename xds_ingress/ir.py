@@ -202,6 +202,7 @@ class VirtualHost:
     name: str
     domains: tuple[str, ...]
     routes: tuple[Route, ...]
+    require_tls: bool = False  # plain HTTP is redirected to HTTPS (301)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

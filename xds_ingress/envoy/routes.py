@@ -49,6 +49,8 @@ def route_configuration(config: ir.RouteConfiguration) -> route_pb2.RouteConfigu
 
 def virtual_host(vh: ir.VirtualHost) -> rc.VirtualHost:
     msg = rc.VirtualHost(name=vh.name, domains=list(vh.domains))
+    if vh.require_tls:
+        msg.require_tls = rc.VirtualHost.ALL
     for r in vh.routes:
         msg.routes.extend(routes(r))
     return msg

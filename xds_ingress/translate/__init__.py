@@ -83,6 +83,7 @@ class _IngressPolicy:
     route: policy.RouteSettings
     canary: policy.Canary | None
     excluded: bool = False  # not served at all (an invalid canary annotation)
+    ssl_redirect: bool = True  # plain HTTP to the hosts of its spec.tls is redirected to HTTPS
 
 
 def normalize_path(p: HTTPIngressPath) -> ir.PathMatch:
@@ -195,8 +196,9 @@ class _Translator:
                 "plain Ingress it could take the traffic of the Ingress it is meant to be a canary of.",
                 Severity.WARNING))
         present = annotations.present_keys(annotations.XDS, ing.meta)
+        redirect = values.get("ingress.ssl_redirect")
         found = _IngressPolicy(route=policy.route_settings(values, report, present), canary=canary,
-                               excluded=excluded)
+                               excluded=excluded, ssl_redirect=redirect is None or redirect.value is not False)
         self._ingress_policies[key] = found
         return found
 
@@ -564,7 +566,13 @@ class _Translator:
                          private_key=self.secrets[(ns, name)].private_key)
             for (ns, name) in sorted(by_secret))
 
-        route_configs = [ir.RouteConfiguration(name=ir.HTTP_ROUTE_CONFIG, virtual_hosts=vhosts_t)]
+        # Plain HTTP to a host served with a certificate is redirected to HTTPS, unless the Ingress that
+        # holds its certificate says ssl-redirect: "false".
+        redirected = {host for host, (ing, _secret, _field) in tls_hosts.items()
+                      if self.ingress_policy(ing).ssl_redirect}
+        http_vhosts = tuple(dataclasses.replace(vh, require_tls=True) if vh.name in redirected else vh
+                            for vh in vhosts_t)
+        route_configs = [ir.RouteConfiguration(name=ir.HTTP_ROUTE_CONFIG, virtual_hosts=http_vhosts)]
         listeners = [ir.Listener(name=ir.HTTP_LISTENER, address=settings.listen_address, port=settings.http_port,
                                  route_config_name=ir.HTTP_ROUTE_CONFIG)]
         if chains:

@@ -182,6 +182,10 @@ _XDS_TABLE: tuple[Annotation, ...] = (
     Annotation(name="mirror-percent", on=_ROUTE, parse=p.percent, key="mirror.percent", group="Mirroring",
                example="10",
                doc="Share of requests mirrored, in percent (default 100)."),
+    Annotation(name="ssl-redirect", on=_ROUTE, parse=p.boolean, key="ingress.ssl_redirect", group="TLS",
+               example="false",
+               doc="Plain-HTTP requests for the hosts of this Ingress's `spec.tls` are redirected to HTTPS "
+                   "(301) by default; `false` serves them over HTTP too."),
     Annotation(name="websocket", on=_ROUTE, parse=p.boolean, key="route.websocket", group="Upgrades",
                example="false",
                doc="Websocket upgrades are allowed on every route; `false` refuses them (403) on this "
