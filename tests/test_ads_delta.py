@@ -14,17 +14,13 @@ The last tests run a real Envoy on each protocol against the real control plane.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
-import grpc
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.status.v3 import csds_pb2
 from google.protobuf.message import Message
 
@@ -44,6 +40,7 @@ from tests.test_ads_sotw import (
     secret,
 )
 from tests.test_ads_sotw import Plane as SotwPlane
+from tests.test_ads_sotw import StreamClient
 from tests.test_ads_sotw import control_plane as sotw_control_plane
 from tests.test_ads_sotw import run
 from xds_ingress import envoy
@@ -101,36 +98,24 @@ def route_targets(resp: discovery_pb2.DeltaDiscoveryResponse) -> set[str]:
 
 # -- a real gRPC client --------------------------------------------------------------------
 
-class DeltaClient:
+class DeltaClient(StreamClient):
     """One DeltaAggregatedResources stream from a real grpc.aio client.
 
     It keeps, per type, what it holds (name -> version) as Envoy does: a response is applied
-    when it is ACKed. `send` defaults to a spontaneous request (no nonce); the node goes on the
-    first request of the stream only.
+    when it is ACKed. `send` defaults to a spontaneous request (no nonce).
     """
 
+    method = "DeltaAggregatedResources"
+    describe = staticmethod(describe)
+
     def __init__(self, target: str, node_id: str, *, read: bool = True) -> None:
-        self.channel = grpc.aio.insecure_channel(target, options=[
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.use_local_subchannel_pool", 1)])
-        self.call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel).DeltaAggregatedResources()
-        self.node_id = node_id
-        self.first = True
-        self.queue: asyncio.Queue[discovery_pb2.DeltaDiscoveryResponse] = asyncio.Queue()
-        self.log: list[discovery_pb2.DeltaDiscoveryResponse] = []
         self.held: dict[str, dict[str, str]] = {}
         self.subscribed: dict[str, set[str]] = {}
-        self.reader = asyncio.create_task(self._read()) if read else None
+        super().__init__(target, node_id, read=read)
 
-    async def _read(self) -> None:
-        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
-            while True:
-                resp = await self.call.read()
-                if resp is grpc.aio.EOF:
-                    return
-                decode(resp)  # fails the reader (and so the next recv) on a malformed response
-                assert resp.nonce
-                self.log.append(resp)
-                self.queue.put_nowait(resp)
+    def received(self, resp: discovery_pb2.DeltaDiscoveryResponse) -> None:
+        decode(resp)  # fails the reader (and so the next recv) on a malformed response
+        assert resp.nonce
 
     async def send(self, type_url: str, subscribe: Iterable[str] = (), unsubscribe: Iterable[str] = (), *,
                    nonce: str = "", initial: dict[str, str] | None = None, error: str | None = None) -> None:
@@ -141,30 +126,8 @@ class DeltaClient:
         req = discovery_pb2.DeltaDiscoveryRequest(
             type_url=type_url, resource_names_subscribe=subscribe, resource_names_unsubscribe=unsubscribe,
             response_nonce=nonce, initial_resource_versions=initial or {})
-        if self.first:
-            req.node.id = self.node_id
-            req.node.cluster = "edge"
-            req.node.user_agent_name = "envoy"
-            self.first = False
-        if error is not None:
-            req.error_detail.code = 3  # INVALID_ARGUMENT, as Envoy sends
-            req.error_detail.message = error
+        self._stamp(req, error)
         await self.call.write(req)
-
-    async def recv(self, type_url: str | None = None, timeout: float = WAIT) -> discovery_pb2.DeltaDiscoveryResponse:
-        try:
-            resp = await asyncio.wait_for(self.queue.get(), timeout)
-        except TimeoutError:
-            if self.reader is not None and self.reader.done() and self.reader.exception():
-                raise self.reader.exception() from None  # type: ignore[misc]
-            raise AssertionError(f"no {SHORT.get(type_url or '', 'response')} within {timeout} s") from None
-        if type_url is not None:
-            assert resp.type_url == type_url, f"expected {SHORT[type_url]}, got {describe(resp)}"
-        return resp
-
-    async def silent(self, quiet: float = QUIET) -> None:
-        await asyncio.sleep(quiet)
-        assert self.queue.empty(), f"unexpected response: {describe(self.queue.get_nowait())}"
 
     async def ack(self, resp: discovery_pb2.DeltaDiscoveryResponse, subscribe: Iterable[str] = (),
                   unsubscribe: Iterable[str] = ()) -> None:
@@ -198,27 +161,6 @@ class DeltaClient:
                 if sub or unsub:
                     await self.send(child, sorted(sub), sorted(unsub))
         await self.ack(resp)
-
-    async def settle(self, limit: float = 5.0) -> list[discovery_pb2.DeltaDiscoveryResponse]:
-        """Behave like Envoy until the server has nothing more to say; the responses, in order."""
-        seen: list[discovery_pb2.DeltaDiscoveryResponse] = []
-        deadline = time.monotonic() + limit
-        while True:
-            assert time.monotonic() < deadline, f"still busy after {limit} s: {[describe(r) for r in seen]}"
-            try:
-                resp = await asyncio.wait_for(self.queue.get(), QUIET)
-            except TimeoutError:
-                return seen
-            seen.append(resp)
-            await self.react(resp)
-
-    async def close(self) -> None:
-        self.call.cancel()
-        if self.reader is not None:
-            self.reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.reader
-        await self.channel.close()
 
 
 class Recorder(Observer):

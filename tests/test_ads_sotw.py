@@ -185,27 +185,30 @@ def listener_routes(resp: discovery_pb2.DiscoveryResponse) -> list[str]:
 
 # -- a real gRPC client --------------------------------------------------------------------
 
-class Client:
-    """One ADS stream from a real grpc.aio client, keeping per-type state the way Envoy does.
+class StreamClient:
+    """One ADS stream from a real grpc.aio client, on a connection of its own (as separate Envoys
+    have): the reader, the node on the first request only, and bounded waits. A protocol's
+    client says which method it calls, how a response is checked and described, and how it is
+    recorded."""
 
-    Requests default to what Envoy would send: the type's current resource names, its last
-    accepted version and the latest nonce received for the type; the node goes on the first
-    request of the stream only.
-    """
+    method = "StreamAggregatedResources"
 
     def __init__(self, target: str, node_id: str, *, read: bool = True) -> None:
-        # Each client has a connection of its own, as separate Envoys do.
         self.channel = grpc.aio.insecure_channel(target, options=[
             ("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.use_local_subchannel_pool", 1)])
-        self.call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel).StreamAggregatedResources()
+        self.call = getattr(ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel), self.method)()
         self.node_id = node_id
         self.first = True
-        self.queue: asyncio.Queue[discovery_pb2.DiscoveryResponse] = asyncio.Queue()
-        self.log: list[discovery_pb2.DiscoveryResponse] = []
-        self.nonce: dict[str, str] = {}
-        self.version: dict[str, str] = {}
-        self.names: dict[str, list[str]] = {}
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.log: list = []
         self.reader = asyncio.create_task(self._read()) if read else None
+
+    @staticmethod
+    def describe(resp) -> str:
+        raise NotImplementedError  # each protocol's client describes its own responses
+
+    def received(self, resp) -> None:
+        """Check and record one response, in the reader (a failure fails the next recv)."""
 
     async def _read(self) -> None:
         with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
@@ -213,11 +216,80 @@ class Client:
                 resp = await self.call.read()
                 if resp is grpc.aio.EOF:
                     return
-                decode(resp)  # fails the reader (and so the next recv) on a repeated name
-                assert resp.nonce and resp.version_info is not None
+                self.received(resp)
                 self.log.append(resp)
-                self.nonce[resp.type_url] = resp.nonce
                 self.queue.put_nowait(resp)
+
+    def _stamp(self, req, error: str | None) -> None:
+        """The node on the stream's first request; a NACK's error_detail."""
+        if self.first:
+            req.node.id = self.node_id
+            req.node.cluster = "edge"
+            req.node.user_agent_name = "envoy"
+            self.first = False
+        if error is not None:
+            req.error_detail.code = 3  # INVALID_ARGUMENT, as Envoy sends
+            req.error_detail.message = error
+
+    async def recv(self, type_url: str | None = None, timeout: float = WAIT):
+        try:
+            resp = await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            if self.reader is not None and self.reader.done() and self.reader.exception():
+                raise self.reader.exception() from None  # type: ignore[misc]
+            raise AssertionError(f"no {SHORT.get(type_url or '', 'response')} within {timeout} s") from None
+        if type_url is not None:
+            assert resp.type_url == type_url, f"expected {SHORT[type_url]}, got {self.describe(resp)}"
+        return resp
+
+    async def silent(self, quiet: float = QUIET) -> None:
+        await asyncio.sleep(quiet)
+        assert self.queue.empty(), f"unexpected response: {self.describe(self.queue.get_nowait())}"
+
+    async def react(self, resp) -> None:
+        raise NotImplementedError  # what Envoy does with a response, per protocol
+
+    async def settle(self, limit: float = 5.0) -> list:
+        """Behave like Envoy until the server has nothing more to say; the responses, in order."""
+        seen: list = []
+        deadline = time.monotonic() + limit
+        while True:
+            assert time.monotonic() < deadline, f"still busy after {limit} s: {[self.describe(r) for r in seen]}"
+            try:
+                resp = await asyncio.wait_for(self.queue.get(), QUIET)
+            except TimeoutError:
+                return seen
+            seen.append(resp)
+            await self.react(resp)
+
+    async def close(self) -> None:
+        self.call.cancel()
+        if self.reader is not None:
+            self.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.reader
+        await self.channel.close()
+
+
+class Client(StreamClient):
+    """A state-of-the-world stream, keeping per-type state the way Envoy does.
+
+    Requests default to what Envoy would send: the type's current resource names, its last
+    accepted version and the latest nonce received for the type.
+    """
+
+    describe = staticmethod(describe)
+
+    def __init__(self, target: str, node_id: str, *, read: bool = True) -> None:
+        self.nonce: dict[str, str] = {}
+        self.version: dict[str, str] = {}
+        self.names: dict[str, list[str]] = {}
+        super().__init__(target, node_id, read=read)
+
+    def received(self, resp: discovery_pb2.DiscoveryResponse) -> None:
+        decode(resp)  # fails the reader (and so the next recv) on a repeated name
+        assert resp.nonce and resp.version_info is not None
+        self.nonce[resp.type_url] = resp.nonce
 
     async def send(self, type_url: str, resource_names: Iterable[str] | None = None, *,
                    version: str | None = None, nonce: str | None = None, error: str | None = None) -> None:
@@ -229,30 +301,8 @@ class Client:
             resource_names=self.names.get(type_url, []),
             response_nonce=self.nonce.get(type_url, "") if nonce is None else nonce,
         )
-        if self.first:
-            req.node.id = self.node_id
-            req.node.cluster = "edge"
-            req.node.user_agent_name = "envoy"
-            self.first = False
-        if error is not None:
-            req.error_detail.code = 3  # INVALID_ARGUMENT, as Envoy sends
-            req.error_detail.message = error
+        self._stamp(req, error)
         await self.call.write(req)
-
-    async def recv(self, type_url: str | None = None, timeout: float = WAIT) -> discovery_pb2.DiscoveryResponse:
-        try:
-            resp = await asyncio.wait_for(self.queue.get(), timeout)
-        except TimeoutError:
-            if self.reader is not None and self.reader.done() and self.reader.exception():
-                raise self.reader.exception() from None  # type: ignore[misc]
-            raise AssertionError(f"no {SHORT.get(type_url or '', 'response')} within {timeout} s") from None
-        if type_url is not None:
-            assert resp.type_url == type_url, f"expected {SHORT[type_url]}, got {describe(resp)}"
-        return resp
-
-    async def silent(self, quiet: float = QUIET) -> None:
-        await asyncio.sleep(quiet)
-        assert self.queue.empty(), f"unexpected response: {describe(self.queue.get_nowait())}"
 
     async def ack(self, resp: discovery_pb2.DiscoveryResponse, resource_names: Iterable[str] | None = None) -> None:
         self.version[resp.type_url] = resp.version_info
@@ -268,27 +318,6 @@ class Client:
         if resp.type_url == LDS and RDS in self.names and listener_routes(resp) != sorted(self.names[RDS]):
             await self.send(RDS, listener_routes(resp))
         await self.ack(resp)
-
-    async def settle(self, limit: float = 5.0) -> list[discovery_pb2.DiscoveryResponse]:
-        """Behave like Envoy until the server has nothing more to say; the responses, in order."""
-        seen: list[discovery_pb2.DiscoveryResponse] = []
-        deadline = time.monotonic() + limit
-        while True:
-            assert time.monotonic() < deadline, f"still busy after {limit} s: {[describe(r) for r in seen]}"
-            try:
-                resp = await asyncio.wait_for(self.queue.get(), QUIET)
-            except TimeoutError:
-                return seen
-            seen.append(resp)
-            await self.react(resp)
-
-    async def close(self) -> None:
-        self.call.cancel()
-        if self.reader is not None:
-            self.reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.reader
-        await self.channel.close()
 
 
 class Plane:
