@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
@@ -16,6 +15,7 @@ from xds_ingress.envoy.defaults import (
     ads_config_source,
     harden_http_connection_manager,
 )
+from xds_ingress.envoy.http_filters import http_filters
 
 ALPN = ("h2", "http/1.1")
 
@@ -62,8 +62,7 @@ def http_connection_manager(lst: ir.Listener) -> any_pb2.Any:
     harden_http_connection_manager(hcm)
     # Websocket upgrades are allowed; an Ingress can refuse them on its routes (xds-ingress.io/websocket).
     hcm.upgrade_configs.add(upgrade_type="websocket")
-    hcm.http_filters.append(hcm_pb2.HttpFilter(name="envoy.filters.http.router",
-                                               typed_config=pack(router_pb2.Router())))
+    hcm.http_filters.extend(http_filters(lst))
     return pack(hcm)
 
 

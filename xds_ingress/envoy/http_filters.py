@@ -1,0 +1,57 @@
+"""The HTTP filter chain of every HttpConnectionManager, in one place and one order.
+
+Edge policies (CORS, IP allow/deny, authentication, rate limiting) are HTTP filters that sit
+in the listener's chain and are switched on or configured per route with
+`typed_per_filter_config` (routes.py). Their order here is the order a request meets them:
+
+1. CORS: a preflight is answered before anything else, and error responses still carry the
+   CORS headers the browser needs to read them;
+2. IP allow/deny (RBAC on the client address): the cheapest refusal first;
+3. external authorization, basic auth, JWT: who the caller is;
+4. local and global rate limiting: after authentication, so that an unauthenticated flood does
+   not spend the budget of real callers;
+5. the router, always last.
+
+Each policy's module adds its filter through `FILTERS` below; keep the order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from google.protobuf import any_pb2
+
+from xds_ingress import ir
+
+FilterBuilder = Callable[[ir.Listener], "hcm_pb2.HttpFilter | None"]
+
+
+def pack(msg) -> any_pb2.Any:
+    a = any_pb2.Any()
+    a.Pack(msg, deterministic=True)
+    return a
+
+
+def _router(_lst: ir.Listener) -> hcm_pb2.HttpFilter:
+    return hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=pack(router_pb2.Router()))
+
+
+# (name, builder) in request order; a builder returns None when the listener does not need its filter.
+FILTERS: tuple[tuple[str, FilterBuilder], ...] = (
+    # -- 1. CORS --
+    # -- 2. IP allow/deny --
+    # -- 3. authentication: ext_authz, basic auth, JWT --
+    # -- 4. rate limiting: local, global --
+    ("router", _router),
+)
+
+
+def http_filters(lst: ir.Listener) -> list[hcm_pb2.HttpFilter]:
+    out = []
+    for _name, build in FILTERS:
+        f = build(lst)
+        if f is not None:
+            out.append(f)
+    return out
