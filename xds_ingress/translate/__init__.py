@@ -87,6 +87,7 @@ class Index:
     services: Mapping[tuple[str, str], Service]
     secrets: Mapping[tuple[str, str], Secret]
     classes: Mapping[str, IngressClass]
+    endpoint_positions: dict[str, int] | None = None  # cluster name -> its place in ir.endpoints (made on use)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

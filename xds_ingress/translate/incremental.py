@@ -95,11 +95,17 @@ def update_endpoints(previous: Translation, affected: Iterable[ServiceKey],
         return EndpointsUpdate(translation=previous, changed=())
     assignments = index.assignments
     endpoints = previous.ir.endpoints
+    positions = index.endpoint_positions
     if replaced:
         assignments = dict(assignments)
         assignments.update(replaced)
-        endpoints = tuple(replaced.get(cla.cluster_name, cla) for cla in endpoints)
-    new_index = dataclasses.replace(index, by_scope=by_scope, assignments=assignments)
+        if positions is None:
+            positions = {cla.cluster_name: i for i, cla in enumerate(endpoints)}
+        out = list(endpoints)
+        for name, cla in replaced.items():
+            out[positions[name]] = cla
+        endpoints = tuple(out)
+    new_index = dataclasses.replace(index, by_scope=by_scope, assignments=assignments, endpoint_positions=positions)
     diagnostics = (previous.diagnostics if by_scope is index.by_scope
                    else gather_diagnostics(by_scope, index.uses))
     translation = dataclasses.replace(previous, ir=dataclasses.replace(previous.ir, endpoints=endpoints),
@@ -262,7 +268,8 @@ def update_ingresses(previous: Translation, changed: Mapping[IngressKey, Ingress
     new_index = dataclasses.replace(
         index, ingresses=ingresses, ours=ours_all, host_ingresses=host_index, by_scope=by_scope, touched=touched,
         uses=uses, host_routes=host_routes, vhosts=vhosts, http_vhosts=http_vhosts, clusters=clusters,
-        assignments=assignments)
+        assignments=assignments,
+        endpoint_positions=index.endpoint_positions if assignments is index.assignments else None)
     translation = Translation(ir=new_ir, diagnostics=gather_diagnostics(by_scope, uses), served_ingresses=served,
                               index=new_index)
     return IngressUpdate(
