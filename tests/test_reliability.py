@@ -6,6 +6,7 @@ asserts zero failed requests unless it says otherwise.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def serve(manifests: Path, xds_port: int, debug_port: int, http_port: int, https
         proc.wait(10)
 
 
-def metric(debug_port: int, name: str, **labels: str) -> float:
+def metric(debug_port: int, name: str, /, **labels: str) -> float:
     """The sum of a metric's samples whose labels include `labels` (0 when absent)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{debug_port}/metrics", timeout=5).read().decode()
     total = 0.0
@@ -183,3 +184,100 @@ def test_endpoint_drained_then_stopped_costs_no_request(tmp_path: Path) -> None:
             apply(b_ready=False, b_serving=False, b_terminating=True, a_ready=False)
             r = request(http_port, "/", host="pool.example.com")
             assert (r.status, r.headers.get("x-backend")) == (200, "a")
+
+
+NACK_WINDOW_S = 10.0  # how long the server is watched for a resend of the rejected version
+
+
+@pytest.mark.parametrize("xds_protocol", ["delta", "sotw"])
+def test_nack_keeps_the_last_good_config_and_is_not_resent(tmp_path: Path, xds_protocol: str,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A real Envoy NACKs a cluster (ControlPlane.inject_rejected_cluster) while a request loop goes to
+    that cluster: Envoy keeps its last good config (zero failed requests), the server sends that stream
+    nothing for 10 s (no resend of the rejected version), and the NACK shows, naming the objects
+    behind the rejected resource, in the metrics, the debug endpoint and a log line. The next real
+    change replaces the rejected content and everything is SYNCED again."""
+    from tests.harness.controlplane import ControlPlane
+    from xds_ingress.envoy import types
+
+    http_port, https_port = free_ports(2)
+    rejected = "default/a/80"
+    with Backends(["a", "b"]) as be, \
+            ControlPlane(tmp_path / "m", http_port=http_port, https_port=https_port,
+                         debug_address="127.0.0.1:0") as cp, \
+            Envoy(cp.bootstrap(xds_protocol=xds_protocol), tmp_path / "envoy") as envoy:
+        app = cp.app
+        cp.write("site.yaml", site(be))
+        cp.wait_synced(timeout=30)
+        debug = app.debug_port
+        nacks_before = metric(debug, "xds_nacks_total", type="clusters")
+
+        def proxy() -> dict:
+            return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{debug}/debug/proxies", timeout=5).read())[
+                "proxies"][0]
+
+        def nacked() -> dict | None:
+            p = proxy()
+            states = {t: s["status"] for t, s in p["types"].items()}
+            # The changed cluster's endpoints are sent again with it: wait for their ACK too.
+            return p if states.pop("clusters") == "NACKED" and set(states.values()) <= {"SYNCED", "NOT_SENT"} else None
+
+        def responses() -> dict[str, int]:
+            return cp.call(lambda: {types.SHORT_NAMES[t]: ts.responses for s in app.ads.streams.values()
+                                    for t, ts in s.types.items()})
+
+        loop = LoadLoop(http_port, "/", host="r.example.com", rate_per_s=300, max_seconds=60, max_requests=30_000)
+        with loop:
+            time.sleep(0.5)
+            cp.inject_rejected_cluster(rejected)
+            p = wait_until(nacked, timeout=30, message="the injected cluster was not NACKed")
+            before, sent_before = responses(), metric(debug, "xds_responses_total")
+            time.sleep(NACK_WINDOW_S)
+            after, sent_after = responses(), metric(debug, "xds_responses_total")
+            still_nacked = nacked() is not None
+        result = loop.result
+        resent = sum(after.values()) - sum(before.values())
+
+        # Envoy kept the last good cluster: its connect timeout is still the valid one.
+        clusters = {c["cluster"]["name"]: c["cluster"] for c in envoy.config_dump("dynamic_active_clusters")["configs"]}
+        assert not clusters[rejected]["connect_timeout"].startswith("-")
+        assert envoy.stat("cluster_manager.cds.update_rejected") == 1
+
+        # The debug endpoint: NACKED with Envoy's message, the resource and the objects behind it.
+        nack = p["types"]["clusters"]["last_nack"]
+        assert "positive duration" in nack["error_detail"], nack
+        assert nack["resources"] == [rejected]
+        assert {(o["kind"], o["namespace"], o["name"]) for o in nack["objects"]} == {
+            ("Service", "default", "a"), ("Ingress", "default", "site")}
+        status = subprocess.run([sys.executable, "-m", "xds_ingress.cli", "status", "--server",
+                                 f"http://127.0.0.1:{debug}"], capture_output=True, text=True, timeout=30)
+        assert status.returncode == 1 and "objects: Ingress default/site, Service default/a" in status.stdout, \
+            status.stdout
+        # The metrics: the NACK counted, and the objects named while the NACK stands.
+        assert metric(debug, "xds_nacks_total", type="clusters") == nacks_before + 1
+        assert metric(debug, "xds_rejected_objects", type="clusters", kind="Service", namespace="default",
+                      name="a") == 1
+        assert metric(debug, "xds_rejected_objects", type="clusters", kind="Ingress", namespace="default",
+                      name="site") == 1
+        # A log line naming each object.
+        logged = capsys.readouterr().err
+        lines = [line for line in logged.splitlines() if "ads.nack.object" in line]
+        for kind, name in (("Service", "a"), ("Ingress", "site")):
+            assert any(f"kind={kind}" in line and f"name={name}" in line and "namespace=default" in line
+                       and f"resource={rejected}" in line and "positive duration" in line for line in lines), lines
+
+        # A change to the object named replaces the rejected content: SYNCED, no object rejected any more.
+        objs = site(be)
+        svc_a = next(o for o in objs if o["kind"] == "Service" and o["metadata"]["name"] == "a")
+        svc_a["metadata"]["annotations"] = {"xds-ingress.io/load-balancer": "least-request"}
+        cp.write("site.yaml", objs)
+        cp.wait_synced(timeout=30)
+        assert proxy()["types"]["clusters"]["status"] == "SYNCED"
+        assert metric(debug, "xds_rejected_objects") == 0
+        assert request(http_port, "/", host="r.example.com").headers.get("x-backend") == "a"
+    with capsys.disabled():
+        print(f"\nNACK ({xds_protocol}): {result.sent} requests, {result.failed} failed; responses sent to the "
+              f"Envoy in the {NACK_WINDOW_S:.0f} s after the NACK: {resent} (metric: {sent_after - sent_before:.0f})")
+    assert result.sent > 100 and result.failed == 0, (result.statuses, result.errors)
+    assert still_nacked
+    assert resent == 0 and sent_after == sent_before, (before, after)
