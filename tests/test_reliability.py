@@ -398,3 +398,125 @@ def test_endpoint_churn_keeps_memory_flat_coalesces_pushes_and_ends_on_the_final
     assert result.sent > 100 and result.failed == 0, (result.statuses, result.errors)
     assert 0 < pushes < changes, "EDS pushes were not coalesced"
     assert growth < 0.10
+
+
+# -- secrets (scenario 11) -----------------------------------------------------------------------
+
+def test_debug_endpoint_is_on_loopback_unless_asked() -> None:
+    """`xds serve` serves its debug endpoint on loopback by default; the App serves none unless given one."""
+    import ipaddress
+
+    from xds_ingress.app import ServeSettings
+    from xds_ingress.cli import parser
+    from xds_ingress.envoy.bootstrap import split_host_port
+
+    host, _port = split_host_port(parser().parse_args(["serve", "--manifests", "m"]).debug_address)
+    assert ipaddress.ip_address(host).is_loopback, host
+    assert ServeSettings().debug_address is None
+
+
+def test_no_private_key_in_any_log_line_or_debug_output_of_a_run(tmp_path: Path) -> None:
+    """A whole run of `xds serve` (debug logging) that serves TLS Secrets to a real Envoy, rotates one, and is
+    given a Secret whose key does not match its certificate and one whose key does not parse. Every line it
+    logs, every debug endpoint, every `xds` command that reads it, CSDS, `xds translate` and `xds validate`,
+    and Envoy's own config dump: none holds any form of any of the private keys (key_forms: the PEM body
+    lines, base64 and hex of the DER and PEM at every alignment, "PRIVATE KEY")."""
+    import asyncio
+
+    import grpc
+    from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
+
+    from tests.harness.certs import key_forms, make_ca, tls_secret
+
+    ca = make_ca()
+    good, rotated = ca.issue(["secure.example.com"]), ca.issue(["secure.example.com"])
+    mismatched_cert, mismatched_key = ca.issue(["odd.example.com"]), ca.issue(["odd.example.com"])
+    keys = {"served": good.key_pem, "rotated": rotated.key_pem, "mismatched": mismatched_key.key_pem}
+    broken_key = "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5IGF0IGFsbCwganVzdCBzZWNyZXQgYnl0ZXM=\n-----END PRIVATE KEY-----\n"
+
+    def objects(cert) -> list[dict]:
+        return [k8s.ingress_class(), *k8s.backend_service("a", [be.port("a")]),
+                tls_secret("default", "secure-tls", cert.cert_pem, cert.key_pem),
+                tls_secret("default", "odd-tls", mismatched_cert.cert_pem, mismatched_key.key_pem),
+                tls_secret("default", "broken-tls", good.cert_pem, broken_key),
+                k8s.ingress("site", k8s.rule("secure.example.com", k8s.path("/", "a")),
+                            k8s.rule("odd.example.com", k8s.path("/", "a")),
+                            k8s.rule("broken.example.com", k8s.path("/", "a")),
+                            tls=[{"hosts": ["secure.example.com"], "secretName": "secure-tls"},
+                                 {"hosts": ["odd.example.com"], "secretName": "odd-tls"},
+                                 {"hosts": ["broken.example.com"], "secretName": "broken-tls"}])]
+
+    manifests = tmp_path / "m"
+    manifests.mkdir()
+    log = tmp_path / "serve.log"
+    xds_port, debug_port, http_port, https_port = free_ports(4)
+    node = "keys-envoy"
+    server = f"http://127.0.0.1:{debug_port}"
+    outputs: dict[str, str] = {}
+
+    def xds(*args: str) -> None:
+        out = subprocess.run([sys.executable, "-m", "xds_ingress.cli", *args], capture_output=True, text=True,
+                             timeout=120)
+        outputs["xds " + " ".join(args)] = out.stdout + out.stderr
+
+    with Backends(["a"]) as be:
+        (manifests / "site.yaml").write_text(yaml.safe_dump_all(objects(good)))
+        boot = bootstrap_dict(xds_address=f"127.0.0.1:{xds_port}", admin_address="127.0.0.1:0", node_id=node)
+        with serve(manifests, xds_port, debug_port, http_port, https_port, log=log,
+                   extra=("--log-level", "debug")) as proc, Envoy(boot, tmp_path / "envoy") as envoy:
+            def served_by(cert) -> bool:
+                r = request(https_port, "/", host="secure.example.com", https=True, ca_pem=ca.cert_pem, timeout=2)
+                return r.status == 200 and r.peer_cert_der == _der(cert.cert_pem)
+
+            wait_until(lambda: served_by(good), timeout=30, message="the Secret was not served")
+            tmp = manifests / ".site.yaml.tmp"
+            tmp.write_text(yaml.safe_dump_all(objects(rotated)))
+            tmp.replace(manifests / "site.yaml")
+            wait_until(lambda: served_by(rotated), timeout=30, message="the rotated Secret was not served")
+
+            paths = ["/", "/?host=secure.example.com&path=/&https=1", "/healthz", "/readyz", "/metrics",
+                     "/debug/proxies", "/debug/config_dump", f"/debug/config_dump?node={node}", "/debug/diagnostics",
+                     "/debug/explain?host=secure.example.com&path=/&https=1"]
+            for t in ("clusters", "endpoints", "listeners", "routes", "secrets"):
+                paths += [f"/debug/config_dump?type={t}", f"/debug/config_dump?node={node}&type={t}"]
+            for p in paths:
+                with urllib.request.urlopen(server + p, timeout=10) as resp:
+                    outputs[p] = resp.read().decode()
+            for args in [("status",), ("status", "-o", "yaml"), ("config-dump",), ("config-dump", node),
+                         ("config-dump", node, "--type", "secrets", "-o", "yaml"), ("diagnostics",),
+                         ("diagnostics", "-o", "json"), ("explain", "--host", "secure.example.com", "--https")]:
+                xds(*args, "--server", server)
+
+            async def csds() -> csds_pb2.ClientStatusResponse:
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{xds_port}") as ch:
+                    return await csds_pb2_grpc.ClientStatusDiscoveryServiceStub(ch).FetchClientStatus(
+                        csds_pb2.ClientStatusRequest(), timeout=10)
+            response = asyncio.run(csds())
+            assert response.config and response.config[0].generic_xds_configs
+            outputs["CSDS"] = str(response) + response.SerializeToString().decode("latin-1")
+            outputs["envoy /config_dump"] = envoy.admin_get("/config_dump?include_eds")
+            proc.send_signal(signal.SIGTERM)  # a clean stop: everything it logs is written
+            proc.wait(30)
+        xds("translate", "-f", str(manifests))
+        xds("validate", "-f", str(manifests))
+
+    logged = log.read_text()
+    lines = logged.splitlines()
+    # The run logged what it did (else the scan would prove nothing): responses, the Secret diagnostics.
+    assert sum('"ads.response"' in line for line in lines) >= 6  # five types, and the rotation
+    assert any('"diagnostic"' in line and "odd-tls" in line for line in lines), logged[-3000:]
+    assert any('"diagnostic"' in line and "broken-tls" in line for line in lines), logged[-3000:]
+    assert "[redacted]" in outputs[f"/debug/config_dump?node={node}&type=secrets"]
+    leaks = [(where, name, form[:20]) for where, text in [("log", logged), *outputs.items()]
+             for name, key in keys.items() for form in key_forms(key) if form in text]
+    leaks += [(where, "unparseable", "body") for where, text in [("log", logged), *outputs.items()]
+              if "bm90IGEga2V5IGF0IGFsbCwganVzdCBzZWNyZXQgYnl0ZXM" in text]
+    print(f"\nsecrets: {len(lines)} log lines and {len(outputs)} debug outputs scanned for {len(keys) + 1} private "
+          f"keys in {len(key_forms(good.key_pem))} forms each: {len(leaks)} found")
+    assert not leaks, leaks
+
+
+def _der(pem: str) -> bytes:
+    import ssl
+
+    return ssl.PEM_cert_to_DER_cert(pem)
