@@ -147,6 +147,8 @@ def test_endpoints_scaled_1_to_10_to_1(edge: Edge) -> None:
                         apply(edge, base)  # removed from the EndpointSlices and ACKed ...
                 finally:
                     pods.stop()  # ... and only then stopped
+                with paused():  # traffic goes on after they stopped
+                    pass
         loop.report("endpoints scaled 1 -> 10 -> 1, twice (removed then stopped; terminating, removed, stopped)")
         assert {n for n in loop.seen if n[0] in "pq" and n != "p0"} == {f"{p}{i}" for p in "pq" for i in range(1, 10)}
 
