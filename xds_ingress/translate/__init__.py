@@ -41,7 +41,7 @@ from xds_ingress.model import (
     Service,
     ServicePort,
 )
-from xds_ingress.translate import annotations, policy
+from xds_ingress.translate import annotations, nginx, policy
 from xds_ingress.translate.annotations import Parsed
 from xds_ingress.translate.classes import is_ours
 from xds_ingress.translate.services import cluster_for, load_assignment, no_ready_endpoints
@@ -174,7 +174,7 @@ class _Translator:
         found = self._ingress_policies.get(key)
         if found is not None:
             return found
-        values, diags = annotations.read(annotations.XDS, KIND_INGRESS, ing.meta)
+        values, diags, present = nginx.read_ingress(self.settings, ing.meta)  # the dialects settings enable
         self.diagnostics.extend(diags)
         report = self._reporter(KIND_INGRESS, *key)
         canary = policy.canary(values, report)
@@ -186,7 +186,7 @@ class _Translator:
                            "is ignored on a canary Ingress: its paths take the policies of the Ingress they are "
                            "a canary of. Set it there.", Severity.WARNING)
             values = {k: v for k, v in values.items() if not k.startswith(policy.ROUTE_PREFIXES)}
-        canary_key = annotations.XDS.prefix + "canary"
+        canary_key = nginx.canary_annotation(self.settings, ing.meta) or annotations.XDS.prefix + "canary"
         excluded = ing.meta.annotation(canary_key) is not None and "canary.enabled" not in values
         if excluded:
             # Served as a plain Ingress, a would-be canary could take all the traffic of its primary.
@@ -195,7 +195,6 @@ class _Translator:
                 f"{canary_key} is not a valid \"true\" or \"false\", so this Ingress is not served at all: as a "
                 "plain Ingress it could take the traffic of the Ingress it is meant to be a canary of.",
                 Severity.WARNING))
-        present = annotations.present_keys(annotations.XDS, ing.meta)
         redirect = values.get("ingress.ssl_redirect")
         found = _IngressPolicy(route=policy.route_settings(values, report, present), canary=canary,
                                excluded=excluded, ssl_redirect=redirect is None or redirect.value is not False)
@@ -206,7 +205,8 @@ class _Translator:
         key = (svc.meta.namespace, svc.meta.name)
         found = self._service_values.get(key)
         if found is None:
-            found, diags = annotations.read(annotations.XDS, "Service", svc.meta)
+            served = [i for i in self.ingresses if (i.meta.namespace, i.meta.name) in self._ingress_policies]
+            found, diags = nginx.service_values(self.settings, svc, served)
             self.diagnostics.extend(diags)
             self._service_values[key] = found
         return found
@@ -371,6 +371,7 @@ class _Translator:
             self._attach_canary(ing, hosts)
 
         route_configs, listeners, secrets = self._assemble(hosts, default, tls_hosts)
+        route_configs = nginx.finish(route_configs, ours, settings, self.diagnostics)  # regex paths, host settings
         result = ir.IR(
             listeners=listeners,
             route_configurations=route_configs,
@@ -501,6 +502,8 @@ class _Translator:
         if cs.header is not None:
             if cs.header_value is not None:
                 add("canary-by-header", ir.HeaderCondition(name=cs.header, value=cs.header_value), True)
+            elif cs.header_pattern is not None:
+                add("canary-by-header", ir.HeaderCondition(name=cs.header, value=cs.header_pattern, regex=True), True)
             else:
                 add("canary-by-header", ir.HeaderCondition(name=cs.header, value="always"), True)
                 add("canary-by-header-never", ir.HeaderCondition(name=cs.header, value="never"), False)
