@@ -624,6 +624,7 @@ def row(name: str) -> Row | None:
 SERVICE_PREFIXES = ("cluster.", "tls.", "hash.", "hc.", "outlier.", "cb.")
 # Policy keys that go together: when ours set one of a family, the nginx annotations of that family are ignored.
 _FAMILIES = (("rewrite.prefix", "rewrite.regex", "rewrite.substitution", "rewrite.target"),
+             ("route.timeout", "route.idle_timeout"),
              ("redirect.url", "redirect.code", "direct.status", "direct.body"),
              ("canary.",), ("hash.",), ("tls.",))
 
@@ -971,8 +972,11 @@ def _silent(ing: Ingress, name: str):
 
 def _options(ing: Ingress) -> _HostOptions:
     canary = _silent(ing, "canary") is True
+    # rewrite-target counts unless our own path rewrite overrides it (see _merge)
+    target = _silent(ing, "rewrite-target") is not None and not any(
+        ing.meta.annotation(XDS.prefix + n) is not None for n in ("rewrite-prefix", "rewrite-regex"))
     return _HostOptions(
-        regex=not canary and (_silent(ing, "use-regex") is True or _silent(ing, "rewrite-target") is not None),
+        regex=not canary and (_silent(ing, "use-regex") is True or target),
         app_root=None if canary else _silent(ing, "app-root"),
         force_ssl=not canary and _silent(ing, "force-ssl-redirect") is True,
         aliases=() if canary else (_silent(ing, "server-alias") or ()),
