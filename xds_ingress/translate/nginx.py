@@ -214,6 +214,8 @@ def _namespaced_secret(value: str) -> tuple[str, str]:
     v = value.strip()
     ns, sep, name = v.rpartition("/")
     try:
+        if sep and not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", ns):
+            raise p.Invalid("")
         return ns if sep else "", p.secret_name(name)
     except p.Invalid:
         raise p.Invalid("'NAMESPACE/NAME' or 'NAME' of a Secret") from None
@@ -1138,9 +1140,10 @@ def markdown() -> str:
     for r in TABLE:
         if r.group != group:
             group = r.group
-            out.append(f"\n### {group}\n\n| Annotation | Here | What differs, or why not | Instead |\n|---|---|---|---|")
+            out.append(f"\n### {group}\n\n| Annotation | Here | In ingress-nginx | What differs, or why not | Instead |"
+                       "\n|---|---|---|---|---|")
         note = r.note if r.status != EXACT else ""
-        out.append(f"| `{r.name}` | {status_of(r)} | {(r.doc + ' ' + note).strip() if note else r.doc} | "
+        out.append(f"| `{r.name}` | {status_of(r)} | {r.doc} | {note} | "
                    f"{('`' + r.replacement + '`') if r.replacement and r.replacement != 'none' else ''} |")
     return "\n".join(out).lstrip("\n") + "\n"
 
