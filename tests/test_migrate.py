@@ -72,3 +72,21 @@ def test_the_cli(capsys: pytest.CaptureFixture) -> None:
     assert cli.main(["migrate", "-f", str(CORPUS / "22-configuration-snippet.yaml"), "--allow-unsupported"]) == 0
     assert cli.main(["migrate"]) == 2  # neither -f nor --from-cluster
     assert "either" in capsys.readouterr().err
+
+
+def test_from_cluster_reads_the_objects_through_the_kubernetes_source(tmp_path: Path) -> None:
+    import yaml
+
+    from tests.fakekube import FakeKube
+
+    with FakeKube(bookmark_interval=None) as kube:
+        for doc in yaml.safe_load_all((CORPUS / "01-rewrite-capture-groups.yaml").read_text(encoding="utf-8")):
+            kube.create(doc)
+        out, err = io.StringIO(), io.StringIO()
+        rc = migrate_cmd([], SETTINGS, from_cluster=True, kubeconfig=str(kube.kubeconfig(tmp_path / "kubeconfig")),
+                         output="json", out=out, err=err)
+    assert rc == 0, err.getvalue()
+    (ing,) = json.loads(out.getvalue())["ingresses"]
+    assert (ing["namespace"], ing["name"], ing["served"]) == ("default", "rewrite", True)
+    assert {a["annotation"].rsplit("/", 1)[1]: a["status"] for a in ing["annotations"]} == {
+        "rewrite-target": "difference", "use-regex": "difference"}
