@@ -224,3 +224,27 @@ def test_no_nginx_annotation_value_makes_envoy_reject_the_configuration() -> Non
                     merged.setdefault(type_url, {})[_renamed(type_url, name, i)] = copy
         verdict = envoy_validate(binary, merged)
         assert verdict.ok, verdict.reason
+
+
+def test_host_settings_apply_to_every_route_configuration_without_a_domain_twice() -> None:
+    from xds_ingress import ir
+
+    objs, _ = parse_objects([k8s.ingress("web", k8s.rule("a.example.com", k8s.path("/", "web")), class_name="nginx",
+                                         annotations={N + "server-alias": "b.example.com,www.a.example.com",
+                                                      N + "from-to-www-redirect": "true",
+                                                      N + "force-ssl-redirect": "true"})])
+    (ing,) = objs
+    src = ir.Source(kind="Ingress", namespace="default", name="web", field="spec.rules[0].http.paths[0].backend")
+    vh = ir.VirtualHost(name="a.example.com", domains=("a.example.com",), routes=(ir.Route(
+        name="r", match=ir.PathMatch(type="Prefix", path="/"), action=ir.RouteAction(cluster="c"), source=src),))
+    configs = tuple(ir.RouteConfiguration(name=n, virtual_hosts=(vh,)) for n in (ir.HTTP_ROUTE_CONFIG,
+                                                                                  ir.HTTPS_ROUTE_CONFIG))
+    diags: list = []
+    out = nginx.finish(configs, [ing], COMPAT, diags)
+    for rc in out:
+        domains = [d for v in rc.virtual_hosts for d in v.domains]
+        assert len(domains) == len(set(domains)) and set(domains) == {"a.example.com", "b.example.com",
+                                                                     "www.a.example.com"}, rc
+        main = next(v for v in rc.virtual_hosts if v.name == "a.example.com")
+        assert main.require_tls == (rc.name == ir.HTTP_ROUTE_CONFIG)  # force-ssl-redirect: plain HTTP only
+    assert diags == []  # the alias www.a.example.com came first; from-to-www then has nothing to add

@@ -205,7 +205,8 @@ class _Translator:
         key = (svc.meta.namespace, svc.meta.name)
         found = self._service_values.get(key)
         if found is None:
-            served = [i for i in self.ingresses if (i.meta.namespace, i.meta.name) in self._ingress_policies]
+            served = [i for i in self.ingresses if (p := self._ingress_policies.get((i.meta.namespace, i.meta.name)))
+                      is not None and not p.excluded]
             found, diags = nginx.service_values(self.settings, svc, served)
             self.diagnostics.extend(diags)
             self._service_values[key] = found

@@ -1043,11 +1043,11 @@ def finish(configs: tuple[ir.RouteConfiguration, ...], served: Iterable[Ingress]
 
     regex_hosts = {vh.name for rc in configs for vh in rc.virtual_hosts
                    if any(opts.get(k, None) is not None and opts[k].regex for k in owners(vh))}
-    taken = {d for rc in configs for vh in rc.virtual_hosts for d in vh.domains}
     out = []
     for rc in configs:
         vhosts: list[ir.VirtualHost] = []
         domains_now = {d for vh in rc.virtual_hosts for d in vh.domains}
+        taken = set(domains_now)  # a domain twice in a route configuration would be a NACK
         extra: list[ir.VirtualHost] = []
         for vh in rc.virtual_hosts:
             routes = []
@@ -1106,7 +1106,8 @@ def finish(configs: tuple[ir.RouteConfiguration, ...], served: Iterable[Ingress]
                         vh = dataclasses.replace(vh, domains=(*vh.domains, alias))
                     if o.www and not vh.name.startswith("*."):
                         other = vh.name[4:] if vh.name.startswith("www.") else "www." + vh.name
-                        if other not in domains_now and other not in {d for e in extra for d in e.domains}:
+                        if other not in taken:
+                            taken.add(other)
                             src = ir.Source(kind=KIND_INGRESS, namespace=k[0], name=k[1],
                                             field=field_of(PREFIX + "from-to-www-redirect"))
                             extra.append(ir.VirtualHost(name=other, domains=(other,), routes=(ir.Route(
