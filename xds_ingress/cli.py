@@ -45,6 +45,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--https-port", type=_port, default=8443, help="Envoy's HTTPS listener port (default 8443)")
     p.add_argument("--ingress-class", default="xds", metavar="NAME",
                    help="the IngressClass served (its spec.controller must be xds-ingress.io/controller; default xds)")
+    _add_compat(p)
     p.add_argument("--log-level", choices=logs.LEVELS, default="info")
     t = p.add_argument_group("TLS on the xDS port (the stream carries private keys: use it across hosts)")
     t.add_argument("--tls-cert", metavar="FILE", help="the server certificate (PEM) for the xDS port")
@@ -113,6 +114,7 @@ def _add_offline(sub: argparse._SubParsersAction) -> None:
         p.add_argument("-f", "--filename", dest="paths", action="extend", nargs="+", required=True, metavar="PATH",
                        help="manifest files or directories (read recursively); repeatable")
         p.add_argument("--ingress-class", default="xds", metavar="NAME", help="the IngressClass served (default xds)")
+        _add_compat(p)
         p.add_argument("--listen-address", default="0.0.0.0", metavar="ADDR",
                        help="address of Envoy's listeners (default 0.0.0.0)")
         p.add_argument("--http-port", type=_port, default=8080, help="Envoy's HTTP listener port (default 8080)")
@@ -126,6 +128,44 @@ def _add_offline(sub: argparse._SubParsersAction) -> None:
                                         "exit non-zero on any failure (the pre-apply check for CI)")
     common(p)
     p.add_argument("--envoy", metavar="PATH", help="the envoy binary (default: envoy on PATH, or next to Python)")
+
+
+def _add_migrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("migrate", help="from ingress-nginx: per Ingress and annotation, translated exactly, with a "
+                                       "stated difference, or unsupported (reason, replacement); a summary by "
+                                       "annotation; exit 1 when anything is unsupported")
+    p.add_argument("-f", "--filename", dest="paths", action="extend", nargs="+", default=[], metavar="PATH",
+                   help="manifest files or directories (read recursively); repeatable")
+    p.add_argument("--from-cluster", action="store_true",
+                   help="read the objects from the Kubernetes API instead (one list, as xds serve does)")
+    p.add_argument("--kubeconfig", metavar="FILE", help="with --from-cluster: the kubeconfig file")
+    p.add_argument("--ingress-class", default="nginx", metavar="NAME",
+                   help="the IngressClass the Ingresses use (default nginx; added when the manifests lack it)")
+    p.add_argument("--controller", default=None, metavar="NAME",
+                   help="its spec.controller (default k8s.io/ingress-nginx)")
+    p.add_argument("--allow-unsupported", action="store_true",
+                   help="exit 0 even when annotations are unsupported, invalid or unknown")
+    p.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
+
+
+def _add_compat(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nginx-compat", action="store_true",
+                   help="also read ingress-nginx's nginx.ingress.kubernetes.io/ annotations, with its semantics (ours "
+                        "win when both are set); see docs/moving-from-ingress-nginx.md")
+    p.add_argument("--controller", metavar="NAME",
+                   help="the spec.controller of the IngressClass served (default xds-ingress.io/controller; with "
+                        "--nginx-compat and --ingress-class nginx: k8s.io/ingress-nginx, to take over ingress-nginx's "
+                        "class)")
+
+
+def _controller(args: argparse.Namespace) -> str:
+    from xds_ingress.translate.settings import CONTROLLER_NAME, NGINX_CONTROLLER_NAME
+
+    if args.controller:
+        return args.controller
+    if args.nginx_compat and args.ingress_class == "nginx":
+        return NGINX_CONTROLLER_NAME
+    return CONTROLLER_NAME
 
 
 def _port(value: str) -> int:
@@ -145,6 +185,7 @@ def parser() -> argparse.ArgumentParser:
     _add_bootstrap(sub)
     _add_remote(sub)
     _add_offline(sub)
+    _add_migrate(sub)
     return p
 
 
@@ -202,7 +243,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         xds_address=args.xds_address,
         debug_address=debug_address,
         translate=TranslateSettings(ingress_class=args.ingress_class, listen_address=args.listen_address,
-                                    http_port=args.http_port, https_port=args.https_port),
+                                    http_port=args.http_port, https_port=args.https_port,
+                                    controller=_controller(args), nginx_compat=args.nginx_compat),
     )
 
     try:
@@ -235,7 +277,8 @@ def _translate_settings(args: argparse.Namespace):
     from xds_ingress.translate import TranslateSettings
 
     return TranslateSettings(ingress_class=args.ingress_class, listen_address=args.listen_address,
-                             http_port=args.http_port, https_port=args.https_port)
+                             http_port=args.http_port, https_port=args.https_port, controller=_controller(args),
+                             nginx_compat=args.nginx_compat)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -245,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return cmd_serve(args)
     from xds_ingress import ops
+    from xds_ingress.translate import TranslateSettings
 
     if args.command == "status":
         return ops.status(args.server, args.output)
@@ -254,6 +298,17 @@ def main(argv: list[str] | None = None) -> int:
         return ops.explain(args.server, args.host, args.path, args.https, args.output, headers=args.header)
     if args.command == "diagnostics":
         return ops.diagnostics(args.server, args.output)
+    if args.command == "migrate":
+        from xds_ingress.migrate import migrate_cmd
+        from xds_ingress.translate.settings import NGINX_CONTROLLER_NAME
+
+        settings = TranslateSettings(ingress_class=args.ingress_class, nginx_compat=True,
+                                     controller=args.controller or NGINX_CONTROLLER_NAME)
+        if args.from_cluster == bool(args.paths):
+            print("xds migrate: give either -f PATH... or --from-cluster", file=sys.stderr)
+            return 2
+        return migrate_cmd(args.paths, settings, from_cluster=args.from_cluster, kubeconfig=args.kubeconfig,
+                           output=args.output, allow_unsupported=args.allow_unsupported)
     if args.command == "translate":
         return ops.translate_cmd(args.paths, _translate_settings(args), args.output)
     if args.command == "validate":

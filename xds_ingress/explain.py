@@ -19,8 +19,10 @@ It follows what Envoy does with the configuration the Envoy layer builds from th
 - routes in order, the first that matches wins: Exact (`path`), Prefix by element
   (`path_separated_prefix`, and `prefix: /` for "/"), the one-label wildcard guard on
   `:authority` (the regex of `envoy/routes.py`, evaluated on the Host as sent);
-- canary conditions: a header equal to a value (`headers`, names any case), a cookie in the
-  Cookie header (the regex of `ir.cookie_regex`);
+- canary conditions: a header equal to a value (`headers`, names any case), or matching a regex
+  (the whole value), a cookie in the Cookie header (the regex of `ir.cookie_regex`);
+- a Regex path (ingress-nginx's use-regex): its RE2 pattern matches the whole path (RE2 and
+  Python read the accepted subset alike);
 - no virtual host or no route: 404; a route to a fixed response (a missing Service, or
   direct-response-status): its status; a redirect: its code and Location; a cluster without
   endpoints: 503 ("no healthy upstream");
@@ -194,7 +196,10 @@ def select_virtual_host(vhosts: Iterable[ir.VirtualHost], host: str) -> tuple[ir
 def route_matches(route: ir.Route, path: str, authority: str, headers: Mapping[str, str] | None = None) -> bool:
     m = route.match
     if m is not None and not (m.type == "Prefix" and m.path == "/"):
-        if m.type == "Exact":
+        if m.type == "Regex":
+            if re.fullmatch(m.regex, path) is None:
+                return False
+        elif m.type == "Exact":
             if path != m.path:
                 return False
         elif not (path == m.path or path.startswith(m.path + "/")):
@@ -207,6 +212,9 @@ def route_matches(route: ir.Route, path: str, authority: str, headers: Mapping[s
     for c in route.conditions:
         if c.cookie:
             if re.fullmatch(ir.cookie_regex(c.name, c.value), lowered.get("cookie", "")) is None:
+                return False
+        elif c.regex:
+            if c.name not in lowered or re.fullmatch(c.value, lowered[c.name]) is None:
                 return False
         elif lowered.get(c.name) != c.value:
             return False
@@ -227,7 +235,7 @@ def upstream_path(route: ir.Route, path: str) -> str:
         r = p.prefix_rewrite
         if m is None or (m.type == "Prefix" and m.path == "/"):
             path = (r if r.endswith("/") else r + "/") + path[1:]
-        elif m.type == "Exact" or path == m.path:
+        elif m.type in ("Exact", "Regex") or path == m.path:
             path = r
         else:
             path = (r if r.endswith("/") else r + "/") + path[len(m.path) + 1:]
@@ -334,9 +342,10 @@ def explain(model: ir.IR, diagnostics: Iterable[Diagnostic] = (), *, host: str, 
     notes += _policy_notes(route)
     if action.redirect is not None:
         d = action.redirect
-        default_port = 443 if d.scheme == "https" else 80
+        scheme = d.scheme or ("https" if https else "http")
+        default_port = 443 if scheme == "https" else 80
         port = f":{d.port}" if d.port is not None and d.port != default_port else ""
-        location = f"{d.scheme}://{d.host}{port}{d.path if d.path is not None else path}"
+        location = f"{scheme}://{d.host or name}{port}{d.path if d.path is not None else path}"
         return Explanation(status=d.code, outcome="redirect", route=route, diagnostics=found, location=location,
                            reason=f"{route.source}: redirects to {location}", notes=tuple(notes), **where, **base)
     if action.direct_status is not None:

@@ -37,10 +37,13 @@ class Source:
 
 @dataclass(frozen=True, slots=True, kw_only=True, order=True)
 class PathMatch:
-    """Exact: the path equals `path`. Prefix: `path` matched element by element ("/" matches all)."""
+    """Exact: the path equals `path`. Prefix: `path` matched element by element ("/" matches all).
+    Regex (ingress-nginx's `use-regex`): `regex`, an RE2 pattern checked by translation, matches the whole
+    path; `path` is the Ingress path it was made from (it orders the routes)."""
 
-    type: str  # "Exact" | "Prefix"
+    type: str  # "Exact" | "Prefix" | "Regex"
     path: str
+    regex: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,6 +115,9 @@ class RoutePolicy:
     response_headers: HeaderMutation | None = None
     mirrors: tuple[Mirror, ...] = ()
     websocket_disabled: bool = False  # websocket upgrades are on by default
+    # ingress-nginx's rewrite-target: the whole path replaced by this ($1-$9 as \\1-\\9: groups of the path's
+    # regex); translation resolves it into regex_rewrite on the routes whose match is a Regex.
+    rewrite_target: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,10 +138,11 @@ class WeightedCluster:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Redirect:
-    """An HTTP redirect. `path` None keeps the request's path and query; `port` None: the scheme's default."""
+    """An HTTP redirect. `path` None keeps the request's path and query; `port` None: the scheme's default;
+    `scheme` or `host` "" keeps the request's."""
 
-    scheme: str  # "http" | "https"
-    host: str
+    scheme: str  # "http" | "https" | "" (the request's)
+    host: str  # "" (the request's)
     port: int | None = None
     path: str | None = None
     code: int = 302  # 301, 302, 303, 307 or 308
@@ -170,11 +177,13 @@ class RouteAction:
 @dataclass(frozen=True, slots=True, kw_only=True, order=True)
 class HeaderCondition:
     """A route condition: header `name` equals `value`; with `cookie`, the Cookie header carries the
-    cookie `name` with the value `value`."""
+    cookie `name` with the value `value`; with `regex`, `value` is an RE2 pattern (checked by translation)
+    that matches the whole header value."""
 
     name: str
     value: str
     cookie: bool = False
+    regex: bool = False
 
 
 def cookie_regex(name: str, value: str) -> str:

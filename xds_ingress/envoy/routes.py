@@ -162,6 +162,8 @@ def _match(r: ir.Route, m: rc.RouteMatch, *, split: str = "") -> None:
     route one of its two halves: the path itself, or everything below it (for prefix rewrites)."""
     if r.match is None or (r.match.type == "Prefix" and r.match.path == "/"):
         m.prefix = "/"
+    elif r.match.type == "Regex":
+        m.safe_regex.regex = r.match.regex
     elif r.match.type == "Exact" or split == "exact":
         m.path = r.match.path
     elif split == "below":
@@ -179,6 +181,9 @@ def _match(r: ir.Route, m: rc.RouteMatch, *, split: str = "") -> None:
         if c.cookie:
             m.headers.append(rc.HeaderMatcher(name="cookie", string_match=string_pb2.StringMatcher(
                 safe_regex=regex_pb2.RegexMatcher(regex=ir.cookie_regex(c.name, c.value)))))
+        elif c.regex:
+            m.headers.append(rc.HeaderMatcher(name=c.name, string_match=string_pb2.StringMatcher(
+                safe_regex=regex_pb2.RegexMatcher(regex=c.value))))
         else:
             m.headers.append(rc.HeaderMatcher(name=c.name, string_match=string_pb2.StringMatcher(exact=c.value)))
 
@@ -258,7 +263,7 @@ def _route_action_policy(p: ir.RoutePolicy, ra: rc.RouteAction, r: ir.Route) -> 
             # `prefix: /` matched: "/" is replaced, so the rewrite keeps one slash after it.
             ra.prefix_rewrite = p.prefix_rewrite if p.prefix_rewrite.endswith("/") else p.prefix_rewrite + "/"
         else:
-            ra.prefix_rewrite = p.prefix_rewrite  # Exact: the whole path; element-wise Prefix: see routes()
+            ra.prefix_rewrite = p.prefix_rewrite  # Exact, Regex: the whole path; element-wise Prefix: see routes()
     if p.regex_rewrite is not None:
         ra.regex_rewrite.pattern.regex = p.regex_rewrite.pattern
         ra.regex_rewrite.substitution = p.regex_rewrite.substitution
@@ -287,8 +292,10 @@ def _hash_policy(h: ir.HashPolicy, hp: rc.RouteAction.HashPolicy) -> None:
 
 
 def _redirect(d: ir.Redirect, msg: rc.RedirectAction) -> None:
-    msg.scheme_redirect = d.scheme
-    msg.host_redirect = d.host
+    if d.scheme:
+        msg.scheme_redirect = d.scheme
+    if d.host:
+        msg.host_redirect = d.host
     if d.port is not None:
         msg.port_redirect = d.port
     if d.path is not None:

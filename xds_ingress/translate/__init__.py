@@ -41,8 +41,9 @@ from xds_ingress.model import (
     Secret,
     Service,
     ServicePort,
+    is_url_path,
 )
-from xds_ingress.translate import annotations, policy
+from xds_ingress.translate import annotations, nginx, policy
 from xds_ingress.translate.annotations import Parsed
 from xds_ingress.translate.classes import is_ours
 from xds_ingress.translate.services import cluster_for, load_assignment, no_ready_endpoints
@@ -261,7 +262,7 @@ class _Translator:
         found = self._ingress_policies.get(key)
         if found is not None:
             return found
-        values, diags = annotations.read(annotations.XDS, KIND_INGRESS, ing.meta)
+        values, diags, present = nginx.read_ingress(self.settings, ing.meta)  # the dialects settings enable
         self.diagnostics.extend(diags)
         report = self._reporter(KIND_INGRESS, *key)
         canary = policy.canary(values, report)
@@ -273,7 +274,7 @@ class _Translator:
                            "is ignored on a canary Ingress: its paths take the policies of the Ingress they are "
                            "a canary of. Set it there.", Severity.WARNING)
             values = {k: v for k, v in values.items() if not k.startswith(policy.ROUTE_PREFIXES)}
-        canary_key = annotations.XDS.prefix + "canary"
+        canary_key = nginx.canary_annotation(self.settings, ing.meta) or annotations.XDS.prefix + "canary"
         excluded = ing.meta.annotation(canary_key) is not None and "canary.enabled" not in values
         if excluded:
             # Served as a plain Ingress, a would-be canary could take all the traffic of its primary.
@@ -282,7 +283,6 @@ class _Translator:
                 f"{canary_key} is not a valid \"true\" or \"false\", so this Ingress is not served at all: as a "
                 "plain Ingress it could take the traffic of the Ingress it is meant to be a canary of.",
                 Severity.WARNING))
-        present = annotations.present_keys(annotations.XDS, ing.meta)
         redirect = values.get("ingress.ssl_redirect")
         found = _IngressPolicy(route=policy.route_settings(values, report, present), canary=canary,
                                excluded=excluded, ssl_redirect=redirect is None or redirect.value is not False)
@@ -294,7 +294,11 @@ class _Translator:
         with self._in(("service", *key)):
             found = self._service_values.get(key)
             if found is None:
-                found, diags = annotations.read(annotations.XDS, "Service", svc.meta)
+                # With nginx compatibility, Ingresses lend upstream settings to the Services they route to.
+                served = [i for i in self.ingresses
+                          if (p := self._ingress_policies.get((i.meta.namespace, i.meta.name))) is not None
+                          and not p.excluded] if self.settings.nginx_compat else []
+                found, diags = nginx.service_values(self.settings, svc, served)
                 self.diagnostics.extend(diags)
                 self._service_values[key] = found
         return found
@@ -475,6 +479,12 @@ class _Translator:
     def _collect_rule(self, ing: Ingress, prefix: str, ri: int, rule, host: str,
                       table: dict[tuple[str, str], _Candidate]) -> None:
         for pi, p in enumerate(rule.paths):
+            if not self.settings.nginx_compat and not is_url_path(p.path):
+                self.diagnostics.append(_diag(
+                    ing, f"{p.field}.path", "InvalidPath",
+                    f"{p.field}.path {p.path!r} has characters a URL path cannot contain; it is read as a regex only "
+                    f"with --nginx-compat on a host with {nginx.PREFIX}use-regex. The path is not served."))
+                continue
             match = normalize_path(p)
             key = (match.type, match.path)
             winner = table.get(key)
@@ -506,6 +516,8 @@ class _Translator:
         with self._in(_GLOBAL, unit=True):
             route_configs, listeners, secrets, vhosts, http_vhosts, redirected = self._assemble(
                 hosts, default_route, tls_hosts)
+            if self.settings.nginx_compat:  # regex paths and host settings, host-wide and across hosts
+                route_configs = nginx.finish(route_configs, ours, self.settings, self.diagnostics)
         self._flush()
         result = ir.IR(
             listeners=listeners,
@@ -660,6 +672,8 @@ class _Translator:
         if cs.header is not None:
             if cs.header_value is not None:
                 add("canary-by-header", ir.HeaderCondition(name=cs.header, value=cs.header_value), True)
+            elif cs.header_pattern is not None:
+                add("canary-by-header", ir.HeaderCondition(name=cs.header, value=cs.header_pattern, regex=True), True)
             else:
                 add("canary-by-header", ir.HeaderCondition(name=cs.header, value="always"), True)
                 add("canary-by-header-never", ir.HeaderCondition(name=cs.header, value="never"), False)

@@ -144,8 +144,8 @@ def update_ingresses(previous: Translation, changed: Mapping[IngressKey, Ingress
     None when the change involves what every host shares (then translate everything). `slices` gives the
     current EndpointSlices of a Service (for a cluster used for the first time)."""
     index = previous.index
-    if index is None:
-        return None
+    if index is None or settings.nginx_compat:
+        return None  # nginx's host settings (aliases, www redirects) reach across hosts: see nginx.finish
     hosts: set[str] = set()
     now_ours: dict[IngressKey, Ingress] = {}
     for key, new in changed.items():

@@ -22,7 +22,8 @@ Values = Mapping[str, Parsed]
 # report(parsed value at fault, reason, message, severity)
 Report = Callable[[Parsed, str, str, Severity], None]
 
-CANARY_KEYS = ("canary.weight", "canary.weight_total", "canary.header", "canary.header_value", "canary.cookie")
+CANARY_KEYS = ("canary.weight", "canary.weight_total", "canary.header", "canary.header_value", "canary.cookie",
+               "canary.header_pattern")
 ROUTE_PREFIXES = ("route.", "retry.", "rewrite.", "request_headers.", "response_headers.", "mirror.", "direct.",
                   "redirect.")
 
@@ -73,7 +74,7 @@ def route_settings(values: Values, report: Report, present: frozenset[str] = fro
         timeout_ms=_v(values, "route.timeout"), idle_timeout_ms=_v(values, "route.idle_timeout"), retry=retry,
         prefix_rewrite=prefix, regex_rewrite=regex_rw, host_rewrite=_v(values, "rewrite.host"),
         request_headers=req, response_headers=resp,
-        websocket_disabled=_v(values, "route.websocket", True) is False)
+        websocket_disabled=_v(values, "route.websocket", True) is False, rewrite_target=_v(values, "rewrite.target"))
     return RouteSettings(policy=None if policy == ir.RoutePolicy() else policy, mirror=mirror,
                          fixed=_fixed(values, report))
 
@@ -193,6 +194,7 @@ class Canary:
     header: str | None = None
     header_value: str | None = None
     cookie: str | None = None
+    header_pattern: str | None = None  # an RE2 pattern matching the whole value of `header`
 
 
 def canary(values: Values, report: Report) -> Canary | None:
@@ -221,6 +223,12 @@ def canary(values: Values, report: Report) -> Canary | None:
         report(values["canary.header_value"], "InvalidAnnotation",
                "is empty, so it is ignored (always/never apply); give the exact value.", Severity.ERROR)
         value = None
+    pattern = _v(values, "canary.header_pattern")
+    if pattern is not None and (header is None or value is not None):
+        report(values["canary.header_pattern"], "IgnoredAnnotation",
+               "is ignored without canary-by-header (the header it matches)" if header is None else
+               "is ignored because canary-by-header-value is set, which takes precedence.", Severity.WARNING)
+        pattern = None
     cookie = _v(values, "canary.cookie")
     if cookie is not None:
         size = re2_program_size(ir.cookie_regex(cookie, "always"))
@@ -228,7 +236,8 @@ def canary(values: Values, report: Report) -> Canary | None:
             report(values["canary.cookie"], "InvalidAnnotation", "is too long to be matched; use a shorter name.",
                    Severity.ERROR)
             cookie = None
-    return Canary(weight=weight, total=total, header=header, header_value=value, cookie=cookie)
+    return Canary(weight=weight, total=total, header=header, header_value=value, cookie=cookie,
+                  header_pattern=pattern)
 
 
 # --- clusters --------------------------------------------------------------------------------

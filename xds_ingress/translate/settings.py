@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 CONTROLLER_NAME = "xds-ingress.io/controller"
+NGINX_CONTROLLER_NAME = "k8s.io/ingress-nginx"  # ingress-nginx's IngressClass controller, claimed with --nginx-compat
 DEFAULT_INGRESS_CLASS = "xds"
 
 
@@ -15,3 +16,4 @@ class TranslateSettings:
     listen_address: str = "0.0.0.0"
     http_port: int = 8080
     https_port: int = 8443
+    nginx_compat: bool = False  # read ingress-nginx's annotations too (ours win); see translate/nginx.py
