@@ -158,10 +158,49 @@ def _blank_message(m: Message) -> Message:
 
 
 def to_data(msg: Message) -> dict:
-    """JSON data with Envoy's own (proto) field names; packed messages carry "@type".
+    """JSON data with Envoy's own (proto) field names; packed messages carry "@type"; map entries sorted by
+    key (a protobuf map has no order, and upb's iteration order changes from one process to the next: a
+    route's `typed_per_filter_config` would print differently each time).
 
     Through JSON text: MessageToDict leaves OrderedDicts inside Any fields, which YAML cannot dump."""
-    return json.loads(json_format.MessageToJson(msg, preserving_proto_field_name=True))
+    data = json.loads(json_format.MessageToJson(msg, preserving_proto_field_name=True))
+    return _sorted_maps(msg.DESCRIPTOR, data)
+
+
+_WELL_KNOWN = "google.protobuf."  # their JSON is not field by field (Duration, wrappers, Struct...)
+
+
+def _sorted_maps(desc: descriptor.Descriptor, data: Any) -> Any:
+    if not isinstance(data, dict):
+        return data
+    for fd in desc.fields:
+        mt = fd.message_type
+        if fd.name not in data or mt is None:
+            continue
+        value = data[fd.name]
+        if mt.GetOptions().map_entry:
+            vt = mt.fields_by_name["value"].message_type
+            data[fd.name] = {k: _sorted_value(vt, value[k]) for k in sorted(value)}
+        elif fd.is_repeated:
+            data[fd.name] = [_sorted_value(mt, v) for v in value]
+        else:
+            data[fd.name] = _sorted_value(mt, value)
+    return data
+
+
+def _sorted_value(mt: descriptor.Descriptor | None, value: Any) -> Any:
+    if mt is None:
+        return value
+    if mt.full_name == _ANY:
+        if not isinstance(value, dict) or "@type" not in value:
+            return value
+        try:
+            mt = descriptor_pool.Default().FindMessageTypeByName(value["@type"].rsplit("/", 1)[-1])
+        except KeyError:
+            return value
+    if mt.full_name.startswith(_WELL_KNOWN):
+        return value
+    return _sorted_maps(mt, value)
 
 
 def redacted_data(type_url: str, body: bytes) -> dict:
