@@ -14,6 +14,8 @@ import yaml
 
 from xds_ingress import logs
 
+MAX_XFF_HOPS = 10
+
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the control plane (ADS on --xds-address)")
@@ -47,11 +49,65 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="the IngressClass served (its spec.controller must be xds-ingress.io/controller; default xds)")
     _add_compat(p)
     p.add_argument("--log-level", choices=logs.LEVELS, default="info")
+    _add_edge(p)
     t = p.add_argument_group("TLS on the xDS port (the stream carries private keys: use it across hosts)")
     t.add_argument("--tls-cert", metavar="FILE", help="the server certificate (PEM) for the xDS port")
     t.add_argument("--tls-key", metavar="FILE", help="its private key (PEM)")
     t.add_argument("--client-ca", metavar="FILE",
                    help="require client certificates signed by this CA (PEM): mutual TLS with Envoy")
+
+
+def _add_edge(p: argparse.ArgumentParser) -> None:
+    """Settings of the edge that annotations rely on: the client address, the rate limit service."""
+    e = p.add_argument_group("client addresses and global rate limits")
+    e.add_argument("--xff-num-trusted-hops", type=_hops, default=0, metavar="N",
+                   help="load balancers in front of Envoy that append the client to X-Forwarded-For: the client "
+                        "address (allow/deny-source-ranges, rate-limit-key client-ip) is taken N hops from its right "
+                        "(default 0: the connection's peer; a client-sent X-Forwarded-For is never trusted)")
+    e.add_argument("--rate-limit-service", type=_service_address, metavar="HOST:PORT",
+                   help="the gRPC rate limit service (envoy.service.ratelimit.v3) that global-rate-limit asks "
+                        "(default: none, global-rate-limit is refused)")
+    e.add_argument("--rate-limit-domain", type=_domain, metavar="NAME",
+                   help="the domain of the descriptors sent (default xds-ingress)")
+    e.add_argument("--rate-limit-failure-mode", choices=("open", "closed"), default="open",
+                   help="when the rate limit service cannot answer: open lets requests through (the default), "
+                        "closed refuses them (500)")
+    e.add_argument("--rate-limit-timeout", type=_timeout, default=100, metavar="DURATION",
+                   help="how long Envoy waits for the rate limit service (default 100ms; then the failure mode "
+                        "applies)")
+
+
+def _hops(value: str) -> int:
+    if not value.isdigit() or not 0 <= int(value) <= MAX_XFF_HOPS:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of hops from 0 to {MAX_XFF_HOPS}")
+    return int(value)
+
+
+def _service_address(value: str) -> str:
+    from xds_ingress.translate.edge_policies import split_host_port
+
+    try:
+        split_host_port(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value.strip()
+
+
+def _domain(value: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9._\-]{1,64}", value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a domain (letters, digits and ._-, at most 64)")
+    return value
+
+
+def _timeout(value: str) -> int:
+    from xds_ingress.translate.parsers import Invalid, duration
+
+    try:
+        return duration(min_ms=1, max_ms=60_000, zero=False)(value)
+    except Invalid as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not {exc.accepted}") from None
 
 
 def _add_bootstrap(sub: argparse._SubParsersAction) -> None:
@@ -119,6 +175,7 @@ def _add_offline(sub: argparse._SubParsersAction) -> None:
                        help="address of Envoy's listeners (default 0.0.0.0)")
         p.add_argument("--http-port", type=_port, default=8080, help="Envoy's HTTP listener port (default 8080)")
         p.add_argument("--https-port", type=_port, default=8443, help="Envoy's HTTPS listener port (default 8443)")
+        _add_edge(p)
 
     p = sub.add_parser("translate", help="offline: manifests in, Envoy resources out (secrets redacted) and the "
                                          "diagnostics; exit 1 on any error diagnostic")
@@ -207,7 +264,6 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from xds_ingress.app import App, ServeSettings
-    from xds_ingress.translate import TranslateSettings
 
     logs.configure(args.log_level)
     if bool(args.tls_cert) != bool(args.tls_key) or (args.client_ca and not args.tls_cert):
@@ -242,9 +298,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         client_ca=args.client_ca,
         xds_address=args.xds_address,
         debug_address=debug_address,
-        translate=TranslateSettings(ingress_class=args.ingress_class, listen_address=args.listen_address,
-                                    http_port=args.http_port, https_port=args.https_port,
-                                    controller=_controller(args), nginx_compat=args.nginx_compat),
+        translate=_translate_settings(args),
     )
 
     try:
@@ -275,10 +329,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _translate_settings(args: argparse.Namespace):
     from xds_ingress.translate import TranslateSettings
+    from xds_ingress.translate.settings import DEFAULT_RATE_LIMIT_DOMAIN
 
     return TranslateSettings(ingress_class=args.ingress_class, listen_address=args.listen_address,
                              http_port=args.http_port, https_port=args.https_port, controller=_controller(args),
-                             nginx_compat=args.nginx_compat)
+                             nginx_compat=args.nginx_compat,
+                             xff_num_trusted_hops=args.xff_num_trusted_hops,
+                             rate_limit_service=args.rate_limit_service,
+                             rate_limit_domain=args.rate_limit_domain or DEFAULT_RATE_LIMIT_DOMAIN,
+                             rate_limit_failure_mode_deny=args.rate_limit_failure_mode == "closed",
+                             rate_limit_timeout_ms=args.rate_limit_timeout)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,9 @@ It follows what Envoy does with the configuration the Envoy layer builds from th
   endpoints: 503 ("no healthy upstream");
 - the route policy: the path as sent upstream after a prefix or regex rewrite (Envoy's
   prefix_rewrite on the split routes of `envoy/routes.py`, RE2 GlobalReplace), weights of a
-  canary, mirrors, timeouts and retries, reported as notes.
+  canary, mirrors, timeouts and retries, reported as notes; so are the edge policies (client
+  address ranges, rate limits, CORS), which depend on who sends the request: the result is
+  that of a client they let through.
 
 Also here: `objects_for_resource`, which maps an xDS resource name back to the objects it
 was made from (for NACK logs and `xds validate`).
@@ -260,6 +262,34 @@ def _policy_notes(route: ir.Route) -> list[str]:
         out.append(f"Host sent upstream: {p.host_rewrite}")
     if p.websocket_disabled:
         out.append("websocket upgrades refused")
+    out += _edge_policy_notes(p)
+    return out
+
+
+def _entry(e: ir.RateLimitEntry) -> str:
+    return {"client_ip": "client address", "header": f"header {e.name}"}.get(e.type, f"generic {e.name}")
+
+
+def _edge_policy_notes(p: ir.RoutePolicy) -> list[str]:
+    """The edge policies, as notes: they depend on the client (its address, its request rate, its Origin),
+    which explain does not know, so the result above is for a client they let through."""
+    out = []
+    if p.source_ranges is not None:
+        s = p.source_ranges
+        parts = ([f"only from {', '.join(s.allow)}"] if s.allow else []) + \
+                ([f"not from {', '.join(s.deny)}"] if s.deny else [])
+        out.append(f"client address {' and '.join(parts)}; other clients get 403")
+    if p.local_rate_limit is not None:
+        r = p.local_rate_limit
+        key = "" if r.key is None else f" per {_entry(r.key)}"
+        out.append(f"rate limited to {r.requests}/{r.unit}{key} in each Envoy (burst {r.max_tokens}); beyond: 429")
+    if p.global_rate_limit is not None:
+        out.append("rate limited by the rate limit service on (" +
+                   ", ".join(_entry(e) for e in p.global_rate_limit.entries) + "); over its limit: 429")
+    if p.cors is not None:
+        origins = ", ".join("any origin" if o.type == "any" else o.value if o.type == "exact" else f"regex {o.value}"
+                            for o in p.cors.allow_origins)
+        out.append(f"CORS for {origins}{' with credentials' if p.cors.allow_credentials else ''}")
     return out
 
 

@@ -101,6 +101,67 @@ class Mirror:
     percent: int = 100
 
 
+# --- edge policies: CORS, client address ranges, rate limits (HTTP filters, per route) ---
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OriginMatch:
+    """A CORS origin: exactly `value` (scheme://host[:port]), an RE2 regex (checked), or any origin."""
+
+    type: str  # "exact" | "regex" | "any"
+    value: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CorsPolicy:
+    """Browsers' cross-origin access, answered by Envoy (preflights included) for the allowed origins."""
+
+    allow_origins: tuple[OriginMatch, ...]
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age_s: int | None = None
+    allow_credentials: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceRanges:
+    """Which client addresses a route serves (403 to the others): inside one of `allow` (when `allow` is
+    set) and inside none of `deny`. CIDRs in network form, as Envoy determined the client address (the
+    peer, or the X-Forwarded-For hop chosen by the listener's trusted hops)."""
+
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimitEntry:
+    """One part of a rate limit descriptor: the client's address, a request header's value, or a fixed value."""
+
+    type: str  # "client_ip" | "header" | "generic"
+    name: str = ""  # header: the header name; generic: the value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalRateLimit:
+    """A token bucket in each Envoy (shared by its workers): `tokens_per_fill` tokens every `fill_interval_ms`,
+    holding at most `max_tokens` (the burst). With `key`, one such bucket per value of the key."""
+
+    requests: int  # as written: `requests` per `unit`
+    unit: str  # "s" | "m" | "h"
+    max_tokens: int
+    tokens_per_fill: int
+    fill_interval_ms: int
+    key: RateLimitEntry | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GlobalRateLimit:
+    """One descriptor, its entries in order, sent to the rate limit service for each request of the route."""
+
+    entries: tuple[RateLimitEntry, ...]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RoutePolicy:
     """What happens to a request on its way through one route (from the Ingress's annotations)."""
@@ -118,6 +179,11 @@ class RoutePolicy:
     # ingress-nginx's rewrite-target: the whole path replaced by this ($1-$9 as \\1-\\9: groups of the path's
     # regex); translation resolves it into regex_rewrite on the routes whose match is a Regex.
     rewrite_target: str | None = None
+    # edge policies (envoy/edge_policies.py: HTTP filters configured per route)
+    cors: CorsPolicy | None = None
+    source_ranges: SourceRanges | None = None
+    local_rate_limit: LocalRateLimit | None = None
+    global_rate_limit: GlobalRateLimit | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -230,12 +296,28 @@ class TLSFilterChain:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimitService:
+    """The gRPC rate limit service (envoy.service.ratelimit.v3) that global rate limits ask, as a cluster."""
+
+    cluster: str
+    address: str  # an IP address or a DNS name
+    port: int
+    domain: str
+    failure_mode_deny: bool = False  # when the service cannot answer: False lets the request through
+    timeout_ms: int = 100
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Listener:
     name: str
     address: str
     port: int
     route_config_name: str
     tls_chains: tuple[TLSFilterChain, ...] = ()  # empty: plain HTTP
+    # Load balancers in front that append the client to X-Forwarded-For: the client address is taken that many
+    # hops from its right. None (the default) or 0: the connection's peer; a client's own XFF is never trusted.
+    xff_num_trusted_hops: int | None = None
+    rate_limit_service: RateLimitService | None = None  # global rate limits; None: not offered
 
     @property
     def is_tls(self) -> bool:

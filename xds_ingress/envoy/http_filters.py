@@ -24,6 +24,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from google.protobuf import any_pb2
 
 from xds_ingress import ir
+from xds_ingress.envoy import edge_policies
 
 FilterBuilder = Callable[[ir.Listener], "hcm_pb2.HttpFilter | None"]
 
@@ -41,9 +42,13 @@ def _router(_lst: ir.Listener) -> hcm_pb2.HttpFilter:
 # (name, builder) in request order; a builder returns None when the listener does not need its filter.
 FILTERS: tuple[tuple[str, FilterBuilder], ...] = (
     # -- 1. CORS --
+    ("cors", edge_policies.cors_filter),
     # -- 2. IP allow/deny --
+    ("source_ranges", edge_policies.rbac_filter),
     # -- 3. authentication: ext_authz, basic auth, JWT --
     # -- 4. rate limiting: local, global --
+    ("local_rate_limit", edge_policies.local_rate_limit_filter),
+    ("rate_limit", edge_policies.rate_limit_filter),
     ("router", _router),
 )
 

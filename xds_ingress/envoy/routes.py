@@ -18,6 +18,7 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 
 from xds_ingress import ir
+from xds_ingress.envoy import edge_policies
 from xds_ingress.envoy.defaults import seconds
 from xds_ingress.envoy.wire import length_delimited
 
@@ -239,6 +240,7 @@ def route(r: ir.Route, *, split: str = "") -> rc.Route:
         if p.response_headers is not None:
             msg.response_headers_to_add.extend(_header_options(p.response_headers))
             msg.response_headers_to_remove.extend(p.response_headers.remove)
+        edge_policies.route_filter_config(p, msg)
     return msg
 
 

@@ -43,7 +43,7 @@ from xds_ingress.model import (
     ServicePort,
     is_url_path,
 )
-from xds_ingress.translate import annotations, nginx, policy
+from xds_ingress.translate import annotations, edge_policies, nginx, policy
 from xds_ingress.translate.annotations import Parsed
 from xds_ingress.translate.classes import is_ours
 from xds_ingress.translate.services import cluster_for, load_assignment, no_ready_endpoints
@@ -284,7 +284,8 @@ class _Translator:
                 "plain Ingress it could take the traffic of the Ingress it is meant to be a canary of.",
                 Severity.WARNING))
         redirect = values.get("ingress.ssl_redirect")
-        found = _IngressPolicy(route=policy.route_settings(values, report, present), canary=canary,
+        found = _IngressPolicy(route=policy.route_settings(values, report, present, settings=self.settings),
+                               canary=canary,
                                excluded=excluded, ssl_redirect=redirect is None or redirect.value is not False)
         self._ingress_policies[key] = found
         return found
@@ -736,7 +737,8 @@ class _Translator:
                                          port=settings.https_port, route_config_name=ir.HTTPS_ROUTE_CONFIG,
                                          tls_chains=chains))
         route_configs = route_configurations(vhosts, http_vhosts, tuple(listeners))
-        return route_configs, tuple(listeners), secrets, vhosts, http_vhosts, redirected
+        return (route_configs, edge_policies.listener_settings(tuple(listeners), settings), secrets, vhosts,
+                http_vhosts, redirected)
 
 
 _GLOBAL: Scope = ("global",)

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 from xds_ingress import ir
 from xds_ingress.diagnostics import Severity
+from xds_ingress.translate import edge_policies
 from xds_ingress.translate.annotations import Parsed
 from xds_ingress.translate.parsers import MAX_RE2_PROGRAM_SIZE, re2_program_size, regex_groups
+from xds_ingress.translate.settings import TranslateSettings
 
 Values = Mapping[str, Parsed]
 # report(parsed value at fault, reason, message, severity)
@@ -25,7 +27,7 @@ Report = Callable[[Parsed, str, str, Severity], None]
 CANARY_KEYS = ("canary.weight", "canary.weight_total", "canary.header", "canary.header_value", "canary.cookie",
                "canary.header_pattern")
 ROUTE_PREFIXES = ("route.", "retry.", "rewrite.", "request_headers.", "response_headers.", "mirror.", "direct.",
-                  "redirect.")
+                  "redirect.") + edge_policies.KEY_PREFIXES
 
 _APP_PROTOCOLS = {"kubernetes.io/h2c": ir.PROTOCOL_H2C, "h2c": ir.PROTOCOL_H2C, "grpc": ir.PROTOCOL_GRPC,
                   "http": ir.PROTOCOL_HTTP1, "kubernetes.io/http": ir.PROTOCOL_HTTP1}
@@ -55,9 +57,11 @@ class RouteSettings:
     fixed: ir.RouteAction | None  # a direct response or redirect instead of the backends
 
 
-def route_settings(values: Values, report: Report, present: frozenset[str] = frozenset()) -> RouteSettings:
+def route_settings(values: Values, report: Report, present: frozenset[str] = frozenset(), *,
+                   settings: TranslateSettings = TranslateSettings()) -> RouteSettings:
     """`present`: the policy keys whose annotation is there, valid or not (an invalid one was reported
-    already; what depends on it is then ignored without a second diagnostic)."""
+    already; what depends on it is then ignored without a second diagnostic). `settings`: what the
+    control plane offers (a rate limit service)."""
     retry = _retry(values, report)
     prefix, regex_rw = _rewrite(values, report, present)
     req = _headers(values, "request_headers", report)
@@ -74,7 +78,8 @@ def route_settings(values: Values, report: Report, present: frozenset[str] = fro
         timeout_ms=_v(values, "route.timeout"), idle_timeout_ms=_v(values, "route.idle_timeout"), retry=retry,
         prefix_rewrite=prefix, regex_rewrite=regex_rw, host_rewrite=_v(values, "rewrite.host"),
         request_headers=req, response_headers=resp,
-        websocket_disabled=_v(values, "route.websocket", True) is False, rewrite_target=_v(values, "rewrite.target"))
+        websocket_disabled=_v(values, "route.websocket", True) is False, rewrite_target=_v(values, "rewrite.target"),
+        **edge_policies.route_fields(values, report, settings, present))
     return RouteSettings(policy=None if policy == ir.RoutePolicy() else policy, mirror=mirror,
                          fixed=_fixed(values, report))
 
