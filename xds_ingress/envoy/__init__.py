@@ -17,7 +17,8 @@ def build(model: ir.IR) -> Resources:
         types.ROUTE: {rc.name: routes.route_configuration(rc) for rc in model.route_configurations},
         types.CLUSTER: {c.name: clusters.cluster(c) for c in model.clusters},
         types.ENDPOINT: {e.cluster_name: endpoints.load_assignment(e) for e in model.endpoints},
-        types.SECRET: {s.name: secrets.secret(s) for s in model.secrets},
+        types.SECRET: {**{s.name: secrets.secret(s) for s in model.secrets},
+                       **{s.name: secrets.validation_secret(s) for s in model.validation_secrets}},
     }
 
 

@@ -11,7 +11,8 @@ The Ingress v1 contract lives here:
 - spec.defaultBackend serves what no rule matches (the oldest one wins likewise);
 - backends resolve to Service ports and their EndpointSlices (`services.py`); a missing
   Service, port or resource backend is a 503 on that route, never a broken config;
-- spec.tls: one SNI filter chain per Secret, the certificate sent over SDS;
+- spec.tls: SNI filter chains per Secret and TLS settings, the certificate sent over SDS, each chain with
+  its own route configuration (`tls.py`);
 - traffic policies from annotations (`annotations.py`: the dialect tables; `policy.py`: what
   the policy keys mean): per route from the Ingress, per cluster from the Service; canary
   Ingresses (ingress-nginx's model) add weighted, header and cookie routes to the Ingress
@@ -42,6 +43,7 @@ from xds_ingress.model import (
     ServicePort,
 )
 from xds_ingress.translate import annotations, policy
+from xds_ingress.translate import tls as edge_tls
 from xds_ingress.translate.annotations import Parsed
 from xds_ingress.translate.classes import is_ours
 from xds_ingress.translate.services import cluster_for, load_assignment, no_ready_endpoints
@@ -84,6 +86,7 @@ class _IngressPolicy:
     canary: policy.Canary | None
     excluded: bool = False  # not served at all (an invalid canary annotation)
     ssl_redirect: bool = True  # plain HTTP to the hosts of its spec.tls is redirected to HTTPS
+    tls: edge_tls.IngressTLS = edge_tls.NO_TLS  # its hosts' TLS settings, HSTS, redirect code
 
 
 def normalize_path(p: HTTPIngressPath) -> ir.PathMatch:
@@ -159,6 +162,7 @@ class _Translator:
         self.assignments: dict[str, ir.ClusterLoadAssignment] = {}
         self._ingress_policies: dict[tuple[str, str], _IngressPolicy] = {}
         self._service_values: dict[tuple[str, str], dict[str, Parsed]] = {}
+        self.tls_claims: list[tuple[str, Ingress, str, str]] = []  # (host, Ingress, secret name, spec.tls field)
 
     # -- annotations --
 
@@ -198,7 +202,8 @@ class _Translator:
         present = annotations.present_keys(annotations.XDS, ing.meta)
         redirect = values.get("ingress.ssl_redirect")
         found = _IngressPolicy(route=policy.route_settings(values, report, present), canary=canary,
-                               excluded=excluded, ssl_redirect=redirect is None or redirect.value is not False)
+                               excluded=excluded, ssl_redirect=redirect is None or redirect.value is not False,
+                               tls=edge_tls.ingress_tls(values, report, present))
         self._ingress_policies[key] = found
         return found
 
@@ -370,13 +375,14 @@ class _Translator:
         for ing in canaries:
             self._attach_canary(ing, hosts)
 
-        route_configs, listeners, secrets = self._assemble(hosts, default, tls_hosts)
+        route_configs, listeners, secrets, validation_secrets = self._assemble(hosts, default, tls_hosts)
         result = ir.IR(
             listeners=listeners,
             route_configurations=route_configs,
             clusters=tuple(self.clusters[k] for k in sorted(self.clusters)),
             endpoints=tuple(self.assignments[k] for k in sorted(self.assignments)),
             secrets=secrets,
+            validation_secrets=validation_secrets,
         )
         return Translation(ir=result, diagnostics=tuple(sorted(set(self.diagnostics))),
                            served_ingresses=tuple((i.meta.namespace, i.meta.name) for i in ours))
@@ -449,6 +455,7 @@ class _Translator:
                     "lists no hosts and the Ingress has no rule with a host, so the certificate is not used. "
                     "List the hosts it serves.", Severity.WARNING))
             for host in hosts:
+                self.tls_claims.append((host, ing, tls.secret_name, tls.field))
                 held = tls_hosts.get(host)
                 if held is None:
                     tls_hosts[host] = (ing, tls.secret_name, tls.field)
@@ -555,32 +562,14 @@ class _Translator:
         vhosts.append(ir.VirtualHost(name=ir.CATCH_ALL_HOST, domains=(ir.CATCH_ALL_HOST,), routes=tuple(routes)))
         vhosts_t = tuple(vhosts)
 
-        by_secret: dict[tuple[str, str], list[str]] = defaultdict(list)
-        for host, (ing, secret_name, _field) in tls_hosts.items():
-            by_secret[(ing.meta.namespace, secret_name)].append(host)
-        chains = tuple(
-            ir.TLSFilterChain(name=f"{ns}/{name}", server_names=tuple(sorted(hs)), secret_name=f"{ns}/{name}")
-            for (ns, name), hs in sorted(by_secret.items()))
-        secrets = tuple(
-            ir.TLSSecret(name=f"{ns}/{name}", certificate_chain=self.secrets[(ns, name)].certificate_chain,
-                         private_key=self.secrets[(ns, name)].private_key)
-            for (ns, name) in sorted(by_secret))
-
-        # Plain HTTP to a host served with a certificate is redirected to HTTPS, unless the Ingress that
-        # holds its certificate says ssl-redirect: "false".
-        redirected = {host for host, (ing, _secret, _field) in tls_hosts.items()
-                      if self.ingress_policy(ing).ssl_redirect}
-        http_vhosts = tuple(dataclasses.replace(vh, require_tls=True) if vh.name in redirected else vh
-                            for vh in vhosts_t)
-        route_configs = [ir.RouteConfiguration(name=ir.HTTP_ROUTE_CONFIG, virtual_hosts=http_vhosts)]
-        listeners = [ir.Listener(name=ir.HTTP_LISTENER, address=settings.listen_address, port=settings.http_port,
-                                 route_config_name=ir.HTTP_ROUTE_CONFIG)]
-        if chains:
-            route_configs.append(ir.RouteConfiguration(name=ir.HTTPS_ROUTE_CONFIG, virtual_hosts=vhosts_t))
-            listeners.append(ir.Listener(name=ir.HTTPS_LISTENER, address=settings.listen_address,
-                                         port=settings.https_port, route_config_name=ir.HTTPS_ROUTE_CONFIG,
-                                         tls_chains=chains))
-        return tuple(route_configs), tuple(listeners), secrets
+        # spec.tls: the HTTPS filter chains with their route configurations, the HTTP redirects (translate/tls.py).
+        policies = {k: p.tls for k, p in self._ingress_policies.items() if not p.excluded}
+        route_configs, listeners, secrets, validation, diags = edge_tls.assemble(
+            vhosts=vhosts_t, tls_hosts=tls_hosts, claims=self.tls_claims, policies=policies,
+            ssl_redirect=lambda ing: self.ingress_policy(ing).ssl_redirect, secrets=self.secrets, settings=settings,
+            why_first=_why_first)
+        self.diagnostics.extend(diags)
+        return route_configs, listeners, secrets, validation
 
 
 def _guarded(route: ir.Route, guard: ir.AuthorityGuard) -> ir.Route:

@@ -15,3 +15,6 @@ class TranslateSettings:
     listen_address: str = "0.0.0.0"
     http_port: int = 8080
     https_port: int = 8443
+    # "namespace/name" of a kubernetes.io/tls Secret served to TLS clients whose server name has no certificate
+    # of its own, or that send none (a filter chain without server names); "": none, their handshake fails.
+    default_certificate: str = ""
