@@ -42,7 +42,7 @@ from xds_ingress.store import Store
 from xds_ingress.sources.kube import WatchSettings
 from xds_ingress.envoy import endpoints as envoy_endpoints
 from xds_ingress.envoy import types
-from xds_ingress.model import KIND_ENDPOINT_SLICE, KIND_SERVICE, EndpointSlice, ObjectKey, Service, object_key
+from xds_ingress.model import KIND_ENDPOINT_SLICE, KIND_SERVICE, EndpointSlice, Ingress, ObjectKey, Service, object_key
 from xds_ingress.translate import Translation, TranslateSettings, translate
 from xds_ingress.translate.annotations import XDS as XDS_DIALECT
 from xds_ingress.translate.incremental import EndpointsUpdate, eds_clusters_by_service, update_endpoints
@@ -50,6 +50,7 @@ from xds_ingress.translate.incremental import EndpointsUpdate, eds_clusters_by_s
 log = structlog.get_logger("xds_ingress.app")
 
 CA_SECRET_ANNOTATION = XDS_DIALECT.prefix + "upstream-tls-ca-secret"
+CLIENT_CA_SECRET_ANNOTATION = XDS_DIALECT.prefix + "client-ca-secret"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -304,13 +305,20 @@ class App:
         self._tasks: list[asyncio.Task] = []
 
     def _wanted_secrets(self) -> set[tuple[str, str]]:
-        """Secrets that Services name (CA bundles for upstream TLS), read by name by the kube source."""
+        """Secrets read by name by the kube source: CA bundles that Services name (upstream TLS) and that
+        Ingresses name (client certificates), of their own namespace, and the --default-certificate."""
         out: set[tuple[str, str]] = set()
         for obj in self.store.objects():
-            if isinstance(obj, Service):
-                name = obj.meta.annotation(CA_SECRET_ANNOTATION)
-                if name and len(name) <= 253:
+            annotation = (CA_SECRET_ANNOTATION if isinstance(obj, Service) else
+                          CLIENT_CA_SECRET_ANNOTATION if isinstance(obj, Ingress) else None)
+            if annotation is not None:
+                name = (obj.meta.annotation(annotation) or "").strip()
+                if name and len(name) <= 253 and "/" not in name:
                     out.add((obj.meta.namespace, name))
+        default = self.settings.translate.default_certificate
+        if default:
+            ns, _, name = default.partition("/")
+            out.add((ns, name))
         return out
 
     def _setup_kube(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import signal
 import socket
 import sys
@@ -45,6 +46,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--https-port", type=_port, default=8443, help="Envoy's HTTPS listener port (default 8443)")
     p.add_argument("--ingress-class", default="xds", metavar="NAME",
                    help="the IngressClass served (its spec.controller must be xds-ingress.io/controller; default xds)")
+    _add_default_certificate(p)
     p.add_argument("--log-level", choices=logs.LEVELS, default="info")
     t = p.add_argument_group("TLS on the xDS port (the stream carries private keys: use it across hosts)")
     t.add_argument("--tls-cert", metavar="FILE", help="the server certificate (PEM) for the xDS port")
@@ -99,6 +101,7 @@ def _add_remote(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", required=True, help="the Host header (a port and case do not matter)")
     p.add_argument("--path", default="/", help="the request path (default /)")
     p.add_argument("--https", action="store_true", help="the request comes over HTTPS (SNI = the host)")
+    p.add_argument("--sni", metavar="NAME", help="with --https: the TLS server name, when it is not the host's")
     p.add_argument("--header", action="append", metavar="NAME:VALUE",
                    help="a request header, e.g. 'x-canary: always' or 'cookie: canary=always'; repeatable")
     p.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
@@ -117,6 +120,7 @@ def _add_offline(sub: argparse._SubParsersAction) -> None:
                        help="address of Envoy's listeners (default 0.0.0.0)")
         p.add_argument("--http-port", type=_port, default=8080, help="Envoy's HTTP listener port (default 8080)")
         p.add_argument("--https-port", type=_port, default=8443, help="Envoy's HTTPS listener port (default 8443)")
+        _add_default_certificate(p)
 
     p = sub.add_parser("translate", help="offline: manifests in, Envoy resources out (secrets redacted) and the "
                                          "diagnostics; exit 1 on any error diagnostic")
@@ -126,6 +130,19 @@ def _add_offline(sub: argparse._SubParsersAction) -> None:
                                         "exit non-zero on any failure (the pre-apply check for CI)")
     common(p)
     p.add_argument("--envoy", metavar="PATH", help="the envoy binary (default: envoy on PATH, or next to Python)")
+
+
+def _add_default_certificate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--default-certificate", type=_secret_ref, default=None, metavar="NAMESPACE/NAME",
+                   help="a kubernetes.io/tls Secret served to TLS clients whose server name (SNI) has no certificate "
+                        "of its own, or that send none (default: none, their handshake fails)")
+
+
+def _secret_ref(value: str) -> str:
+    label = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+    if not re.fullmatch(rf"{label}/{label}(\.{label})*", value) or len(value) > 317:
+        raise argparse.ArgumentTypeError(f"{value!r} is not NAMESPACE/NAME of a Secret")
+    return value
 
 
 def _port(value: str) -> int:
@@ -202,7 +219,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         xds_address=args.xds_address,
         debug_address=debug_address,
         translate=TranslateSettings(ingress_class=args.ingress_class, listen_address=args.listen_address,
-                                    http_port=args.http_port, https_port=args.https_port),
+                                    http_port=args.http_port, https_port=args.https_port,
+                                    default_certificate=args.default_certificate or ""),
     )
 
     try:
@@ -235,7 +253,8 @@ def _translate_settings(args: argparse.Namespace):
     from xds_ingress.translate import TranslateSettings
 
     return TranslateSettings(ingress_class=args.ingress_class, listen_address=args.listen_address,
-                             http_port=args.http_port, https_port=args.https_port)
+                             http_port=args.http_port, https_port=args.https_port,
+                             default_certificate=args.default_certificate or "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config-dump":
         return ops.config_dump(args.server, args.node, args.type, args.output)
     if args.command == "explain":
-        return ops.explain(args.server, args.host, args.path, args.https, args.output, headers=args.header)
+        return ops.explain(args.server, args.host, args.path, args.https, args.output, headers=args.header,
+                           sni=args.sni)
     if args.command == "diagnostics":
         return ops.diagnostics(args.server, args.output)
     if args.command == "translate":

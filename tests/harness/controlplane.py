@@ -30,7 +30,7 @@ class ControlPlane:
 
     def __init__(self, manifests_dir: Path | None, *, http_port: int, https_port: int,
                  listen_address: str = "127.0.0.1", poll_interval: float = 0.05,
-                 ingress_class: str = "xds", **serve: Any) -> None:
+                 ingress_class: str = "xds", default_certificate: str = "", **serve: Any) -> None:
         # Without a manifests directory, the App reads the Kubernetes API (pass kubeconfig=...).
         self.manifests_dir = Path(manifests_dir) if manifests_dir is not None else None
         if self.manifests_dir is not None:
@@ -40,7 +40,8 @@ class ControlPlane:
             xds_address="127.0.0.1:0",
             poll_interval=poll_interval,
             translate=TranslateSettings(ingress_class=ingress_class, listen_address=listen_address,
-                                        http_port=http_port, https_port=https_port),
+                                        http_port=http_port, https_port=https_port,
+                                        default_certificate=default_certificate),
             **serve,
         )
         self.app: App | None = None
