@@ -7,14 +7,18 @@ from google.protobuf.message import Message
 from xds_ingress import ir
 from xds_ingress.envoy import clusters, endpoints, listeners, routes, secrets, types
 
-Resources = dict[str, dict[str, Message]]  # type URL -> resource name -> message
+# type URL -> resource name -> message (or its deterministic serialization)
+Resources = dict[str, dict[str, Message | bytes]]
 
 
-def build(model: ir.IR) -> Resources:
-    """Every xDS resource for an IR, keyed by type URL and name."""
+def build(model: ir.IR, encoder: routes.RouteConfigEncoder | None = None) -> Resources:
+    """Every xDS resource for an IR, keyed by type URL and name. With an `encoder`, route configurations
+    are given as bytes, assembled from the virtual hosts it has serialized before."""
     return {
         types.LISTENER: {lst.name: listeners.listener(lst) for lst in model.listeners},
-        types.ROUTE: {rc.name: routes.route_configuration(rc) for rc in model.route_configurations},
+        types.ROUTE: ({rc.name: routes.route_configuration(rc) for rc in model.route_configurations}
+                      if encoder is None else
+                      {rc.name: encoder.encode(rc) for rc in model.route_configurations}),
         types.CLUSTER: {c.name: clusters.cluster(c) for c in model.clusters},
         types.ENDPOINT: {e.cluster_name: endpoints.load_assignment(e) for e in model.endpoints},
         types.SECRET: {**{s.name: secrets.secret(s) for s in model.secrets},

@@ -47,7 +47,8 @@ from xds_ingress.model import KIND_INGRESS, Ingress, Secret
 from xds_ingress.translate.annotations import XDS, Parsed, field_of
 from xds_ingress.translate.settings import TranslateSettings
 
-__all__ = ["IngressTLS", "NO_TLS", "ingress_tls", "assemble", "ca_sds_name", "sni_owner"]
+__all__ = ["IngressTLS", "NO_TLS", "TLSState", "NO_TLS_STATE", "ingress_tls", "plan", "http_virtual_host",
+           "route_configurations", "ordered", "ca_sds_name", "sni_owner"]
 
 Values = Mapping[str, Parsed]
 Report = Callable[[Parsed, str, str, Severity], None]
@@ -218,6 +219,24 @@ def _select(vhosts: Mapping[str, ir.VirtualHost], domain: str) -> ir.VirtualHost
 # --- assembly ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TLSState:
+    """What the TLS sections decided, for the route configurations of any set of virtual hosts."""
+
+    chains: tuple[ir.TLSFilterChain, ...] = ()  # the HTTPS listener's, the default certificate's last
+    exact: Mapping[str, str] = dataclasses.field(default_factory=dict)  # server name -> chain ("": none serves it)
+    wildcard: Mapping[str, str] = dataclasses.field(default_factory=dict)  # suffix of a `*.` server name -> chain
+    default: str | None = None  # the chain without server names
+    hsts: Mapping[str, str] = dataclasses.field(default_factory=dict)  # chain -> Strict-Transport-Security
+    redirect: Mapping[str, int | None] = dataclasses.field(default_factory=dict)  # server name -> its HTTP redirect
+
+    def owner(self, domain: str) -> tuple[str | None, str | None]:
+        return sni_owner(domain, self.exact, self.wildcard, self.default)
+
+
+NO_TLS_STATE = TLSState()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _Settings:
     """An Ingress's TLS settings as applied to the hosts it holds."""
 
@@ -269,11 +288,10 @@ def _differences(a: _Settings, b: _Settings) -> list[str]:
 
 
 class _Assembler:
-    def __init__(self, *, vhosts: tuple[ir.VirtualHost, ...], tls_hosts: Mapping[str, tuple[Ingress, str, str]],
+    def __init__(self, *, tls_hosts: Mapping[str, tuple[Ingress, str, str]],
                  claims: Iterable[tuple[str, Ingress, str, str]], policies: Mapping[tuple[str, str], IngressTLS],
                  ssl_redirect: Callable[[Ingress], bool], secrets: Mapping[tuple[str, str], Secret],
                  settings: TranslateSettings, why_first: Callable[[Ingress, Ingress], str]) -> None:
-        self.vhosts = vhosts
         self.tls_hosts = tls_hosts
         self.claims = list(claims)
         self.policies = policies
@@ -337,14 +355,18 @@ class _Assembler:
         self._resolved[key] = found
         return found
 
-    def run(self):
+    def run(self) -> tuple[TLSState, tuple[ir.Listener, ...], tuple[ir.TLSSecret, ...],
+                           tuple[ir.ValidationSecret, ...]]:
         # Chains: per Secret, TLS settings and HSTS, in the order of the hosts' holders (precedence).
         groups: dict[tuple, list[str]] = {}
         first: dict[tuple, Ingress] = {}
         exact: dict[str, str] = {}
         wildcard: dict[str, str] = {}
+        redirect: dict[str, int | None] = {}
         for host, (ing, secret_name, _field) in self.tls_hosts.items():
             s = self.resolve(ing)
+            if s.redirect:
+                redirect[host] = s.redirect_code
             if s.serve:
                 key = (ing.meta.namespace, secret_name, s.options, s.hsts)
                 groups.setdefault(key, []).append(host)
@@ -374,19 +396,10 @@ class _Assembler:
                      for c in sorted(chains.values(), key=lambda c: c.name)]
         if default is not None:
             ir_chains.append(default)
-
-        vhosts = {vh.name: vh for vh in self.vhosts}
-        domains = set(vhosts) | set(exact) | {"*." + w for w in wildcard} | {ir.CATCH_ALL_HOST}
-        default_name = default.name if default is not None else None
-        owners = {d: sni_owner(d, exact, wildcard, default_name) for d in domains}
-        owned: dict[str | None, list[str]] = {}
-        for d, (chain, _name) in owners.items():
-            owned.setdefault(chain, []).append(d)
-        route_configs = [ir.RouteConfiguration(name=ir.HTTP_ROUTE_CONFIG, virtual_hosts=self._http(owners))]
-        for tc in ir_chains:
-            hsts = chains[tc.name].settings.hsts if tc.name in chains else None
-            route_configs.append(ir.RouteConfiguration(name=tc.route_config_name, virtual_hosts=self._chain_vhosts(
-                tc, owners, owned.get(tc.name, ()), vhosts, hsts)))
+        state = TLSState(chains=tuple(ir_chains), exact=exact, wildcard=wildcard,
+                         default=default.name if default is not None else None,
+                         hsts={n: c.settings.hsts for n, c in chains.items() if c.settings.hsts is not None},
+                         redirect=redirect)
         secret_keys = sorted({c.secret for c in chains.values()}
                              | ({_split(default.secret_name)} if default is not None else set()))
         tls_secrets = tuple(ir.TLSSecret(name=f"{ns}/{name}",
@@ -397,13 +410,12 @@ class _Assembler:
         validation = tuple(cas[n] for n in sorted(cas))
         listeners = [ir.Listener(name=ir.HTTP_LISTENER, address=self.settings.listen_address,
                                  port=self.settings.http_port, route_config_name=ir.HTTP_ROUTE_CONFIG)]
-        if not ir_chains:
-            return tuple(route_configs[:1]), tuple(listeners), tls_secrets, validation
-        listeners.append(ir.Listener(name=ir.HTTPS_LISTENER, address=self.settings.listen_address,
-                                     port=self.settings.https_port,
-                                     route_config_name=ir.HTTPS_ROUTE_CONFIG if default is not None else "",
-                                     tls_chains=tuple(ir_chains)))
-        return tuple(route_configs), tuple(listeners), tls_secrets, validation
+        if ir_chains:
+            listeners.append(ir.Listener(name=ir.HTTPS_LISTENER, address=self.settings.listen_address,
+                                         port=self.settings.https_port,
+                                         route_config_name=ir.HTTPS_ROUTE_CONFIG if default is not None else "",
+                                         tls_chains=tuple(ir_chains)))
+        return state, tuple(listeners), tls_secrets, validation
 
     def _default_chain(self) -> ir.TLSFilterChain | None:
         ref = self.settings.default_certificate
@@ -421,49 +433,6 @@ class _Assembler:
             return None
         return ir.TLSFilterChain(name=ir.DEFAULT_TLS_CHAIN, server_names=(), secret_name=f"{ns}/{name}",
                                  route_config_name=ir.HTTPS_ROUTE_CONFIG)
-
-    def _http(self, owners: Mapping[str, tuple[str | None, str | None]]) -> tuple[ir.VirtualHost, ...]:
-        """The plain-HTTP virtual hosts: a host that a certificate serves (or would serve, but for its unusable
-        client CA) is redirected to HTTPS, unless the Ingress holding that certificate says otherwise. Hosts of the
-        default certificate's chain only are not."""
-        out = []
-        for vh in self.vhosts:
-            chain, server_name = owners[vh.name]
-            holder = self.tls_hosts.get(server_name) if chain is not None and server_name is not None else None
-            if holder is not None and self.resolve(holder[0]).redirect:
-                vh = dataclasses.replace(vh, require_tls=True, redirect_code=self.resolve(holder[0]).redirect_code)
-            out.append(vh)
-        return tuple(out)
-
-    def _chain_vhosts(self, tc: ir.TLSFilterChain, owners: Mapping[str, tuple[str | None, str | None]],
-                      owned: Iterable[str], vhosts: Mapping[str, ir.VirtualHost], hsts: str | None
-                      ) -> tuple[ir.VirtualHost, ...]:
-        """The virtual hosts of one chain's route configuration (see the module doc); `owned`: the domains whose
-        names select this chain."""
-        headers = ir.HeaderMutation(set=((HSTS_HEADER, hsts),)) if hsts is not None else None
-        out: dict[str, ir.VirtualHost] = {}
-        for d in owned:
-            vh = _select(vhosts, d)
-            if vh is not None:  # None: nothing routes these names (no catch-all): 404 as on plain HTTP
-                out[d] = ir.VirtualHost(name=d, domains=(d,), routes=vh.routes, response_headers=headers)
-        misdirected = self._misdirected(tc)
-        wide = [w for w in out if w == ir.CATCH_ALL_HOST or w.startswith("*.")]
-        if wide:
-            # A 421 for a more specific name of another chain where a served wildcard would otherwise match.
-            for d, (chain, _name) in owners.items():
-                if chain != tc.name and any(_covers(w, d) for w in wide if w != d):
-                    out[d] = ir.VirtualHost(name=d, domains=(d,), routes=(misdirected,))
-        if ir.CATCH_ALL_HOST not in out:
-            out[ir.CATCH_ALL_HOST] = ir.VirtualHost(name=ir.CATCH_ALL_HOST, domains=(ir.CATCH_ALL_HOST,),
-                                                    routes=(misdirected,))
-        ordered = sorted(d for d in out if d != ir.CATCH_ALL_HOST)
-        return tuple(out[d] for d in ordered + [ir.CATCH_ALL_HOST])
-
-    def _misdirected(self, tc: ir.TLSFilterChain) -> ir.Route:
-        ns, _, name = tc.secret_name.partition("/")
-        return ir.Route(name=ir.MISDIRECTED_ROUTE, match=None,
-                        action=ir.RouteAction(direct_status=421, direct_body=MISDIRECTED_BODY),
-                        source=ir.Source(kind="Secret", namespace=ns, name=name))
 
     def _conflicts(self) -> None:
         """A host listed with the same certificate by an Ingress that does not hold it, with other settings."""
@@ -498,8 +467,83 @@ class _Assembler:
                     severity=Severity.WARNING))
 
 
-def assemble(**kw):
-    """(route configurations, listeners, TLS secrets, validation secrets, diagnostics); see _Assembler."""
+def plan(**kw) -> tuple[TLSState, tuple[ir.Listener, ...], tuple[ir.TLSSecret, ...],
+                        tuple[ir.ValidationSecret, ...], tuple[Diagnostic, ...]]:
+    """What the Ingresses' spec.tls and TLS annotations make of the listeners, whatever the hosts' routes:
+    (the state that `http_virtual_host` and `route_configurations` apply to virtual hosts, the listeners,
+    the TLS secrets, the validation secrets, diagnostics); see _Assembler for the arguments."""
     a = _Assembler(**kw)
-    route_configs, listeners, tls_secrets, validation = a.run()
-    return route_configs, listeners, tls_secrets, validation, tuple(a.diagnostics)
+    state, listeners, tls_secrets, validation = a.run()
+    return state, listeners, tls_secrets, validation, tuple(a.diagnostics)
+
+
+def http_virtual_host(state: TLSState, vh: ir.VirtualHost) -> ir.VirtualHost:
+    """A host's virtual host on plain HTTP: redirected to HTTPS when a certificate serves it (or would, but for
+    its unusable client CA) and the Ingress holding that certificate (of the server name that selects it) says
+    so. Hosts only the default certificate serves are not."""
+    if not state.redirect:
+        return vh
+    chain, server_name = state.owner(vh.name)
+    if chain is None or server_name is None or server_name not in state.redirect:
+        return vh
+    return dataclasses.replace(vh, require_tls=True, redirect_code=state.redirect[server_name])
+
+
+def ordered(vhosts: Mapping[str, ir.VirtualHost]) -> list[str]:
+    """Virtual hosts in their order in a route configuration: by name, the catch-all last."""
+    names = sorted(h for h in vhosts if h != ir.CATCH_ALL_HOST)
+    if ir.CATCH_ALL_HOST in vhosts:
+        names.append(ir.CATCH_ALL_HOST)
+    return names
+
+
+def route_configurations(vhosts: Mapping[str, ir.VirtualHost], http_vhosts: Mapping[str, ir.VirtualHost],
+                         state: TLSState) -> tuple[ir.RouteConfiguration, ...]:
+    """The http route configuration (of `http_vhosts`), then one per filter chain: the virtual hosts (of
+    `vhosts`, as served over HTTPS) whose names select that chain, 421 for the rest (see the module doc)."""
+    out = [ir.RouteConfiguration(name=ir.HTTP_ROUTE_CONFIG,
+                                 virtual_hosts=tuple(http_vhosts[h] for h in ordered(http_vhosts)))]
+    if not state.chains:
+        return tuple(out)
+    domains = set(vhosts) | set(state.exact) | {"*." + w for w in state.wildcard} | {ir.CATCH_ALL_HOST}
+    owners = {d: state.owner(d) for d in domains}
+    owned: dict[str | None, list[str]] = {}
+    for d, (chain, _name) in owners.items():
+        owned.setdefault(chain, []).append(d)
+    for tc in state.chains:
+        out.append(ir.RouteConfiguration(name=tc.route_config_name, virtual_hosts=_chain_vhosts(
+            tc, owners, owned.get(tc.name, ()), vhosts, state.hsts.get(tc.name))))
+    return tuple(out)
+
+
+def _chain_vhosts(tc: ir.TLSFilterChain, owners: Mapping[str, tuple[str | None, str | None]], owned: Iterable[str],
+                  vhosts: Mapping[str, ir.VirtualHost], hsts: str | None) -> tuple[ir.VirtualHost, ...]:
+    """The virtual hosts of one chain's route configuration; `owned`: the domains whose names select it."""
+    headers = ir.HeaderMutation(set=((HSTS_HEADER, hsts),)) if hsts is not None else None
+    out: dict[str, ir.VirtualHost] = {}
+    for d in owned:
+        vh = _select(vhosts, d)
+        if vh is None:
+            continue  # nothing routes these names (no catch-all): 404 as on plain HTTP
+        if vh.name == d and headers is None:
+            out[d] = vh  # the very same object (the route encoder caches its bytes)
+        else:
+            out[d] = ir.VirtualHost(name=d, domains=(d,), routes=vh.routes, response_headers=headers)
+    misdirected = _misdirected(tc)
+    wide = [w for w in out if w == ir.CATCH_ALL_HOST or w.startswith("*.")]
+    if wide:
+        # A 421 for a more specific name of another chain where a served wildcard would otherwise match.
+        for d, (chain, _name) in owners.items():
+            if chain != tc.name and any(_covers(w, d) for w in wide if w != d):
+                out[d] = ir.VirtualHost(name=d, domains=(d,), routes=(misdirected,))
+    if ir.CATCH_ALL_HOST not in out:
+        out[ir.CATCH_ALL_HOST] = ir.VirtualHost(name=ir.CATCH_ALL_HOST, domains=(ir.CATCH_ALL_HOST,),
+                                                routes=(misdirected,))
+    return tuple(out[d] for d in ordered(out))
+
+
+def _misdirected(tc: ir.TLSFilterChain) -> ir.Route:
+    ns, _, name = tc.secret_name.partition("/")
+    return ir.Route(name=ir.MISDIRECTED_ROUTE, match=None,
+                    action=ir.RouteAction(direct_status=421, direct_body=MISDIRECTED_BODY),
+                    source=ir.Source(kind="Secret", namespace=ns, name=name))
