@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import socket
 import ssl
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,7 +172,9 @@ def test_tls_versions(edge: Edge, pki: PKI) -> None:
     assert refused(edge.https_port, "v13.example.com", context(versions=TLS12)) == "TLSV1_ALERT_PROTOCOL_VERSION"
     assert handshake(edge.https_port, "v13.example.com", context()).version == "TLSv1.3"
     # A client that can offer TLS 1.1 at most (OpenSSL needs security level 0 to even try): Envoy's alert.
-    old = context(versions=(ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1), ciphers="DEFAULT:@SECLEVEL=0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Python deprecates TLS 1.0/1.1: that is the point
+        old = context(versions=(ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1), ciphers="DEFAULT:@SECLEVEL=0")
     assert refused(edge.https_port, "v12.example.com", old) == "TLSV1_ALERT_PROTOCOL_VERSION"
     r = edge.get("v13.example.com", "/", https=True)
     assert (r.status, r.headers.get("x-backend")) == (200, "a")

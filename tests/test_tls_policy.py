@@ -320,8 +320,6 @@ INC_HOSTS = ["a.example.com", "b.example.com", "x.example.com", "*.example.com",
 
 
 def _random_tls_ingress(rng, name: str) -> dict:
-    import random as _random  # noqa: F401 (rng is a random.Random)
-
     rules = [k8s.rule(h, k8s.path(rng.choice(["/", "/api"]), "web")) for h in rng.sample(INC_HOSTS, rng.randrange(1, 3))]
     tls, annotations = None, {}
     if rng.random() < 0.3:
