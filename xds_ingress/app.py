@@ -67,6 +67,7 @@ from xds_ingress.translate.incremental import (
 log = structlog.get_logger("xds_ingress.app")
 
 CA_SECRET_ANNOTATION = XDS_DIALECT.prefix + "upstream-tls-ca-secret"
+CLIENT_CA_SECRET_ANNOTATION = XDS_DIALECT.prefix + "client-ca-secret"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -411,13 +412,20 @@ class App:
         self._tasks: list[asyncio.Task] = []
 
     def _wanted_secrets(self) -> set[tuple[str, str]]:
-        """Secrets that Services name (CA bundles for upstream TLS), read by name by the kube source."""
+        """Secrets read by name by the kube source: CA bundles that Services name (upstream TLS) and that
+        Ingresses name (client certificates), of their own namespace, and the --default-certificate."""
         out: set[tuple[str, str]] = set()
         for obj in self.store.objects():
-            if isinstance(obj, Service):
-                name = obj.meta.annotation(CA_SECRET_ANNOTATION)
-                if name and len(name) <= 253:
+            annotation = (CA_SECRET_ANNOTATION if isinstance(obj, Service) else
+                          CLIENT_CA_SECRET_ANNOTATION if isinstance(obj, Ingress) else None)
+            if annotation is not None:
+                name = (obj.meta.annotation(annotation) or "").strip()
+                if name and len(name) <= 253 and "/" not in name:
                     out.add((obj.meta.namespace, name))
+        default = self.settings.translate.default_certificate
+        if default:
+            ns, _, name = default.partition("/")
+            out.add((ns, name))
         return out
 
     def _setup_kube(self) -> None:

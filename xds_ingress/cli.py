@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import signal
 import socket
 import sys
@@ -48,6 +49,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ingress-class", default="xds", metavar="NAME",
                    help="the IngressClass served (its spec.controller must be xds-ingress.io/controller; default xds)")
     _add_compat(p)
+    _add_default_certificate(p)
     p.add_argument("--log-level", choices=logs.LEVELS, default="info")
     _add_edge(p)
     t = p.add_argument_group("TLS on the xDS port (the stream carries private keys: use it across hosts)")
@@ -156,6 +158,7 @@ def _add_remote(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", required=True, help="the Host header (a port and case do not matter)")
     p.add_argument("--path", default="/", help="the request path (default /)")
     p.add_argument("--https", action="store_true", help="the request comes over HTTPS (SNI = the host)")
+    p.add_argument("--sni", metavar="NAME", help="with --https: the TLS server name, when it is not the host's")
     p.add_argument("--header", action="append", metavar="NAME:VALUE",
                    help="a request header, e.g. 'x-canary: always' or 'cookie: canary=always'; repeatable")
     p.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
@@ -176,6 +179,7 @@ def _add_offline(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--http-port", type=_port, default=8080, help="Envoy's HTTP listener port (default 8080)")
         p.add_argument("--https-port", type=_port, default=8443, help="Envoy's HTTPS listener port (default 8443)")
         _add_edge(p)
+        _add_default_certificate(p)
 
     p = sub.add_parser("translate", help="offline: manifests in, Envoy resources out (secrets redacted) and the "
                                          "diagnostics; exit 1 on any error diagnostic")
@@ -223,6 +227,17 @@ def _controller(args: argparse.Namespace) -> str:
     if args.nginx_compat and args.ingress_class == "nginx":
         return NGINX_CONTROLLER_NAME
     return CONTROLLER_NAME
+def _add_default_certificate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--default-certificate", type=_secret_ref, default=None, metavar="NAMESPACE/NAME",
+                   help="a kubernetes.io/tls Secret served to TLS clients whose server name (SNI) has no certificate "
+                        "of its own, or that send none (default: none, their handshake fails)")
+
+
+def _secret_ref(value: str) -> str:
+    label = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+    if not re.fullmatch(rf"{label}/{label}(\.{label})*", value) or len(value) > 317:
+        raise argparse.ArgumentTypeError(f"{value!r} is not NAMESPACE/NAME of a Secret")
+    return value
 
 
 def _port(value: str) -> int:
@@ -338,7 +353,8 @@ def _translate_settings(args: argparse.Namespace):
                              rate_limit_service=args.rate_limit_service,
                              rate_limit_domain=args.rate_limit_domain or DEFAULT_RATE_LIMIT_DOMAIN,
                              rate_limit_failure_mode_deny=args.rate_limit_failure_mode == "closed",
-                             rate_limit_timeout_ms=args.rate_limit_timeout)
+                             rate_limit_timeout_ms=args.rate_limit_timeout,
+                             default_certificate=args.default_certificate or "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -355,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config-dump":
         return ops.config_dump(args.server, args.node, args.type, args.output)
     if args.command == "explain":
-        return ops.explain(args.server, args.host, args.path, args.https, args.output, headers=args.header)
+        return ops.explain(args.server, args.host, args.path, args.https, args.output, headers=args.header,
+                           sni=args.sni)
     if args.command == "diagnostics":
         return ops.diagnostics(args.server, args.output)
     if args.command == "migrate":

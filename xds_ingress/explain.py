@@ -6,9 +6,11 @@ the Service, cluster and endpoints it would be sent to, or why it gets a 404 or 
 
 It follows what Envoy does with the configuration the Envoy layer builds from this IR:
 
-- the listener: `https` picks the HTTPS listener and its filter chain by SNI (the Host
-  without its port): an exact server name, then the longest `*.` wildcard (which in Envoy
-  matches any depth); with no chain for the name the TLS handshake fails;
+- the listener: `https` picks the HTTPS listener and its filter chain by SNI (`sni`, by default
+  the Host without its port): an exact server name, then the longest `*.` wildcard (which in
+  Envoy matches any depth), then the chain without server names (the default certificate);
+  with no chain for the name the TLS handshake fails. Each chain has its own route
+  configuration, where a Host that the SNI's chain does not serve gets 421 (misdirected);
 - the Host is lowercased, its port dropped (`ignore_port_in_host_matching`) and a trailing
   dot removed (`strip_trailing_host_dot`);
 - the virtual host: an exact domain, then the longest suffix wildcard (`*.example.com`,
@@ -65,7 +67,7 @@ class Explanation:
     path: str
     https: bool
     status: int | None  # None: forwarded to an endpoint (the upstream answers); else Envoy's own answer
-    outcome: str  # upstream | direct_response | no_route | no_healthy_upstream | tls_handshake_fails
+    outcome: str  # upstream | direct_response | redirect | misdirected | no_route | no_healthy_upstream | tls_handshake_fails
     reason: str
     normalized_host: str = ""
     normalized_path: str = ""
@@ -82,11 +84,13 @@ class Explanation:
     upstream_path: str = ""  # the path sent upstream (after rewrites)
     location: str = ""  # a redirect's Location
     weights: tuple[ir.WeightedCluster, ...] = ()  # canary weights, when the route splits traffic
+    sni: str = ""  # the TLS server name the chain was selected by (https only)
 
     def as_dict(self) -> dict:
         r = self.route
         out: dict = {
-            "request": {"host": self.host, "path": self.path, "https": self.https},
+            "request": {"host": self.host, "path": self.path, "https": self.https,
+                        **({"sni": self.sni} if self.https else {})},
             "normalized": {"host": self.normalized_host, "path": self.normalized_path},
             "status": self.status,
             "outcome": self.outcome,
@@ -293,6 +297,18 @@ def _edge_policy_notes(p: ir.RoutePolicy) -> list[str]:
     return out
 
 
+def _tls_notes(tc: ir.TLSFilterChain) -> list[str]:
+    t = tc.tls or ir.DownstreamTLS()
+    out = [f"TLS {t.min_version}" + (f" to {t.max_version}" if t.max_version != t.min_version else " only")
+           + f", ALPN {','.join(t.alpn)}" + (f", TLS 1.2 cipher suites {','.join(t.cipher_suites)}"
+                                             if t.cipher_suites else "")]
+    if t.client_ca_secret:
+        out.append(f"client certificate {'required' if t.client_cert_required else 'optional'}, verified against "
+                   f"{t.client_ca_secret}" + (", forwarded in x-forwarded-client-cert" if t.forward_client_cert
+                                              else ""))
+    return out
+
+
 def _server_name_matches(names: Iterable[str], sni: str) -> tuple[int, int] | None:
     best: tuple[int, int] | None = None
     for n in names:
@@ -315,9 +331,11 @@ def _diagnostics_for(source: ir.Source, diagnostics: Iterable[Diagnostic]) -> tu
 
 
 def explain(model: ir.IR, diagnostics: Iterable[Diagnostic] = (), *, host: str, path: str,
-            https: bool = False, headers: Mapping[str, str] | None = None) -> Explanation:
+            https: bool = False, headers: Mapping[str, str] | None = None, sni: str | None = None) -> Explanation:
+    """`sni`: the TLS server name of an https request when it is not the Host's name."""
     diagnostics = tuple(diagnostics)
     name, authority = normalize_host(host)
+    server_name = (sni.strip().lower().rstrip(".") if sni is not None else name) if https else ""
     notes: list[str] = []
     requested_path = path
     raw_path = path.split("?", 1)[0]
@@ -326,7 +344,8 @@ def explain(model: ir.IR, diagnostics: Iterable[Diagnostic] = (), *, host: str, 
         notes.append(f"the path has an escaped slash: Envoy first redirects to {unescaped!r}, which is routed here")
         path = unescaped + (path[len(raw_path):])
     npath = normalize_path(path)
-    base = dict(host=host, path=requested_path, https=https, normalized_host=name, normalized_path=npath)
+    base = dict(host=host, path=requested_path, https=https, normalized_host=name, normalized_path=npath,
+                sni=server_name)
 
     listeners = [lst for lst in model.listeners if lst.is_tls == https]
     if not listeners:
@@ -336,20 +355,29 @@ def explain(model: ir.IR, diagnostics: Iterable[Diagnostic] = (), *, host: str, 
                            reason=f"there is no {kind} listener{why}", notes=tuple(notes), **base)
     lst = listeners[0]
     chain = ""
+    rc_name = lst.route_config_name
+    tc: ir.TLSFilterChain | None = None
     if https:
-        ranked = [(k, tc) for tc in lst.tls_chains if (k := _server_name_matches(tc.server_names, name)) is not None]
-        if not ranked:
+        ranked = [(k, c) for c in lst.tls_chains
+                  if c.server_names and (k := _server_name_matches(c.server_names, server_name)) is not None]
+        if ranked:
+            tc = min(ranked, key=lambda kt: kt[0])[1]
+        else:
+            tc = next((c for c in lst.tls_chains if not c.server_names), None)
+        if tc is None:
             return Explanation(
                 status=None, outcome="tls_handshake_fails", listener=lst.name, notes=tuple(notes),
-                reason=(f"no TLS certificate is configured for {name!r}: the HTTPS listener has no filter chain "
-                        "for that server name (SNI), so the handshake fails. Add the host to an Ingress's "
-                        "spec.tls with a valid Secret."), **base)
-        chain = min(ranked, key=lambda kt: kt[0])[1].name
-    rc = next((r for r in model.route_configurations if r.name == lst.route_config_name), None)
-    where = dict(listener=lst.name, filter_chain=chain, route_configuration=lst.route_config_name)
+                reason=(f"no TLS certificate is configured for {server_name!r}: the HTTPS listener has no filter "
+                        "chain for that server name (SNI) and no default certificate, so the handshake fails. Add "
+                        "the host to an Ingress's spec.tls with a valid Secret."), **base)
+        chain = tc.name
+        rc_name = tc.route_config_name or rc_name
+        notes += _tls_notes(tc)
+    rc = next((r for r in model.route_configurations if r.name == rc_name), None)
+    where = dict(listener=lst.name, filter_chain=chain, route_configuration=rc_name)
     if rc is None:
         return Explanation(status=404, outcome="no_route", notes=tuple(notes),
-                           reason=f"route configuration {lst.route_config_name!r} does not exist", **where, **base)
+                           reason=f"route configuration {rc_name!r} does not exist", **where, **base)
     vh, how = select_virtual_host(rc.virtual_hosts, name)
     if vh is None:
         return Explanation(status=404, outcome="no_route", notes=tuple(notes),
@@ -358,11 +386,20 @@ def explain(model: ir.IR, diagnostics: Iterable[Diagnostic] = (), *, host: str, 
     where.update(virtual_host=vh.name, virtual_host_match=how)
     if vh.require_tls and not https:
         location = f"https://{name}{path}"
-        return Explanation(status=301, outcome="redirect", location=location, notes=tuple(notes),
+        return Explanation(status=vh.redirect_code or 301, outcome="redirect", location=location, notes=tuple(notes),
                            reason=(f"{name!r} is served with a certificate, so plain HTTP is redirected to HTTPS "
                                    "(set xds-ingress.io/ssl-redirect: \"false\" on the Ingress to serve HTTP too)"),
                            **where, **base)
+    if vh.response_headers is not None:
+        notes += [f"response header {k}: {v}" for k, v in vh.response_headers.set]
     route = next((r for r in vh.routes if route_matches(r, npath, authority, headers)), None)
+    if route is not None and route.name == ir.MISDIRECTED_ROUTE and route.action.direct_status is not None:
+        return Explanation(
+            status=route.action.direct_status, outcome="misdirected", route=route, notes=tuple(notes),
+            reason=(f"the TLS connection was made for server name {server_name!r}, whose filter chain "
+                    f"({chain}, certificate {tc.secret_name if tc else ''}) does not serve the host {name!r}: "
+                    "Envoy answers 421 Misdirected Request, and a client connects again with the host as its "
+                    "SNI"), **where, **base)
     if route is None:
         return Explanation(status=404, outcome="no_route", notes=tuple(notes),
                            reason=(f"no rule of virtual host {vh.name!r} matches the path {npath!r} and there is no "
@@ -443,8 +480,10 @@ def objects_for_resource(model: ir.IR, kind: str, name: str) -> tuple[ir.Source,
             if lst.name == name:
                 for tc in lst.tls_chains:
                     out.add(_secret_source(tc.secret_name))
+                    if tc.tls is not None and tc.tls.client_ca_secret:
+                        out.add(_secret_source(tc.tls.client_ca_secret))
     elif kind == "secrets":
-        if any(s.name == name for s in model.secrets):
+        if any(s.name == name for s in model.secrets) or any(s.name == name for s in model.validation_secrets):
             out.add(_secret_source(name))
     return tuple(sorted(out))
 
@@ -454,5 +493,7 @@ def _object(source: ir.Source) -> ir.Source:
 
 
 def _secret_source(name: str) -> ir.Source:
+    """The Secret of an SDS name: `namespace/secret`, or `namespace/secret/ca.crt` for its CA certificates."""
     ns, _, secret = name.partition("/")
+    secret = secret.partition("/")[0]
     return ir.Source(kind="Secret", namespace=ns, name=secret)

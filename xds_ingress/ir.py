@@ -17,8 +17,10 @@ from xds_ingress.redacted import Redacted
 HTTP_LISTENER = "http"
 HTTPS_LISTENER = "https"
 HTTP_ROUTE_CONFIG = "http"
-HTTPS_ROUTE_CONFIG = "https"
+HTTPS_ROUTE_CONFIG = "https"  # the HTTPS route configuration of the default certificate's chain
 CATCH_ALL_HOST = "*"
+DEFAULT_TLS_CHAIN = "default"  # the HTTPS filter chain without server names (xds serve --default-certificate)
+MISDIRECTED_ROUTE = "misdirected"  # a 421 for a Host that this TLS filter chain does not serve
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, order=True)
@@ -277,7 +279,9 @@ class VirtualHost:
     name: str
     domains: tuple[str, ...]
     routes: tuple[Route, ...]
-    require_tls: bool = False  # plain HTTP is redirected to HTTPS (301)
+    require_tls: bool = False  # plain HTTP is redirected to HTTPS (with `redirect_code`)
+    redirect_code: int | None = None  # of the require_tls redirect: None for 301, or 308 (method and body kept)
+    response_headers: HeaderMutation | None = None  # on every response of this virtual host (HSTS)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -286,13 +290,34 @@ class RouteConfiguration:
     virtual_hosts: tuple[VirtualHost, ...]
 
 
+# TLS versions offered to clients (TLS 1.0 and 1.1 never are).
+TLS_1_2 = "1.2"
+TLS_1_3 = "1.3"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, order=True)
+class DownstreamTLS:
+    """How one HTTPS filter chain speaks TLS to clients (from the Ingress holding its hosts' certificate)."""
+
+    min_version: str = TLS_1_2
+    max_version: str = TLS_1_3
+    cipher_suites: tuple[str, ...] = ()  # BoringSSL names, TLS 1.2 only; empty: Envoy's default (ECDHE, AEAD)
+    alpn: tuple[str, ...] = ("h2", "http/1.1")
+    client_ca_secret: str = ""  # SDS name of the CA that client certificates are verified against; "": none asked
+    client_cert_required: bool = True  # with client_ca_secret: no certificate, no connection (else: verified if sent)
+    forward_client_cert: bool = False  # x-forwarded-client-cert set from the verified client certificate
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TLSFilterChain:
-    """One SNI filter chain of the HTTPS listener, its certificate delivered over SDS."""
+    """One filter chain of the HTTPS listener, its certificate delivered over SDS. Selected by SNI among
+    `server_names`; without server names it is the chain of every other server name and of no SNI."""
 
     name: str
     server_names: tuple[str, ...]
     secret_name: str
+    route_config_name: str = ""  # its own RouteConfiguration: only the hosts its server names select
+    tls: DownstreamTLS | None = None  # None: DownstreamTLS() (TLS 1.2 and 1.3, h2 and http/1.1, no client certificate)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -424,12 +449,21 @@ class TLSSecret:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ValidationSecret:
+    """CA certificates that client certificates are verified against, delivered over SDS."""
+
+    name: str  # namespace/secret/ca.crt
+    ca_certificates: bytes = field(repr=False)  # PEM (public), checked to parse
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class IR:
     listeners: tuple[Listener, ...] = ()
     route_configurations: tuple[RouteConfiguration, ...] = ()
     clusters: tuple[Cluster, ...] = ()
     endpoints: tuple[ClusterLoadAssignment, ...] = ()
     secrets: tuple[TLSSecret, ...] = ()
+    validation_secrets: tuple[ValidationSecret, ...] = ()
 
 
 def to_data(value: Any) -> Any:

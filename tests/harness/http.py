@@ -94,10 +94,11 @@ class Client:
         address: str = "127.0.0.1",
         timeout: float = 5.0,
         source_address: str | None = None,
+        context: ssl.SSLContext | None = None,
     ) -> None:
         authority = f"[{address}]" if ":" in address else address
         self.host = host if host is not None else f"{authority}:{port}"
-        tls = _client_context(ca_pem) if https else None
+        tls = (context or _client_context(ca_pem)) if https else None
         if sni is None and https:
             sni = _strip_port(self.host) if host is not None else None
         self._conn = _Connection(address, port, timeout, tls, sni, source_address)
@@ -161,17 +162,19 @@ def request(
     address: str = "127.0.0.1",
     timeout: float = 5.0,
     source_address: str | None = None,
+    context: ssl.SSLContext | None = None,
 ) -> Response:
     """Send one request on a fresh connection.
 
     `host` is the Host header (default "address:port"). With `https`, the TLS
-    server_hostname is `sni` (default: `host` without port; none for the default host)
-    and the server certificate is verified against `ca_pem` when given, else not at all.
+    server_hostname is `sni` (default: `host` without port; none for the default host; ""
+    sends none) and the server certificate is verified against `ca_pem` when given, else not
+    at all; `context` replaces that TLS client context (versions, ciphers, a client certificate).
     `source_address`: the local address to connect from.
     """
     with Client(
         port, host=host, https=https, sni=sni, ca_pem=ca_pem, address=address, timeout=timeout,
-        source_address=source_address,
+        source_address=source_address, context=context,
     ) as client:
         return client.request(path, method=method, headers=headers, body=body)
 

@@ -21,7 +21,8 @@ def build(model: ir.IR, encoder: routes.RouteConfigEncoder | None = None) -> Res
                       {rc.name: encoder.encode(rc) for rc in model.route_configurations}),
         types.CLUSTER: {c.name: clusters.cluster(c) for c in model.clusters} | service_clusters(model),
         types.ENDPOINT: {e.cluster_name: endpoints.load_assignment(e) for e in model.endpoints},
-        types.SECRET: {s.name: secrets.secret(s) for s in model.secrets},
+        types.SECRET: {**{s.name: secrets.secret(s) for s in model.secrets},
+                       **{s.name: secrets.validation_secret(s) for s in model.validation_secrets}},
     }
 
 

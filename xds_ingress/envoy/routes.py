@@ -22,6 +22,8 @@ from xds_ingress.envoy import edge_policies
 from xds_ingress.envoy.defaults import seconds
 from xds_ingress.envoy.wire import length_delimited
 
+SSL_REDIRECT_ROUTE = "ssl-redirect"
+
 # One DNS label: what the Ingress spec's "*." wildcard matches.
 _LABEL = r"[^.:/]+"
 
@@ -133,6 +135,16 @@ def _vhost_clusters(vh: ir.VirtualHost) -> frozenset[str]:
 
 def virtual_host(vh: ir.VirtualHost) -> rc.VirtualHost:
     msg = rc.VirtualHost(name=vh.name, domains=list(vh.domains))
+    if vh.response_headers is not None:
+        msg.response_headers_to_add.extend(_header_options(vh.response_headers))
+        msg.response_headers_to_remove.extend(vh.response_headers.remove)
+    if vh.require_tls and vh.redirect_code not in (None, 301):
+        # require_tls always answers 301: another code is one route that redirects every request to https.
+        r = msg.routes.add(name=SSL_REDIRECT_ROUTE)
+        r.match.prefix = "/"
+        r.redirect.https_redirect = True
+        r.redirect.response_code = _REDIRECT_CODES[vh.redirect_code]
+        return msg
     if vh.require_tls:
         msg.require_tls = rc.VirtualHost.ALL
     for r in vh.routes:

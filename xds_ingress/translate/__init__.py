@@ -11,7 +11,8 @@ The Ingress v1 contract lives here:
 - spec.defaultBackend serves what no rule matches (the oldest one wins likewise);
 - backends resolve to Service ports and their EndpointSlices (`services.py`); a missing
   Service, port or resource backend is a 503 on that route, never a broken config;
-- spec.tls: one SNI filter chain per Secret, the certificate sent over SDS;
+- spec.tls: SNI filter chains per Secret and TLS settings, the certificate sent over SDS, each chain with
+  its own route configuration (`tls.py`);
 - traffic policies from annotations (`annotations.py`: the dialect tables; `policy.py`: what
   the policy keys mean): per route from the Ingress, per cluster from the Service; canary
   Ingresses (ingress-nginx's model) add weighted, header and cookie routes to the Ingress
@@ -44,6 +45,7 @@ from xds_ingress.model import (
     is_url_path,
 )
 from xds_ingress.translate import annotations, edge_policies, nginx, policy
+from xds_ingress.translate import tls as edge_tls
 from xds_ingress.translate.annotations import Parsed
 from xds_ingress.translate.classes import is_ours
 from xds_ingress.translate.services import cluster_for, load_assignment, no_ready_endpoints
@@ -84,7 +86,7 @@ class Index:
     clusters: dict[str, ir.Cluster]
     assignments: dict[str, ir.ClusterLoadAssignment]
     default_route: ir.Route | None
-    redirected: frozenset[str]  # hosts whose plain HTTP is redirected to HTTPS
+    tls: edge_tls.TLSState  # what spec.tls made of the listeners: chains, which names select them, redirects
     services: Mapping[tuple[str, str], Service]
     secrets: Mapping[tuple[str, str], Secret]
     classes: Mapping[str, IngressClass]
@@ -124,6 +126,7 @@ class _IngressPolicy:
     canary: policy.Canary | None
     excluded: bool = False  # not served at all (an invalid canary annotation)
     ssl_redirect: bool = True  # plain HTTP to the hosts of its spec.tls is redirected to HTTPS
+    tls: edge_tls.IngressTLS = edge_tls.NO_TLS  # its hosts' TLS settings, HSTS, redirect code
 
 
 def normalize_path(p: HTTPIngressPath) -> ir.PathMatch:
@@ -218,6 +221,7 @@ class _Translator:
         self.assignments: dict[str, ir.ClusterLoadAssignment] = {}
         self._ingress_policies: dict[tuple[str, str], _IngressPolicy] = {}
         self._service_values: dict[tuple[str, str], dict[str, Parsed]] = {}
+        self.tls_claims: list[tuple[str, Ingress, str, str]] = []  # (host, Ingress, secret name, spec.tls field)
 
     # -- scopes --
 
@@ -286,7 +290,8 @@ class _Translator:
         redirect = values.get("ingress.ssl_redirect")
         found = _IngressPolicy(route=policy.route_settings(values, report, present, settings=self.settings),
                                canary=canary,
-                               excluded=excluded, ssl_redirect=redirect is None or redirect.value is not False)
+                               excluded=excluded, ssl_redirect=redirect is None or redirect.value is not False,
+                               tls=edge_tls.ingress_tls(values, report, present))
         self._ingress_policies[key] = found
         return found
 
@@ -515,7 +520,7 @@ class _Translator:
             with self._in(_GLOBAL, unit=True):
                 default_route = self._route(default)
         with self._in(_GLOBAL, unit=True):
-            route_configs, listeners, secrets, vhosts, http_vhosts, redirected = self._assemble(
+            route_configs, listeners, secrets, validation_secrets, vhosts, http_vhosts, tls_state = self._assemble(
                 hosts, default_route, tls_hosts)
             if self.settings.nginx_compat:  # regex paths and host settings, host-wide and across hosts
                 route_configs = nginx.finish(route_configs, ours, self.settings, self.diagnostics)
@@ -526,6 +531,7 @@ class _Translator:
             clusters=tuple(self.clusters[k] for k in sorted(self.clusters)),
             endpoints=tuple(self.assignments[k] for k in sorted(self.assignments)),
             secrets=secrets,
+            validation_secrets=validation_secrets,
         )
         touched = {unit: frozenset(used) for unit, used in self.touched.items()}
         uses: Counter = Counter()
@@ -537,7 +543,7 @@ class _Translator:
             host_ingresses={h: frozenset(keys) for h, keys in host_ingresses.items()},
             by_scope=by_scope, touched=touched, uses=uses, host_routes=dict(self.host_routes),
             vhosts=vhosts, http_vhosts=http_vhosts, clusters=dict(self.clusters),
-            assignments=dict(self.assignments), default_route=default_route, redirected=redirected,
+            assignments=dict(self.assignments), default_route=default_route, tls=tls_state,
             services=self.services, secrets=self.secrets, classes=self.classes)
         diagnostics = gather_diagnostics(by_scope, uses)
         assert set(diagnostics) == set(self.diagnostics), "a diagnostic outside every scope"
@@ -621,6 +627,7 @@ class _Translator:
                     "lists no hosts and the Ingress has no rule with a host, so the certificate is not used. "
                     "List the hosts it serves.", Severity.WARNING))
             for host in hosts:
+                self.tls_claims.append((host, ing, tls.secret_name, tls.field))
                 held = tls_hosts.get(host)
                 if held is None:
                     tls_hosts[host] = (ing, tls.secret_name, tls.field)
@@ -713,32 +720,17 @@ class _Translator:
         if ir.CATCH_ALL_HOST not in vhosts:
             vhosts[ir.CATCH_ALL_HOST] = virtual_host(ir.CATCH_ALL_HOST, (), (), default_route)
 
-        by_secret: dict[tuple[str, str], list[str]] = defaultdict(list)
-        for host, (ing, secret_name, _field) in tls_hosts.items():
-            by_secret[(ing.meta.namespace, secret_name)].append(host)
-        chains = tuple(
-            ir.TLSFilterChain(name=f"{ns}/{name}", server_names=tuple(sorted(hs)), secret_name=f"{ns}/{name}")
-            for (ns, name), hs in sorted(by_secret.items()))
-        secrets = tuple(
-            ir.TLSSecret(name=f"{ns}/{name}", certificate_chain=self.secrets[(ns, name)].certificate_chain,
-                         private_key=self.secrets[(ns, name)].private_key)
-            for (ns, name) in sorted(by_secret))
-
-        # Plain HTTP to a host served with a certificate is redirected to HTTPS, unless the Ingress that
-        # holds its certificate says ssl-redirect: "false".
-        redirected = frozenset(host for host, (ing, _secret, _field) in tls_hosts.items()
-                               if self.ingress_policy(ing).ssl_redirect)
-        http_vhosts = {host: dataclasses.replace(vh, require_tls=True) if host in redirected else vh
-                       for host, vh in vhosts.items()}
-        listeners = [ir.Listener(name=ir.HTTP_LISTENER, address=settings.listen_address, port=settings.http_port,
-                                 route_config_name=ir.HTTP_ROUTE_CONFIG)]
-        if chains:
-            listeners.append(ir.Listener(name=ir.HTTPS_LISTENER, address=settings.listen_address,
-                                         port=settings.https_port, route_config_name=ir.HTTPS_ROUTE_CONFIG,
-                                         tls_chains=chains))
-        route_configs = route_configurations(vhosts, http_vhosts, tuple(listeners))
-        return (route_configs, edge_policies.listener_settings(tuple(listeners), settings), secrets, vhosts,
-                http_vhosts, redirected)
+        # spec.tls: the HTTPS filter chains with their route configurations, the HTTP redirects (translate/tls.py).
+        policies = {k: p.tls for k, p in self._ingress_policies.items() if not p.excluded}
+        tls_state, listeners, secrets, validation, diags = edge_tls.plan(
+            tls_hosts=tls_hosts, claims=self.tls_claims, policies=policies,
+            ssl_redirect=lambda ing: self.ingress_policy(ing).ssl_redirect, secrets=self.secrets, settings=settings,
+            why_first=_why_first)
+        self.diagnostics.extend(diags)
+        http_vhosts = {host: edge_tls.http_virtual_host(tls_state, vh) for host, vh in vhosts.items()}
+        route_configs = route_configurations(vhosts, http_vhosts, tls_state)
+        listeners = edge_policies.listener_settings(tuple(listeners), settings)
+        return route_configs, listeners, secrets, validation, vhosts, http_vhosts, tls_state
 
 
 _GLOBAL: Scope = ("global",)
@@ -775,20 +767,10 @@ def virtual_host(host: str, own: tuple[ir.Route, ...], catch_all: tuple[ir.Route
     return ir.VirtualHost(name=host, domains=(host,), routes=tuple(routes))
 
 
-def ordered_hosts(vhosts: Mapping[str, ir.VirtualHost]) -> list[str]:
-    """Virtual hosts in their order in a route configuration: by name, the catch-all last."""
-    names = sorted(h for h in vhosts if h != ir.CATCH_ALL_HOST)
-    names.append(ir.CATCH_ALL_HOST)
-    return names
-
-
 def route_configurations(vhosts: Mapping[str, ir.VirtualHost], http_vhosts: Mapping[str, ir.VirtualHost],
-                         listeners: tuple[ir.Listener, ...]) -> tuple[ir.RouteConfiguration, ...]:
-    order = ordered_hosts(vhosts)
-    out = [ir.RouteConfiguration(name=ir.HTTP_ROUTE_CONFIG, virtual_hosts=tuple(http_vhosts[h] for h in order))]
-    if any(lst.is_tls for lst in listeners):
-        out.append(ir.RouteConfiguration(name=ir.HTTPS_ROUTE_CONFIG, virtual_hosts=tuple(vhosts[h] for h in order)))
-    return tuple(out)
+                         tls_state: edge_tls.TLSState) -> tuple[ir.RouteConfiguration, ...]:
+    """http, then one per HTTPS filter chain (translate/tls.py)."""
+    return edge_tls.route_configurations(vhosts, http_vhosts, tls_state)
 
 
 def _guarded(route: ir.Route, guard: ir.AuthorityGuard) -> ir.Route:

@@ -186,6 +186,53 @@ _XDS_TABLE: tuple[Annotation, ...] = (
                example="false",
                doc="Plain-HTTP requests for the hosts of this Ingress's `spec.tls` are redirected to HTTPS "
                    "(301) by default; `false` serves them over HTTP too."),
+    # -- edge TLS: per host of the Ingress's spec.tls (translate/tls.py) --
+    Annotation(name="ssl-redirect-code", on=_ROUTE, parse=lambda v: int(p.one_of("301", "308")(v)),
+               key="https.redirect_code", group="TLS", example="308",
+               doc="Status of the redirect from HTTP to HTTPS: 301 (default) or 308, with which clients repeat "
+                   "the method and body (a POST stays a POST)."),
+    Annotation(name="hsts", on=_ROUTE, parse=p.hsts_max_age, key="https.hsts_max_age", group="TLS",
+               example="31536000",
+               doc="HTTPS responses for the hosts of this Ingress's `spec.tls` carry `Strict-Transport-Security` "
+                   "with this max-age (seconds, or a duration in whole seconds such as `8760h`; `0` makes browsers "
+                   "forget it); plain-HTTP responses never do."),
+    Annotation(name="hsts-include-subdomains", on=_ROUTE, parse=p.boolean, key="https.hsts_include_subdomains",
+               group="TLS", example="true",
+               doc="Adds `includeSubDomains` to the `hsts` header: the policy covers every subdomain too."),
+    Annotation(name="hsts-preload", on=_ROUTE, parse=p.boolean, key="https.hsts_preload", group="TLS",
+               example="true",
+               doc="Adds `preload` to the `hsts` header; browsers' preload lists need a max-age of at least a year "
+                   "and `hsts-include-subdomains`, so it is refused without them."),
+    Annotation(name="tls-min-version", on=_ROUTE, parse=p.tls_version, key="https.min_version", group="TLS",
+               example="1.3",
+               doc="Lowest TLS version accepted from clients of the hosts of this Ingress's `spec.tls`: `1.2` "
+                   "(default) or `1.3`; TLS 1.0 and 1.1 are never offered."),
+    Annotation(name="tls-max-version", on=_ROUTE, parse=p.tls_version, key="https.max_version", group="TLS",
+               example="1.2",
+               doc="Highest TLS version offered: `1.3` (default) or `1.2`."),
+    Annotation(name="tls-cipher-suites", on=_ROUTE, parse=p.cipher_suites, key="https.cipher_suites", group="TLS",
+               example="ECDHE-ECDSA-AES256-GCM-SHA384,ECDHE-RSA-AES256-GCM-SHA384",
+               doc="TLS 1.2 cipher suites offered, in order of preference, among "
+                   + ", ".join(f"`{c}`" for c in p.TLS12_CIPHER_SUITES) + " (all of them by default; TLS 1.3 "
+                   "suites are not configurable). Include one for the certificate's key type (ECDSA or RSA)."),
+    Annotation(name="alpn", on=_ROUTE, parse=p.alpn, key="https.alpn", group="TLS", example="http/1.1",
+               doc="Protocols offered in TLS ALPN, in order of preference: `h2,http/1.1` (default) or `http/1.1`, "
+                   "which refuses HTTP/2 over TLS."),
+    Annotation(name="client-ca-secret", on=_ROUTE, parse=p.own_secret_name, key="https.client_ca_secret",
+               group="Client certificates", example="client-ca",
+               doc="Mutual TLS: clients of the hosts of this Ingress's `spec.tls` are asked for a certificate "
+                   "signed by a CA in `ca.crt` of this Secret of the Ingress's own namespace. While certificates "
+                   "are required, those hosts are never served without them: not over plain HTTP (`ssl-redirect: "
+                   "\"false\"` is overruled) and not over HTTPS while the Secret is missing."),
+    Annotation(name="client-cert-verify", on=_ROUTE, parse=p.one_of("required", "optional"),
+               key="https.client_cert_verify", group="Client certificates", example="optional",
+               doc="`required` (default): a client without a valid certificate fails the handshake; `optional`: "
+                   "a certificate is asked for and, if sent, must be valid."),
+    Annotation(name="client-cert-forward", on=_ROUTE, parse=p.boolean, key="https.client_cert_forward",
+               group="Client certificates", example="true",
+               doc="The verified client certificate reaches the backends in `x-forwarded-client-cert` (Hash, "
+                   "Subject, URI and DNS SANs, and the PEM as Cert). A client-sent `x-forwarded-client-cert` is "
+                   "always removed."),
     Annotation(name="websocket", on=_ROUTE, parse=p.boolean, key="route.websocket", group="Upgrades",
                example="false",
                doc="Websocket upgrades are allowed on every route; `false` refuses them (403) on this "

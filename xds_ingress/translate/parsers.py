@@ -23,6 +23,8 @@ __all__ = [
     "re2_program_size", "regex_groups",
     "rate", "rate_limit_key", "rate_limit_descriptor", "cidr", "source_ranges", "origins", "http_methods",
     "whole_seconds",
+    "re2_program_size", "regex_groups", "tls_version", "cipher_suites", "alpn", "hsts_max_age", "own_secret_name",
+    "TLS12_CIPHER_SUITES",
 ]
 
 Parser = Callable[[str], Any]
@@ -625,3 +627,65 @@ def whole_seconds(*, max_s: int) -> Parser:
         return ms // 1000
 
     return parse
+# --- edge TLS --------------------------------------------------------------------------------
+
+# The TLS 1.2 cipher suites a client may be offered: Envoy's own default server list (forward secret, AEAD).
+# Others that BoringSSL knows (CBC, static RSA key exchange, 3DES) are refused. TLS 1.3 suites are not
+# configurable in BoringSSL.
+TLS12_CIPHER_SUITES = ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-AES128-GCM-SHA256",
+                       "ECDHE-RSA-CHACHA20-POLY1305", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384")
+MAX_HSTS_MAX_AGE_S = 2 * 365 * 86400
+
+
+def tls_version(value: str) -> str:
+    v = value.strip()
+    if v not in ("1.2", "1.3"):
+        raise Invalid("1.2 or 1.3 (TLS 1.0 and 1.1 are deprecated, RFC 8996, and never offered)")
+    return v
+
+
+def cipher_suites(value: str) -> tuple[str, ...]:
+    """TLS 1.2 cipher suites in order of preference, from TLS12_CIPHER_SUITES (BoringSSL's names)."""
+    accepted = ("a comma-separated list of TLS 1.2 cipher suites in order of preference, each once, from "
+                + ", ".join(TLS12_CIPHER_SUITES))
+    parts = [x.strip().upper() for x in value.split(",")]
+    if not value.strip() or any(x not in TLS12_CIPHER_SUITES for x in parts) or len(set(parts)) != len(parts):
+        raise Invalid(accepted)
+    return tuple(parts)
+
+
+def alpn(value: str) -> tuple[str, ...]:
+    """The application protocols offered in TLS ALPN, in order of preference; http/1.1 always among them."""
+    parts = [x.strip().lower() for x in value.split(",")]
+    if any(x not in ("h2", "http/1.1") for x in parts) or len(set(parts)) != len(parts) or "http/1.1" not in parts:
+        raise Invalid("'h2,http/1.1' (the default), 'http/1.1,h2' or 'http/1.1' (no HTTP/2)")
+    return tuple(parts)
+
+
+def hsts_max_age(value: str) -> int:
+    """HSTS max-age in seconds: a number of seconds (31536000) or a duration in whole seconds (8760h)."""
+    v = value.strip()
+    accepted = (f"a max-age from 0 to {MAX_HSTS_MAX_AGE_S} seconds (two years): seconds ('31536000') or a duration "
+                "in whole seconds ('8760h', '30m'); 0 tells browsers to forget the policy")
+    if re.fullmatch(r"\d{1,10}", v):
+        seconds = int(v)
+    else:
+        try:
+            ms = duration(max_ms=MAX_HSTS_MAX_AGE_S * 1000)(v)
+        except Invalid:
+            raise Invalid(accepted) from None
+        if ms % 1000:
+            raise Invalid(accepted)
+        seconds = ms // 1000
+    if seconds > MAX_HSTS_MAX_AGE_S:
+        raise Invalid(accepted)
+    return seconds
+
+
+def own_secret_name(value: str) -> str:
+    """The name of a Secret of the object's own namespace; a 'namespace/name' reference is refused."""
+    v = value.strip()
+    if "/" in v:
+        raise Invalid("the name of a Secret of this object's own namespace (a Secret of another namespace is never "
+                      "read: copy it into this namespace)")
+    return secret_name(v)

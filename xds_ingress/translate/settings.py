@@ -25,3 +25,6 @@ class TranslateSettings:
     rate_limit_domain: str = DEFAULT_RATE_LIMIT_DOMAIN
     rate_limit_failure_mode_deny: bool = False  # the service unreachable: False lets requests through
     rate_limit_timeout_ms: int = 100
+    # "namespace/name" of a kubernetes.io/tls Secret served to TLS clients whose server name has no certificate
+    # of its own, or that send none (a filter chain without server names); "": none, their handshake fails.
+    default_certificate: str = ""
