@@ -4,7 +4,8 @@ Every path that shows a resource outside the xDS stream (the debug endpoint's co
 CSDS, `xds translate`) goes through `redact` first. Redaction walks the whole message,
 including the messages packed in `Any` fields (a listener's filter configs, its transport
 sockets), and blanks every field whose name says it holds secret material
-(`SENSITIVE_FIELDS`): a `DataSource` keeps its shape and its file name or environment
+(`SENSITIVE_FIELDS`, and any field Envoy's API marks `sensitive`, such as basic auth's htpasswd
+entries): a `DataSource` keeps its shape and its file name or environment
 variable name but loses its inline bytes or string, other strings and bytes become
 "[redacted]". An `Any` whose type is not known here cannot be inspected, so its content is
 dropped (its type URL stays).
@@ -23,6 +24,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from google.protobuf import any_pb2, descriptor, descriptor_pool, json_format, message_factory
 from google.protobuf.message import DecodeError, Message
+from udpa.annotations import sensitive_pb2
 
 from xds_ingress.envoy import types
 
@@ -76,7 +78,7 @@ def redact(msg: Message) -> Message:
 
 def _redact(msg: Message) -> None:
     for fd, value in msg.ListFields():
-        if fd.name in SENSITIVE_FIELDS:
+        if fd.name in SENSITIVE_FIELDS or _is_sensitive(fd):
             _blank(msg, fd)
             continue
         if fd.type != descriptor.FieldDescriptor.TYPE_MESSAGE:
@@ -92,6 +94,12 @@ def _redact(msg: Message) -> None:
                 _redact_one(v)
         else:
             _redact_one(value)
+
+
+def _is_sensitive(fd: descriptor.FieldDescriptor) -> bool:
+    """Envoy's API marks credentials with the `udpa.annotations.sensitive` field option (basic auth's users,
+    OAuth2 and HMAC secrets...): they are blanked whatever their name."""
+    return fd.GetOptions().Extensions[sensitive_pb2.sensitive]
 
 
 def _is_repeated(fd: descriptor.FieldDescriptor) -> bool:
@@ -158,10 +166,49 @@ def _blank_message(m: Message) -> Message:
 
 
 def to_data(msg: Message) -> dict:
-    """JSON data with Envoy's own (proto) field names; packed messages carry "@type".
+    """JSON data with Envoy's own (proto) field names; packed messages carry "@type"; map entries sorted by key.
 
     Through JSON text: MessageToDict leaves OrderedDicts inside Any fields, which YAML cannot dump."""
-    return json.loads(json_format.MessageToJson(msg, preserving_proto_field_name=True))
+    return sort_maps(msg, json.loads(json_format.MessageToJson(msg, preserving_proto_field_name=True)))
+
+
+def _json_key(key: Any) -> str:
+    return ("true" if key else "false") if isinstance(key, bool) else str(key)
+
+
+def sort_maps(msg: Message, data: Any) -> Any:
+    """`data` (the protojson of `msg`, proto field names) with the entries of every map sorted by key.
+
+    Protobuf maps have no order, and the runtime's iteration order changes from one process to the next:
+    sorted, the same message always shows the same way (golden files, `xds translate`, config dumps)."""
+    if not isinstance(data, dict):
+        return data
+    if msg.DESCRIPTOR.full_name == _ANY:
+        cls = message_class(msg.type_url)  # type: ignore[attr-defined]
+        if cls is None:
+            return data
+        try:
+            inner = cls.FromString(msg.value)  # type: ignore[attr-defined]
+        except DecodeError:
+            return data
+        return sort_maps(inner, data)
+    for fd, value in msg.ListFields():
+        if fd.type != descriptor.FieldDescriptor.TYPE_MESSAGE or fd.name not in data:
+            continue
+        shown = data[fd.name]
+        if fd.message_type.GetOptions().map_entry:
+            if not isinstance(shown, dict):
+                continue
+            nested = fd.message_type.fields_by_name["value"].type == descriptor.FieldDescriptor.TYPE_MESSAGE
+            by_key = {_json_key(k): v for k, v in value.items()} if nested else {}
+            data[fd.name] = {k: sort_maps(by_key[k], v) if nested and k in by_key else v
+                             for k, v in sorted(shown.items())}
+        elif _is_repeated(fd):
+            if isinstance(shown, list):
+                data[fd.name] = [sort_maps(m, d) for m, d in zip(value, shown)]
+        else:
+            data[fd.name] = sort_maps(value, shown)
+    return data
 
 
 def redacted_data(type_url: str, body: bytes) -> dict:
