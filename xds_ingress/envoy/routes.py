@@ -16,6 +16,7 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 
 from xds_ingress import ir
+from xds_ingress.envoy import auth
 from xds_ingress.envoy.defaults import seconds
 
 # One DNS label: what the Ingress spec's "*." wildcard matches.
@@ -151,6 +152,8 @@ def route(r: ir.Route, *, split: str = "") -> rc.Route:
         if p.response_headers is not None:
             msg.response_headers_to_add.extend(_header_options(p.response_headers))
             msg.response_headers_to_remove.extend(p.response_headers.remove)
+        if p.auth is not None:
+            auth.route_config(p.auth, msg)
     return msg
 
 

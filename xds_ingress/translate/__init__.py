@@ -43,6 +43,7 @@ from xds_ingress.model import (
 )
 from xds_ingress.translate import annotations, policy
 from xds_ingress.translate.annotations import Parsed
+from xds_ingress.translate.auth import AuthResolver
 from xds_ingress.translate.classes import is_ours
 from xds_ingress.translate.services import cluster_for, load_assignment, no_ready_endpoints
 from xds_ingress.translate.settings import TranslateSettings
@@ -159,6 +160,7 @@ class _Translator:
         self.assignments: dict[str, ir.ClusterLoadAssignment] = {}
         self._ingress_policies: dict[tuple[str, str], _IngressPolicy] = {}
         self._service_values: dict[tuple[str, str], dict[str, Parsed]] = {}
+        self.auth = AuthResolver(self)  # authentication of routes, and the listeners' filters for it
 
     # -- annotations --
 
@@ -378,6 +380,7 @@ class _Translator:
             endpoints=tuple(self.assignments[k] for k in sorted(self.assignments)),
             secrets=secrets,
         )
+        result = self.auth.finish(result)
         return Translation(ir=result, diagnostics=tuple(sorted(set(self.diagnostics))),
                            served_ingresses=tuple((i.meta.namespace, i.meta.name) for i in ours))
 
@@ -477,6 +480,9 @@ class _Translator:
         route_policy = settings.policy
         if settings.mirror is not None:
             route_policy = self._with_mirror(c.ingress, settings.mirror, route_policy)
+        route_policy, denied = self.auth.apply(c.ingress, settings.auth, route_policy)
+        if denied is not None:  # it asks for authentication it cannot have: not served without it
+            return [ir.Route(name=c.route_name, match=c.match, action=denied, source=source, policy=route_policy)]
         if settings.fixed is not None:
             return [ir.Route(name=c.route_name, match=c.match, action=settings.fixed, source=source,
                              policy=route_policy)]

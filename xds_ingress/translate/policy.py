@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from xds_ingress import ir
 from xds_ingress.diagnostics import Severity
 from xds_ingress.translate.annotations import Parsed
+from xds_ingress.translate.auth import AuthAsk, auth_ask
 from xds_ingress.translate.parsers import MAX_RE2_PROGRAM_SIZE, re2_program_size, regex_groups
 
 Values = Mapping[str, Parsed]
@@ -24,7 +25,7 @@ Report = Callable[[Parsed, str, str, Severity], None]
 
 CANARY_KEYS = ("canary.weight", "canary.weight_total", "canary.header", "canary.header_value", "canary.cookie")
 ROUTE_PREFIXES = ("route.", "retry.", "rewrite.", "request_headers.", "response_headers.", "mirror.", "direct.",
-                  "redirect.")
+                  "redirect.", "auth.", "basic.", "jwt.")
 
 _APP_PROTOCOLS = {"kubernetes.io/h2c": ir.PROTOCOL_H2C, "h2c": ir.PROTOCOL_H2C, "grpc": ir.PROTOCOL_GRPC,
                   "http": ir.PROTOCOL_HTTP1, "kubernetes.io/http": ir.PROTOCOL_HTTP1}
@@ -52,6 +53,7 @@ class RouteSettings:
     policy: ir.RoutePolicy | None
     mirror: MirrorRequest | None
     fixed: ir.RouteAction | None  # a direct response or redirect instead of the backends
+    auth: AuthAsk | None = None  # authentication asked for (resolved against Secrets and Services: auth.py)
 
 
 def route_settings(values: Values, report: Report, present: frozenset[str] = frozenset()) -> RouteSettings:
@@ -75,7 +77,7 @@ def route_settings(values: Values, report: Report, present: frozenset[str] = fro
         request_headers=req, response_headers=resp,
         websocket_disabled=_v(values, "route.websocket", True) is False)
     return RouteSettings(policy=None if policy == ir.RoutePolicy() else policy, mirror=mirror,
-                         fixed=_fixed(values, report))
+                         fixed=_fixed(values, report), auth=auth_ask(values, report, present))
 
 
 def _retry(values: Values, report: Report) -> ir.RetryPolicy | None:
