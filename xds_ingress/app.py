@@ -42,7 +42,7 @@ from xds_ingress.store import Store
 from xds_ingress.sources.kube import WatchSettings
 from xds_ingress.envoy import endpoints as envoy_endpoints
 from xds_ingress.envoy import types
-from xds_ingress.model import KIND_ENDPOINT_SLICE, KIND_SERVICE, EndpointSlice, ObjectKey, Service, object_key
+from xds_ingress.model import KIND_ENDPOINT_SLICE, KIND_SERVICE, EndpointSlice, Ingress, ObjectKey, Service, object_key
 from xds_ingress.translate import Translation, TranslateSettings, translate
 from xds_ingress.translate.annotations import XDS as XDS_DIALECT
 from xds_ingress.translate.incremental import EndpointsUpdate, eds_clusters_by_service, update_endpoints
@@ -50,6 +50,8 @@ from xds_ingress.translate.incremental import EndpointsUpdate, eds_clusters_by_s
 log = structlog.get_logger("xds_ingress.app")
 
 CA_SECRET_ANNOTATION = XDS_DIALECT.prefix + "upstream-tls-ca-secret"
+# Secrets that Ingresses name for authentication (htpasswd entries, a JWKS), read by name like CA bundles.
+AUTH_SECRET_ANNOTATIONS = (XDS_DIALECT.prefix + "basic-auth-secret", XDS_DIALECT.prefix + "jwt-jwks-secret")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -304,12 +306,19 @@ class App:
         self._tasks: list[asyncio.Task] = []
 
     def _wanted_secrets(self) -> set[tuple[str, str]]:
-        """Secrets that Services name (CA bundles for upstream TLS), read by name by the kube source."""
+        """Secrets that Services name (CA bundles for upstream TLS) and that Ingresses name for authentication,
+        read by name by the kube source (always in the namespace of the object that names them)."""
         out: set[tuple[str, str]] = set()
         for obj in self.store.objects():
             if isinstance(obj, Service):
-                name = obj.meta.annotation(CA_SECRET_ANNOTATION)
-                if name and len(name) <= 253:
+                names = [obj.meta.annotation(CA_SECRET_ANNOTATION)]
+            elif isinstance(obj, Ingress):
+                names = [obj.meta.annotation(a) for a in AUTH_SECRET_ANNOTATIONS]
+            else:
+                continue
+            for name in names:
+                name = (name or "").strip()
+                if name and len(name) <= 253 and "/" not in name:
                     out.add((obj.meta.namespace, name))
         return out
 

@@ -13,7 +13,8 @@ One reflector thread per kind (and per namespace when --namespace restricts the 
   other errors back off exponentially with jitter.
 
 Only Secrets of type kubernetes.io/tls are listed; a Secret of another type that a Service
-names (a CA bundle for upstream TLS) is read by name (`SecretFetcher`), `ca.crt` only.
+names (a CA bundle for upstream TLS) or an Ingress names (htpasswd entries, a JWKS) is read by
+name (`SecretFetcher`), keeping `ca.crt`, `auth` and `jwks` only.
 
 `kubernetes.informer.SharedInformer` (client 37.x) was evaluated and not used: it builds
 typed models, sets no client-side timeout and asks for no bookmarks (a stalled stream
@@ -43,6 +44,9 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import ReadTimeoutError
 
 from xds_ingress.model import (
+    CA_KEY,
+    HTPASSWD_KEY,
+    JWKS_KEY,
     KIND_ENDPOINT_SLICE,
     KIND_INGRESS,
     KIND_INGRESS_CLASS,
@@ -55,6 +59,8 @@ from xds_ingress.store import Store
 log = structlog.get_logger("xds_ingress.sources.kube")
 
 PAGE_SIZE = 500
+# The keys of a Secret read by name that are kept (see SecretFetcher).
+KEPT_SECRET_KEYS = frozenset({CA_KEY, HTPASSWD_KEY, JWKS_KEY})
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +294,9 @@ class SecretFetcher:
     other Secrets' data in bulk). A CA bundle (`ca.crt`) is often an Opaque Secret, though, so
     the Secrets that Services name in `xds-ingress.io/upstream-tls-ca-secret` are read by name
     (GET), re-read every `interval` seconds, and kept in the store with `ca.crt` only: every other
-    key is dropped before the object is stored.
+    key is dropped before the object is stored. The same goes for the Secrets that Ingresses name
+    for authentication (`basic-auth-secret`: htpasswd entries in `auth`; `jwt-jwks-secret`: a key
+    set in `jwks`), of which only those keys are kept. A change reaches Envoy within `interval`.
     """
 
     def __init__(self, api_client: k8s_client.ApiClient, store: Store, wanted: Callable[[], set[tuple[str, str]]],
@@ -335,7 +343,7 @@ class SecretFetcher:
             data = obj.get("data") or {}
             obj = {"apiVersion": "v1", "kind": KIND_SECRET, "metadata": obj.get("metadata") or {},
                    "type": obj.get("type") or "Opaque",
-                   "data": {k: v for k, v in data.items() if k == "ca.crt"}}  # nothing else is kept
+                   "data": {k: v for k, v in data.items() if k in KEPT_SECRET_KEYS}}  # nothing else is kept
             self.owned.add(key)
             self.store.upsert(obj)
 
