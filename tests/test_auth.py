@@ -306,3 +306,14 @@ def test_global_service_cluster_and_filter() -> None:
     t2, _ = _translate({}, dataclasses.replace(TranslateSettings(), auth_service="http://10.0.0.9:9000/check"))
     c2 = next(c for c in t2.ir.clusters if c.name == a.GLOBAL_AUTH_CLUSTER)
     assert (c2.discovery, c2.address) == (ir.DISCOVERY_CLUSTER_IP, "10.0.0.9")
+
+
+def test_explain_notes_the_authentication_of_a_route() -> None:
+    from xds_ingress.explain import explain
+
+    t, _ = _translate({"basic-auth-secret": "users"}, TranslateSettings(auth_service="grpc://10.0.0.9:9001"))
+    e = explain(t.ir, t.diagnostics, host="a.example.com", path="/")
+    assert any("basic auth with the users of Secret default/users" in n for n in e.notes)
+    assert any("external authorization (grpc, cluster xds-ingress/ext-authz)" in n for n in e.notes)
+    t, _ = _translate({"auth": "off"}, TranslateSettings(auth_service="grpc://10.0.0.9:9001"))
+    assert not [n for n in explain(t.ir, host="a.example.com", path="/").notes if "authorization" in n]
