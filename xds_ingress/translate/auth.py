@@ -46,10 +46,7 @@ from xds_ingress.translate import parsers as p
 GLOBAL_AUTH_CLUSTER = "xds-ingress/ext-authz"
 # Sent to every authorization service besides the method, path, Host and Content-Length (Envoy's own).
 BASE_AUTH_REQUEST_HEADERS = ("authorization", "cookie")
-# The header basic auth writes the authenticated user name into.
-BASIC_AUTH_USER_HEADER = "x-forwarded-user"
-JWKS_CACHE_MS = 300_000
-UNAVAILABLE_BODY = "service unavailable\n"
+UNAVAILABLE_BODY = "service unavailable\n"  # as a route to a missing Service
 MAX_HTPASSWD_BYTES = 64 * 1024
 MAX_JWKS_BYTES = 64 * 1024
 MAX_JWKS_KEYS = 32
