@@ -9,6 +9,7 @@
 | 5 | bytes on the wire per single-endpoint change, delta vs state of the world | live.py |
 | 6 | fan-out: synthetic delta streams + one Envoy; ACK by all; RSS per idle stream | live.py |
 | 7 | churn: EndpointSlice changes at a fixed rate: RSS growth, pushes | live.py |
+| 8 | event loop stalls while the Controller translates (full, Ingress, EndpointSlice changes) | translation.py |
 
 Scale S: 1,000 hosts, 10,000 paths over 2,000 Ingresses, 2,000 Services, 2,000 EndpointSlices of
 25 endpoints (bench/scale.py). `--quick` runs everything at a small scale in well under a minute
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a small scale and short runs (a smoke test, not figures)")
-    p.add_argument("--only", default="1,2,3,4,5,6,7", metavar="LIST", help="benchmarks to run, e.g. 1,4 (default all)")
+    p.add_argument("--only", default="1,2,3,4,5,6,7,8", metavar="LIST", help="benchmarks to run, e.g. 1,4 (default all)")
     p.add_argument("--out", type=Path, default=RESULTS, metavar="DIR", help=f"where JSON goes (default {RESULTS})")
     p.add_argument("--paths", type=int, help="the scale: Ingress paths (default 10,000, scale S; quick: 500)")
     p.add_argument("--changes", type=int, help="propagation: EndpointSlice changes (default 200; quick 10)")
@@ -38,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--churn-seconds", type=float, help="churn: duration (default 120; quick 3)")
     args = p.parse_args(argv)
     which = {int(x) for x in args.only.split(",") if x.strip()}
-    if not which <= set(range(1, 8)):
-        p.error("--only takes numbers from 1 to 7")
+    if not which <= set(range(1, 9)):
+        p.error("--only takes numbers from 1 to 8")
     quick = args.quick
     paths = args.paths or (500 if quick else scales.S.paths)
     out: Path = args.out
@@ -56,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         summary["1"] = translation.run_cold(sorted(set(cold_scales)), reps=1 if quick else 3, out_dir=out,
                                             profile_paths=paths)
     if which & {2, 3}:
-        summary["2-3"] = translation.run_changes(paths, 5 if quick else 30, out)
+        summary["2-3"] = translation.run_changes(paths, 5 if quick else 300, out)
+    if 8 in which:
+        summary["8"] = translation.run_stalls(paths, 5 if quick else 50, out)
     live = which & {4, 5, 6, 7}
     if live:
         from bench.live import run_live

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPECTED = ["1-cold-translation", "2-3-change-to-bytes", "4-propagation", "5-wire-bytes", "6-fanout", "7-churn",
+EXPECTED = ["8-loop-stalls", "1-cold-translation", "2-3-change-to-bytes", "4-propagation", "5-wire-bytes", "6-fanout", "7-churn",
             "summary"]
 
 pytestmark = [pytest.mark.envoy, pytest.mark.timeout(240)]

@@ -10,22 +10,19 @@ what the control plane and Envoy never show: the password, the htpasswd hash.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import json
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from tests.harness import Backends, Envoy, free_port, free_ports, k8s, request, wait_until
+from tests.harness import free_port, k8s, request, wait_until
 from tests.harness.authz import ALLOW, AuthServers
-from tests.harness.controlplane import ControlPlane
-from tests.harness.edge import Edge
+from tests.harness.edge import Edge, start_edge
 
 pytestmark = pytest.mark.envoy
 
@@ -36,17 +33,10 @@ OTHER_PASSWORD = "staple-9-zebra"
 
 # --- helpers -----------------------------------------------------------------------------------
 
-@contextmanager
-def edge_with(work: Path, backends: list[str], **translate) -> Iterator[Edge]:
-    """An Edge whose control plane has these TranslateSettings fields (e.g. auth_service=...)."""
-    http_port, https_port = free_ports(2)
-    with Backends(backends) as be:
-        cp = ControlPlane(work / "manifests", http_port=http_port, https_port=https_port,
-                          debug_address="127.0.0.1:0")
-        cp.settings = dataclasses.replace(cp.settings, translate=dataclasses.replace(cp.settings.translate,
-                                                                                     **translate))
-        with cp, Envoy(cp.bootstrap(), work / "envoy") as envoy:
-            yield Edge(be, cp, envoy, http_port, https_port)
+def edge_with(work: Path, backends: list[str], **translate):
+    """An Edge whose control plane has these TranslateSettings fields (e.g. auth_service=...) and a debug
+    endpoint."""
+    return start_edge(work, backends, translate=translate, debug_address="127.0.0.1:0")
 
 
 def sha_entry(user: str, password: str) -> str:

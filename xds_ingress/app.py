@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -40,12 +41,28 @@ from xds_ingress.server.status import proxy_status
 from xds_ingress.sources.files import FileSource
 from xds_ingress.store import Store
 from xds_ingress.sources.kube import WatchSettings
+from xds_ingress.envoy import clusters as envoy_clusters
 from xds_ingress.envoy import endpoints as envoy_endpoints
 from xds_ingress.envoy import types
-from xds_ingress.model import KIND_ENDPOINT_SLICE, KIND_SERVICE, EndpointSlice, Ingress, ObjectKey, Service, object_key
+from xds_ingress.envoy.routes import RouteConfigEncoder
+from xds_ingress.model import (
+    KIND_ENDPOINT_SLICE,
+    KIND_INGRESS,
+    KIND_SERVICE,
+    EndpointSlice,
+    Ingress,
+    ObjectKey,
+    Service,
+    object_key,
+)
 from xds_ingress.translate import Translation, TranslateSettings, translate
 from xds_ingress.translate.annotations import XDS as XDS_DIALECT
-from xds_ingress.translate.incremental import EndpointsUpdate, eds_clusters_by_service, update_endpoints
+from xds_ingress.translate.incremental import (
+    EndpointsUpdate,
+    eds_clusters_by_service,
+    update_endpoints,
+    update_ingresses,
+)
 
 log = structlog.get_logger("xds_ingress.app")
 
@@ -99,6 +116,7 @@ class Controller:
 
     # How many snapshots' change times are remembered for the change-to-ACK latency.
     CHANGE_HISTORY = 512
+    UNFREEZE_EVERY = 50  # full translations (see _translate_all)
 
     def __init__(self, store: Store, cache: SnapshotCache, settings: TranslateSettings, *,
                  debounce: float = 0.010, max_delay: float = 0.250, metrics: Metrics | None = None) -> None:
@@ -112,7 +130,9 @@ class Controller:
         self.on_translated: list = []  # callables (translation, diagnostics), called from the worker thread
         self.diagnostics: tuple[Diagnostic, ...] = ()
         self.translations = 0
-        self.incremental_translations = 0  # of which only EndpointSlices changed (translate/incremental.py)
+        self.incremental_translations = 0  # of which only EndpointSlices or Ingresses changed (incremental.py)
+        self._full_translations = 0
+        self.encoder = RouteConfigEncoder()  # route configurations from cached virtual host bytes
         self._slice_owner: dict[ObjectKey, tuple[str, str]] = {}  # EndpointSlice -> its Service
         self._owned: dict[tuple[str, str], set[ObjectKey]] = {}  # Service -> its EndpointSlices
         self._eds_clusters: dict[tuple[str, str], tuple] = {}  # Service -> its EDS clusters (last full translation)
@@ -157,20 +177,15 @@ class Controller:
         changes = self.store.take_changes()
         try:
             t = None
-            if self.last is not None and changes and all(k[0] == KIND_ENDPOINT_SLICE for k in changes):
-                update = self._endpoints_only(changes)
-                if update is not None:
-                    t = update.translation
-                    changed = bool(update.changed) and self.cache.update_resources({types.ENDPOINT: {
-                        cla.cluster_name: envoy_endpoints.load_assignment(cla) for cla in update.changed}})
+            if self.last is not None and changes and all(k[0] in _INCREMENTAL_KINDS for k in changes):
+                t, resources = self._incremental(self.last, changes)
+                if t is not None:
+                    changed = bool(resources) and self.cache.update_resources(
+                        resources, self._route_clusters(t) if types.ROUTE in resources else None)
+                    self.encoder.keep_only(t.ir.route_configurations)
                     self.incremental_translations += 1
             if t is None:
-                objects = self.store.objects()
-                self._index_slices(objects)
-                t = translate(objects, self.settings)
-                self._eds_clusters = eds_clusters_by_service(t)
-                resources = envoy.build(t.ir)
-                changed = self.cache.set_resources(resources, envoy.route_clusters(resources))
+                t, changed = self._translate_all()
         except BaseException:
             with self._lock:  # the changes are still to be served: keep their start time
                 if since is not None and (self._pending_since is None or since < self._pending_since):
@@ -209,7 +224,26 @@ class Controller:
                 self._slice_owner[key] = owner
                 self._owned.setdefault(owner, set()).add(key)
 
-    def _endpoints_only(self, changes: set[ObjectKey]) -> EndpointsUpdate | None:
+    def _incremental(self, previous: Translation, changes: set[ObjectKey]) -> tuple[Translation | None, dict]:
+        """The translation after EndpointSlice and Ingress changes, and the resources it changed (name -> message,
+        bytes, or None when removed, by type); None when it takes a full translation."""
+        resources: dict[str, dict] = {}
+        slices = {k for k in changes if k[0] == KIND_ENDPOINT_SLICE}
+        t: Translation | None = previous
+        if slices:
+            update = self._endpoints_only(previous, slices)
+            if update is None:
+                return None, {}
+            t = update.translation
+            if update.changed:
+                resources[types.ENDPOINT] = {cla.cluster_name: envoy_endpoints.load_assignment(cla)
+                                             for cla in update.changed}
+        ingresses = changes - slices
+        if ingresses:
+            t = self._ingresses_only(t, ingresses, resources)
+        return t, resources
+
+    def _endpoints_only(self, previous: Translation, changes: set[ObjectKey]) -> EndpointsUpdate | None:
         """The incremental translation of EndpointSlice changes (None: translate everything)."""
         affected: set[tuple[str, str]] = set()
         for key in changes:
@@ -226,8 +260,65 @@ class Controller:
         services = {k: svc for k in affected if isinstance(svc := self.store.get((KIND_SERVICE, *k)), Service)}
         slices = {k: [sl for key in self._owned.get(k, ()) if isinstance(sl := self.store.get(key), EndpointSlice)]
                   for k in affected}
-        assert self.last is not None
-        return update_endpoints(self.last, affected, services, slices, self._eds_clusters)
+        return update_endpoints(previous, affected, services, slices, self._eds_clusters)
+
+    def _translate_all(self) -> tuple[Translation, bool]:
+        """A translation from scratch, published.
+
+        At scale this makes millions of objects, and Python's cyclic garbage collector would scan all of
+        them, and everything else alive, several times over: full collections of 200-500 ms during which
+        no thread runs, the event loop included (bench 8 measured them). The collector is off while it
+        runs (translation makes no reference cycles; refcounting frees the previous translation), and what
+        is alive then is frozen, so later collections scan only what is newer. Every
+        `UNFREEZE_EVERY` full translations the frozen objects go back to the collector, so that cycles
+        that were alive at a freeze and died since are still collected, eventually.
+        """
+        enabled = gc.isenabled()
+        gc.disable()
+        self._full_translations += 1
+        try:
+            objects = self.store.objects()
+            self._index_slices(objects)
+            t = translate(objects, self.settings)
+            self._eds_clusters = eds_clusters_by_service(t)
+            resources = envoy.build(t.ir, self.encoder)
+            changed = self.cache.set_resources(resources, self._route_clusters(t))
+            self.encoder.keep_only(t.ir.route_configurations)
+        finally:
+            if self._full_translations % self.UNFREEZE_EVERY == 0:
+                gc.unfreeze()
+            else:
+                gc.freeze()
+            if enabled:
+                gc.enable()
+        return t, changed
+
+    def _route_clusters(self, t: Translation) -> dict[str, frozenset[str]]:
+        return {rc.name: self.encoder.clusters(rc) for rc in t.ir.route_configurations}
+
+    def _ingresses_only(self, previous: Translation, changes: set[ObjectKey], resources: dict[str, dict]
+                        ) -> Translation | None:
+        """The incremental translation of Ingress changes: the hosts they touch, its resources added to
+        `resources` (None: translate everything)."""
+        changed: dict[tuple[str, str], Ingress | None] = {}
+        for key in changes:
+            obj = self.store.get(key)
+            changed[(key[1], key[2])] = obj if isinstance(obj, Ingress) else None
+        update = update_ingresses(previous, changed, self.settings, _LiveSlices(self))
+        if update is None:
+            return None
+        if update.route_configurations:
+            resources[types.ROUTE] = {rc.name: self.encoder.encode(rc) for rc in update.route_configurations}
+        if update.added_clusters or update.removed_clusters:
+            resources.setdefault(types.CLUSTER, {}).update(
+                {c.name: envoy_clusters.cluster(c) for c in update.added_clusters})
+            resources[types.CLUSTER].update(dict.fromkeys(update.removed_clusters))
+            endpoints = resources.setdefault(types.ENDPOINT, {})
+            endpoints.update(dict.fromkeys(update.removed_clusters))
+            endpoints.update({cla.cluster_name: envoy_endpoints.load_assignment(cla)
+                              for cla in update.added_assignments})
+            self._eds_clusters = eds_clusters_by_service(update.translation)
+        return update.translation
 
     def _report(self, diagnostics: tuple[Diagnostic, ...]) -> None:
         before = set(self.diagnostics)
@@ -270,6 +361,22 @@ class Controller:
                 if self.metrics is not None:
                     self.metrics.translation_failures.inc()
                 log.exception("translation.failed")
+
+
+_INCREMENTAL_KINDS = frozenset({KIND_ENDPOINT_SLICE, KIND_INGRESS})
+
+
+class _LiveSlices:
+    """The current EndpointSlices of a Service, looked up in the store (for a cluster made incrementally)."""
+
+    def __init__(self, controller: Controller) -> None:
+        self._c = controller
+
+    def get(self, key: tuple[str, str], default=()):
+        owned = self._c._owned.get(key)
+        if not owned:
+            return default
+        return [sl for k in sorted(owned) if isinstance(sl := self._c.store.get(k), EndpointSlice)]
 
 
 class App:

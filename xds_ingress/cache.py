@@ -29,30 +29,9 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from xds_ingress.envoy import Resources, types
+from xds_ingress.envoy.wire import length_delimited, varint
 
 VERSION_BYTES = 8  # 16 hex digits
-
-
-def _varint(n: int) -> bytes:
-    if n < 0x80:
-        return _SMALL[n]
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-_SMALL = [bytes((i,)) for i in range(0x80)]
-
-
-def length_delimited(field_number: int, data: bytes) -> bytes:
-    """Protobuf wire encoding of one length-delimited field (string, bytes or message)."""
-    return _varint((field_number << 3) | 2) + _varint(len(data)) + data
 
 
 def content_version(data: bytes) -> str:
@@ -102,7 +81,7 @@ class CachedResource:
 
 def _head(field_number: int, length: int) -> bytes:
     """The tag and length of a length-delimited field whose `length` bytes follow."""
-    return _varint((field_number << 3) | 2) + _varint(length)
+    return varint((field_number << 3) | 2) + varint(length)
 
 
 def cache_resource(type_url: str, name: str, msg: Message) -> CachedResource:
@@ -220,9 +199,8 @@ class SnapshotCache:
             old = previous.of_type(type_url) if previous else _EMPTY
             out: dict[str, CachedResource] = {}
             for name, msg in resources.get(type_url, {}).items():
-                _check_name(type_url, name, msg)
                 name = sys.intern(name)  # the same object as the names in every stream's subscriptions
-                body = msg.SerializeToString(deterministic=True)
+                body = _body(type_url, name, msg)
                 version = content_version(body)
                 prev = old.get(name)
                 # Unchanged bytes: the very same CachedResource (nothing else computed again).
@@ -231,12 +209,16 @@ class SnapshotCache:
             built[type_url] = out
         return self._publish(built, route_clusters)
 
-    def update_resources(self, changes: Mapping[str, Mapping[str, Message | None]]) -> bool:
-        """Publish the current snapshot with some resources replaced (None: removed).
+    def update_resources(self, changes: Mapping[str, Mapping[str, Message | bytes | None]],
+                         route_clusters: Mapping[str, frozenset[str]] | None = None) -> bool:
+        """Publish the current snapshot with some resources replaced (None: removed; bytes: already
+        serialized, deterministically).
 
         Only the given resources are serialized and hashed; every other resource, and every
         type not named, is the previous snapshot's very own. This is the incremental path
-        (an EndpointSlice change is one ClusterLoadAssignment).
+        (an EndpointSlice change is one ClusterLoadAssignment; an Ingress change the route
+        configurations and the clusters it adds or removes). `route_clusters` replaces the
+        previous snapshot's when routes changed.
         """
         previous = self._snapshot
         if previous is None:
@@ -252,9 +234,8 @@ class SnapshotCache:
                     if out.pop(name, None) is not None:
                         names.add(name)
                     continue
-                _check_name(type_url, name, msg)
                 name = sys.intern(name)
-                body = msg.SerializeToString(deterministic=True)
+                body = _body(type_url, name, msg)
                 version = content_version(body)
                 prev = old.get(name)
                 if prev is not None and prev.version == version:
@@ -266,7 +247,7 @@ class SnapshotCache:
                 known[type_url] = frozenset(names)
         if not known:
             return False
-        return self._publish(built, previous.route_clusters, known)
+        return self._publish(built, previous.route_clusters if route_clusters is None else route_clusters, known)
 
     def set_cached(self, resources: Mapping[str, Mapping[str, CachedResource]],
                    route_clusters: Mapping[str, frozenset[str]]) -> bool:
@@ -309,6 +290,13 @@ class SnapshotCache:
         for fn in listeners:
             fn(snap)
         return True
+
+
+def _body(type_url: str, name: str, msg: Message | bytes) -> bytes:
+    if isinstance(msg, bytes):
+        return msg
+    _check_name(type_url, name, msg)
+    return msg.SerializeToString(deterministic=True)
 
 
 def _check_name(type_url: str, name: str, msg: Message) -> None:

@@ -19,14 +19,18 @@ It follows what Envoy does with the configuration the Envoy layer builds from th
 - routes in order, the first that matches wins: Exact (`path`), Prefix by element
   (`path_separated_prefix`, and `prefix: /` for "/"), the one-label wildcard guard on
   `:authority` (the regex of `envoy/routes.py`, evaluated on the Host as sent);
-- canary conditions: a header equal to a value (`headers`, names any case), a cookie in the
-  Cookie header (the regex of `ir.cookie_regex`);
+- canary conditions: a header equal to a value (`headers`, names any case), or matching a regex
+  (the whole value), a cookie in the Cookie header (the regex of `ir.cookie_regex`);
+- a Regex path (ingress-nginx's use-regex): its RE2 pattern matches the whole path (RE2 and
+  Python read the accepted subset alike);
 - no virtual host or no route: 404; a route to a fixed response (a missing Service, or
   direct-response-status): its status; a redirect: its code and Location; a cluster without
   endpoints: 503 ("no healthy upstream");
 - the route policy: the path as sent upstream after a prefix or regex rewrite (Envoy's
   prefix_rewrite on the split routes of `envoy/routes.py`, RE2 GlobalReplace), weights of a
-  canary, mirrors, timeouts and retries, reported as notes.
+  canary, mirrors, timeouts and retries, reported as notes; so are the edge policies (client
+  address ranges, rate limits, CORS), which depend on who sends the request: the result is
+  that of a client they let through.
 
 Also here: `objects_for_resource`, which maps an xDS resource name back to the objects it
 was made from (for NACK logs and `xds validate`).
@@ -194,7 +198,10 @@ def select_virtual_host(vhosts: Iterable[ir.VirtualHost], host: str) -> tuple[ir
 def route_matches(route: ir.Route, path: str, authority: str, headers: Mapping[str, str] | None = None) -> bool:
     m = route.match
     if m is not None and not (m.type == "Prefix" and m.path == "/"):
-        if m.type == "Exact":
+        if m.type == "Regex":
+            if re.fullmatch(m.regex, path) is None:
+                return False
+        elif m.type == "Exact":
             if path != m.path:
                 return False
         elif not (path == m.path or path.startswith(m.path + "/")):
@@ -207,6 +214,9 @@ def route_matches(route: ir.Route, path: str, authority: str, headers: Mapping[s
     for c in route.conditions:
         if c.cookie:
             if re.fullmatch(ir.cookie_regex(c.name, c.value), lowered.get("cookie", "")) is None:
+                return False
+        elif c.regex:
+            if c.name not in lowered or re.fullmatch(c.value, lowered[c.name]) is None:
                 return False
         elif lowered.get(c.name) != c.value:
             return False
@@ -227,7 +237,7 @@ def upstream_path(route: ir.Route, path: str) -> str:
         r = p.prefix_rewrite
         if m is None or (m.type == "Prefix" and m.path == "/"):
             path = (r if r.endswith("/") else r + "/") + path[1:]
-        elif m.type == "Exact" or path == m.path:
+        elif m.type in ("Exact", "Regex") or path == m.path:
             path = r
         else:
             path = (r if r.endswith("/") else r + "/") + path[len(m.path) + 1:]
@@ -252,6 +262,34 @@ def _policy_notes(route: ir.Route) -> list[str]:
         out.append(f"Host sent upstream: {p.host_rewrite}")
     if p.websocket_disabled:
         out.append("websocket upgrades refused")
+    out += _edge_policy_notes(p)
+    return out
+
+
+def _entry(e: ir.RateLimitEntry) -> str:
+    return {"client_ip": "client address", "header": f"header {e.name}"}.get(e.type, f"generic {e.name}")
+
+
+def _edge_policy_notes(p: ir.RoutePolicy) -> list[str]:
+    """The edge policies, as notes: they depend on the client (its address, its request rate, its Origin),
+    which explain does not know, so the result above is for a client they let through."""
+    out = []
+    if p.source_ranges is not None:
+        s = p.source_ranges
+        parts = ([f"only from {', '.join(s.allow)}"] if s.allow else []) + \
+                ([f"not from {', '.join(s.deny)}"] if s.deny else [])
+        out.append(f"client address {' and '.join(parts)}; other clients get 403")
+    if p.local_rate_limit is not None:
+        r = p.local_rate_limit
+        key = "" if r.key is None else f" per {_entry(r.key)}"
+        out.append(f"rate limited to {r.requests}/{r.unit}{key} in each Envoy (burst {r.max_tokens}); beyond: 429")
+    if p.global_rate_limit is not None:
+        out.append("rate limited by the rate limit service on (" +
+                   ", ".join(_entry(e) for e in p.global_rate_limit.entries) + "); over its limit: 429")
+    if p.cors is not None:
+        origins = ", ".join("any origin" if o.type == "any" else o.value if o.type == "exact" else f"regex {o.value}"
+                            for o in p.cors.allow_origins)
+        out.append(f"CORS for {origins}{' with credentials' if p.cors.allow_credentials else ''}")
     return out
 
 
@@ -262,7 +300,8 @@ def _auth_notes(route: ir.Route, lst: ir.Listener) -> list[str]:
     if a is not None and a.basic is not None:
         out.append(f"basic auth with the users of Secret {a.basic.secret}: 401 without a valid user and password")
     if a is not None and a.jwt is not None:
-        out.append(f"JWT validation ({a.jwt}): 401 without a valid token, 403 for a token of another audience")
+        out.append(f"JWT validation ({a.jwt.name}): 401 without a valid token, 403 for a token of another "
+                   "audience")
     ext = a.external if a is not None else None
     service = ext.service if ext is not None and not ext.disabled else None
     if service is None and not (ext is not None and ext.disabled) and lst.auth is not None:
@@ -352,9 +391,10 @@ def explain(model: ir.IR, diagnostics: Iterable[Diagnostic] = (), *, host: str, 
     notes += _policy_notes(route) + _auth_notes(route, lst)
     if action.redirect is not None:
         d = action.redirect
-        default_port = 443 if d.scheme == "https" else 80
+        scheme = d.scheme or ("https" if https else "http")
+        default_port = 443 if scheme == "https" else 80
         port = f":{d.port}" if d.port is not None and d.port != default_port else ""
-        location = f"{d.scheme}://{d.host}{port}{d.path if d.path is not None else path}"
+        location = f"{scheme}://{d.host or name}{port}{d.path if d.path is not None else path}"
         return Explanation(status=d.code, outcome="redirect", route=route, diagnostics=found, location=location,
                            reason=f"{route.source}: redirects to {location}", notes=tuple(notes), **where, **base)
     if action.direct_status is not None:

@@ -37,10 +37,13 @@ class Source:
 
 @dataclass(frozen=True, slots=True, kw_only=True, order=True)
 class PathMatch:
-    """Exact: the path equals `path`. Prefix: `path` matched element by element ("/" matches all)."""
+    """Exact: the path equals `path`. Prefix: `path` matched element by element ("/" matches all).
+    Regex (ingress-nginx's `use-regex`): `regex`, an RE2 pattern checked by translation, matches the whole
+    path; `path` is the Ingress path it was made from (it orders the routes)."""
 
-    type: str  # "Exact" | "Prefix"
+    type: str  # "Exact" | "Prefix" | "Regex"
     path: str
+    regex: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,6 +101,67 @@ class Mirror:
     percent: int = 100
 
 
+# --- edge policies: CORS, client address ranges, rate limits (HTTP filters, per route) ---
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OriginMatch:
+    """A CORS origin: exactly `value` (scheme://host[:port]), an RE2 regex (checked), or any origin."""
+
+    type: str  # "exact" | "regex" | "any"
+    value: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CorsPolicy:
+    """Browsers' cross-origin access, answered by Envoy (preflights included) for the allowed origins."""
+
+    allow_origins: tuple[OriginMatch, ...]
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age_s: int | None = None
+    allow_credentials: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceRanges:
+    """Which client addresses a route serves (403 to the others): inside one of `allow` (when `allow` is
+    set) and inside none of `deny`. CIDRs in network form, as Envoy determined the client address (the
+    peer, or the X-Forwarded-For hop chosen by the listener's trusted hops)."""
+
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimitEntry:
+    """One part of a rate limit descriptor: the client's address, a request header's value, or a fixed value."""
+
+    type: str  # "client_ip" | "header" | "generic"
+    name: str = ""  # header: the header name; generic: the value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalRateLimit:
+    """A token bucket in each Envoy (shared by its workers): `tokens_per_fill` tokens every `fill_interval_ms`,
+    holding at most `max_tokens` (the burst). With `key`, one such bucket per value of the key."""
+
+    requests: int  # as written: `requests` per `unit`
+    unit: str  # "s" | "m" | "h"
+    max_tokens: int
+    tokens_per_fill: int
+    fill_interval_ms: int
+    key: RateLimitEntry | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GlobalRateLimit:
+    """One descriptor, its entries in order, sent to the rate limit service for each request of the route."""
+
+    entries: tuple[RateLimitEntry, ...]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RoutePolicy:
     """What happens to a request on its way through one route (from the Ingress's annotations)."""
@@ -112,6 +176,14 @@ class RoutePolicy:
     response_headers: HeaderMutation | None = None
     mirrors: tuple[Mirror, ...] = ()
     websocket_disabled: bool = False  # websocket upgrades are on by default
+    # ingress-nginx's rewrite-target: the whole path replaced by this ($1-$9 as \\1-\\9: groups of the path's
+    # regex); translation resolves it into regex_rewrite on the routes whose match is a Regex.
+    rewrite_target: str | None = None
+    # edge policies (envoy/edge_policies.py: HTTP filters configured per route)
+    cors: CorsPolicy | None = None
+    source_ranges: SourceRanges | None = None
+    local_rate_limit: LocalRateLimit | None = None
+    global_rate_limit: GlobalRateLimit | None = None
     auth: RouteAuth | None = None  # authentication and external authorization (see RouteAuth)
 
 
@@ -133,10 +205,11 @@ class WeightedCluster:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Redirect:
-    """An HTTP redirect. `path` None keeps the request's path and query; `port` None: the scheme's default."""
+    """An HTTP redirect. `path` None keeps the request's path and query; `port` None: the scheme's default;
+    `scheme` or `host` "" keeps the request's."""
 
-    scheme: str  # "http" | "https"
-    host: str
+    scheme: str  # "http" | "https" | "" (the request's)
+    host: str  # "" (the request's)
     port: int | None = None
     path: str | None = None
     code: int = 302  # 301, 302, 303, 307 or 308
@@ -171,11 +244,13 @@ class RouteAction:
 @dataclass(frozen=True, slots=True, kw_only=True, order=True)
 class HeaderCondition:
     """A route condition: header `name` equals `value`; with `cookie`, the Cookie header carries the
-    cookie `name` with the value `value`."""
+    cookie `name` with the value `value`; with `regex`, `value` is an RE2 pattern (checked by translation)
+    that matches the whole header value."""
 
     name: str
     value: str
     cookie: bool = False
+    regex: bool = False
 
 
 def cookie_regex(name: str, value: str) -> str:
@@ -222,12 +297,28 @@ class TLSFilterChain:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimitService:
+    """The gRPC rate limit service (envoy.service.ratelimit.v3) that global rate limits ask, as a cluster."""
+
+    cluster: str
+    address: str  # an IP address or a DNS name
+    port: int
+    domain: str
+    failure_mode_deny: bool = False  # when the service cannot answer: False lets the request through
+    timeout_ms: int = 100
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Listener:
     name: str
     address: str
     port: int
     route_config_name: str
     tls_chains: tuple[TLSFilterChain, ...] = ()  # empty: plain HTTP
+    # Load balancers in front that append the client to X-Forwarded-For: the client address is taken that many
+    # hops from its right. None (the default) or 0: the connection's peer; a client's own XFF is never trusted.
+    xff_num_trusted_hops: int | None = None
+    rate_limit_service: RateLimitService | None = None  # global rate limits; None: not offered
     auth: ListenerAuth | None = None  # the authentication filters of its HTTP filter chain (see ListenerAuth)
 
     @property
@@ -405,7 +496,7 @@ class RouteAuth:
 
     external: ExternalAuth | None = None
     basic: BasicAuth | None = None
-    jwt: str | None = None  # the JwtProvider (and requirement) name
+    jwt: JwtProvider | None = None  # its name is the requirement the route names
     # Request headers removed before any check: the ones authentication sets (claims, authorization response
     # headers), so that a client cannot send them itself.
     strip_request_headers: tuple[str, ...] = ()

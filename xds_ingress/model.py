@@ -59,6 +59,14 @@ _PORT_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Characters of an RFC 3986 path (pchar and "/"), percent-escapes included. No spaces, no
 # control characters, no "?" or "#": Envoy matches the path without its query.
 _PATH_RE = re.compile(r"^/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*$")
+# An ImplementationSpecific path may also be a regex (ingress-nginx's use-regex): its metacharacters are
+# accepted here; translation serves such a path only as a regex, and refuses it on any other host.
+_REGEX_PATH_RE = re.compile(r"^/[A-Za-z0-9\-._~!$&'()*+,;=:@/%\[\]{}|^\\?<>]*$")
+
+
+def is_url_path(value: str) -> bool:
+    """True when `value` is a URL path (not only an ImplementationSpecific regex path)."""
+    return _PATH_RE.match(value) is not None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -538,7 +546,7 @@ def _parse_http_path(ctx: _Ctx, raw: Any, path: str) -> HTTPIngressPath | None:
     if not value.startswith("/"):
         ctx.error(f"{path}.path", "InvalidPath", f"{path}.path {_short(value)} must start with '/'.")
         return None
-    if not _PATH_RE.match(value):
+    if not (_REGEX_PATH_RE if path_type == "ImplementationSpecific" else _PATH_RE).match(value):
         ctx.error(f"{path}.path", "InvalidPath",
                   f"{path}.path {_short(value)} has characters a URL path cannot contain "
                   "(spaces, control characters, '?', '#', or non-ASCII); percent-encode them.")

@@ -5,20 +5,30 @@ from __future__ import annotations
 from google.protobuf.message import Message
 
 from xds_ingress import ir
-from xds_ingress.envoy import auth, clusters, endpoints, listeners, routes, secrets, types
+from xds_ingress.envoy import auth, clusters, edge_policies, endpoints, listeners, routes, secrets, types
 
-Resources = dict[str, dict[str, Message]]  # type URL -> resource name -> message
+# type URL -> resource name -> message (or its deterministic serialization)
+Resources = dict[str, dict[str, Message | bytes]]
 
 
-def build(model: ir.IR) -> Resources:
-    """Every xDS resource for an IR, keyed by type URL and name."""
+def build(model: ir.IR, encoder: routes.RouteConfigEncoder | None = None) -> Resources:
+    """Every xDS resource for an IR, keyed by type URL and name. With an `encoder`, route configurations
+    are given as bytes, assembled from the virtual hosts it has serialized before."""
     return {
         types.LISTENER: {lst.name: listeners.listener(lst) for lst in model.listeners},
-        types.ROUTE: {rc.name: routes.route_configuration(rc) for rc in model.route_configurations},
-        types.CLUSTER: {c.name: clusters.cluster(c) for c in model.clusters},
+        types.ROUTE: ({rc.name: routes.route_configuration(rc) for rc in model.route_configurations}
+                      if encoder is None else
+                      {rc.name: encoder.encode(rc) for rc in model.route_configurations}),
+        types.CLUSTER: {c.name: clusters.cluster(c) for c in model.clusters} | service_clusters(model),
         types.ENDPOINT: {e.cluster_name: endpoints.load_assignment(e) for e in model.endpoints},
         types.SECRET: {s.name: secrets.secret(s) for s in model.secrets},
     }
+
+
+def service_clusters(model: ir.IR) -> dict[str, Message]:
+    """The clusters of services the listeners' filters call (the rate limit service), not routes."""
+    return {lst.rate_limit_service.cluster: edge_policies.rate_limit_service_cluster(lst.rate_limit_service)
+            for lst in model.listeners if lst.rate_limit_service is not None}
 
 
 def route_clusters(resources: Resources) -> dict[str, frozenset[str]]:

@@ -161,7 +161,7 @@ def route_config(auth: ir.RouteAuth, route: rc.Route) -> None:
         if "authorization" not in {h.header.key for h in route.request_headers_to_add}:
             route.request_headers_to_remove.append("authorization")
     if auth.jwt is not None:
-        cfg[JWT_AUTHN].CopyFrom(_pack(jwt_pb2.PerRouteConfig(requirement_name=auth.jwt)))
+        cfg[JWT_AUTHN].CopyFrom(_pack(jwt_pb2.PerRouteConfig(requirement_name=auth.jwt.name)))
     e = auth.external
     if e is not None:
         per = ext_authz_pb2.ExtAuthzPerRoute()
@@ -173,6 +173,12 @@ def route_config(auth: ir.RouteAuth, route: rc.Route) -> None:
             per = None  # the listener's service, as it is
         if per is not None:
             cfg[EXT_AUTHZ].CopyFrom(_pack(per))
+
+
+def route_auth_clusters(auth: ir.RouteAuth) -> set[str]:
+    """The clusters a route's authentication sends to (an authorization service of its own)."""
+    e = auth.external
+    return {e.service.cluster} if e is not None and not e.disabled and e.service is not None else set()
 
 
 def route_clusters(route: rc.Route) -> set[str]:

@@ -166,49 +166,49 @@ def _blank_message(m: Message) -> Message:
 
 
 def to_data(msg: Message) -> dict:
-    """JSON data with Envoy's own (proto) field names; packed messages carry "@type"; map entries sorted by key.
+    """JSON data with Envoy's own (proto) field names; packed messages carry "@type"; map entries sorted by
+    key (a protobuf map has no order, and upb's iteration order changes from one process to the next: a
+    route's `typed_per_filter_config` would print differently each time).
 
     Through JSON text: MessageToDict leaves OrderedDicts inside Any fields, which YAML cannot dump."""
-    return sort_maps(msg, json.loads(json_format.MessageToJson(msg, preserving_proto_field_name=True)))
+    data = json.loads(json_format.MessageToJson(msg, preserving_proto_field_name=True))
+    return _sorted_maps(msg.DESCRIPTOR, data)
 
 
-def _json_key(key: Any) -> str:
-    return ("true" if key else "false") if isinstance(key, bool) else str(key)
+_WELL_KNOWN = "google.protobuf."  # their JSON is not field by field (Duration, wrappers, Struct...)
 
 
-def sort_maps(msg: Message, data: Any) -> Any:
-    """`data` (the protojson of `msg`, proto field names) with the entries of every map sorted by key.
-
-    Protobuf maps have no order, and the runtime's iteration order changes from one process to the next:
-    sorted, the same message always shows the same way (golden files, `xds translate`, config dumps)."""
+def _sorted_maps(desc: descriptor.Descriptor, data: Any) -> Any:
     if not isinstance(data, dict):
         return data
-    if msg.DESCRIPTOR.full_name == _ANY:
-        cls = message_class(msg.type_url)  # type: ignore[attr-defined]
-        if cls is None:
-            return data
-        try:
-            inner = cls.FromString(msg.value)  # type: ignore[attr-defined]
-        except DecodeError:
-            return data
-        return sort_maps(inner, data)
-    for fd, value in msg.ListFields():
-        if fd.type != descriptor.FieldDescriptor.TYPE_MESSAGE or fd.name not in data:
+    for fd in desc.fields:
+        mt = fd.message_type
+        if fd.name not in data or mt is None:
             continue
-        shown = data[fd.name]
-        if fd.message_type.GetOptions().map_entry:
-            if not isinstance(shown, dict):
-                continue
-            nested = fd.message_type.fields_by_name["value"].type == descriptor.FieldDescriptor.TYPE_MESSAGE
-            by_key = {_json_key(k): v for k, v in value.items()} if nested else {}
-            data[fd.name] = {k: sort_maps(by_key[k], v) if nested and k in by_key else v
-                             for k, v in sorted(shown.items())}
-        elif _is_repeated(fd):
-            if isinstance(shown, list):
-                data[fd.name] = [sort_maps(m, d) for m, d in zip(value, shown)]
+        value = data[fd.name]
+        if mt.GetOptions().map_entry:
+            vt = mt.fields_by_name["value"].message_type
+            data[fd.name] = {k: _sorted_value(vt, value[k]) for k in sorted(value)}
+        elif fd.is_repeated:
+            data[fd.name] = [_sorted_value(mt, v) for v in value]
         else:
-            data[fd.name] = sort_maps(value, shown)
+            data[fd.name] = _sorted_value(mt, value)
     return data
+
+
+def _sorted_value(mt: descriptor.Descriptor | None, value: Any) -> Any:
+    if mt is None:
+        return value
+    if mt.full_name == _ANY:
+        if not isinstance(value, dict) or "@type" not in value:
+            return value
+        try:
+            mt = descriptor_pool.Default().FindMessageTypeByName(value["@type"].rsplit("/", 1)[-1])
+        except KeyError:
+            return value
+    if mt.full_name.startswith(_WELL_KNOWN):
+        return value
+    return _sorted_maps(mt, value)
 
 
 def redacted_data(type_url: str, body: bytes) -> dict:

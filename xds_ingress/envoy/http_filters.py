@@ -25,7 +25,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from google.protobuf import any_pb2
 
 from xds_ingress import ir
-from xds_ingress.envoy import auth
+from xds_ingress.envoy import auth, edge_policies
 
 FilterBuilder = Callable[[ir.Listener], "hcm_pb2.HttpFilter | None"]
 
@@ -43,13 +43,17 @@ def _router(_lst: ir.Listener) -> hcm_pb2.HttpFilter:
 # (name, builder) in request order; a builder returns None when the listener does not need its filter.
 FILTERS: tuple[tuple[str, FilterBuilder], ...] = (
     # -- 1. CORS --
+    ("cors", edge_policies.cors_filter),
     # -- 2. IP allow/deny --
+    ("source_ranges", edge_policies.rbac_filter),
     # -- 3. authentication: header removal, basic auth, JWT, ext_authz --
     ("auth_header_mutation", auth.header_mutation_filter),
     ("basic_auth", auth.basic_auth_filter),
     ("jwt_authn", auth.jwt_filter),
     ("ext_authz", auth.ext_authz_filter),
     # -- 4. rate limiting: local, global --
+    ("local_rate_limit", edge_policies.local_rate_limit_filter),
+    ("rate_limit", edge_policies.rate_limit_filter),
     ("router", _router),
 )
 

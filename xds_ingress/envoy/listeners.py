@@ -59,7 +59,7 @@ def http_connection_manager(lst: ir.Listener) -> any_pb2.Any:
     hcm.codec_type = hcm_pb2.HttpConnectionManager.AUTO
     hcm.rds.route_config_name = lst.route_config_name
     hcm.rds.config_source.CopyFrom(ads_config_source())
-    harden_http_connection_manager(hcm)
+    harden_http_connection_manager(hcm, xff_num_trusted_hops=lst.xff_num_trusted_hops or 0)
     # Websocket upgrades are allowed; an Ingress can refuse them on its routes (xds-ingress.io/websocket).
     hcm.upgrade_configs.add(upgrade_type="websocket")
     hcm.http_filters.extend(http_filters(lst))

@@ -9,6 +9,8 @@ against RE2's program size limit or built here from checked pieces.
 
 from __future__ import annotations
 
+from collections import Counter
+
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
@@ -16,8 +18,9 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 
 from xds_ingress import ir
-from xds_ingress.envoy import auth
+from xds_ingress.envoy import auth, edge_policies
 from xds_ingress.envoy.defaults import seconds
+from xds_ingress.envoy.wire import length_delimited
 
 # One DNS label: what the Ingress spec's "*." wildcard matches.
 _LABEL = r"[^.:/]+"
@@ -40,12 +43,94 @@ def authority_regex(suffix: str) -> str:
 
 
 def route_configuration(config: ir.RouteConfiguration) -> route_pb2.RouteConfiguration:
-    msg = route_pb2.RouteConfiguration(name=config.name)
-    # Host: example.com:8443 matches the virtual host example.com.
-    msg.ignore_port_in_host_matching = True
+    msg = _shell(config)
     for vh in config.virtual_hosts:
         msg.virtual_hosts.append(virtual_host(vh))
     return msg
+
+
+def _shell(config: ir.RouteConfiguration) -> route_pb2.RouteConfiguration:
+    """The route configuration without its virtual hosts."""
+    msg = route_pb2.RouteConfiguration(name=config.name)
+    # Host: example.com:8443 matches the virtual host example.com.
+    msg.ignore_port_in_host_matching = True
+    return msg
+
+
+_VIRTUAL_HOSTS_FIELD = route_pb2.RouteConfiguration.DESCRIPTOR.fields_by_name["virtual_hosts"].number
+
+
+class RouteConfigEncoder:
+    """Serialized route configurations assembled from each virtual host's bytes, cached by VirtualHost object.
+
+    With ten thousand routes a configuration is megabytes of protobuf, and an Ingress change replaces a
+    virtual host or two: incremental translation keeps the very same VirtualHost objects for the hosts it
+    did not touch, so only the replaced ones are built and serialized again. A message's deterministic
+    serialization writes its fields in field-number order, so the whole is the fields before
+    `virtual_hosts`, each virtual host as a length-delimited entry, then the fields after: the same bytes
+    as `route_configuration(config).SerializeToString(deterministic=True)` (tests/test_routes_encoder.py).
+    The clusters each virtual host sends to are kept beside its bytes (`clusters`).
+    """
+
+    def __init__(self) -> None:
+        self._memo: dict[int, tuple[ir.VirtualHost, bytes, frozenset[str]]] = {}
+        # Per configuration name: the virtual hosts last seen (by id) and how many of them use each cluster.
+        self._uses: dict[str, tuple[dict[int, ir.VirtualHost], Counter]] = {}
+
+    def _entry(self, vh: ir.VirtualHost) -> tuple[ir.VirtualHost, bytes, frozenset[str]]:
+        found = self._memo.get(id(vh))
+        if found is None or found[0] is not vh:
+            body = virtual_host(vh).SerializeToString(deterministic=True)
+            found = (vh, length_delimited(_VIRTUAL_HOSTS_FIELD, body), _vhost_clusters(vh))
+            self._memo[id(vh)] = found
+        return found
+
+    def encode(self, config: ir.RouteConfiguration) -> bytes:
+        shell = _shell(config)
+        name_only = route_pb2.RouteConfiguration(name=shell.name).SerializeToString(deterministic=True)
+        rest = shell.SerializeToString(deterministic=True)
+        shell.ClearField("name")
+        after = shell.SerializeToString(deterministic=True)
+        if rest != name_only + after:  # a field numbered below virtual_hosts besides the name
+            raise AssertionError("route configuration fields before virtual_hosts other than its name")
+        return name_only + b"".join(self._entry(vh)[1] for vh in config.virtual_hosts) + after
+
+    def clusters(self, config: ir.RouteConfiguration) -> frozenset[str]:
+        """The clusters the configuration's routes send requests to, mirrors included: kept up to date from
+        the virtual hosts that changed since the last call for the same configuration name."""
+        seen, counts = self._uses.get(config.name) or ({}, Counter())
+        now = {id(vh): vh for vh in config.virtual_hosts}
+        for key in seen.keys() - now.keys():
+            counts.subtract(self._entry(seen[key])[2])
+        for key in now.keys() - seen.keys():
+            counts.update(self._entry(now[key])[2])
+        self._uses[config.name] = (now, counts)
+        for name in [n for n, c in counts.items() if c <= 0]:
+            del counts[name]
+        return frozenset(counts)
+
+    def keep_only(self, configs: tuple[ir.RouteConfiguration, ...]) -> None:
+        """Forget the virtual hosts that none of `configs` has."""
+        names = {rc.name for rc in configs}
+        for name in [n for n in self._uses if n not in names]:
+            del self._uses[name]
+        if len(self._memo) <= 2 * sum(len(rc.virtual_hosts) for rc in configs) + 64:
+            return  # the dead are few: not worth a pass
+        live = {id(vh) for rc in configs for vh in rc.virtual_hosts}
+        if len(live) < len(self._memo):
+            self._memo = {k: v for k, v in self._memo.items() if k in live}
+
+
+def _vhost_clusters(vh: ir.VirtualHost) -> frozenset[str]:
+    used: set[str] = set()
+    for r in vh.routes:
+        sends = r.action.clusters
+        used.update(sends)
+        if sends and r.policy is not None:  # a fixed answer mirrors nothing
+            used.update(m.cluster for m in r.policy.mirrors)
+        if r.policy is not None and r.policy.auth is not None:
+            used.update(auth.route_auth_clusters(r.policy.auth))
+    return frozenset(used)
 
 
 def virtual_host(vh: ir.VirtualHost) -> rc.VirtualHost:
@@ -80,6 +165,8 @@ def _match(r: ir.Route, m: rc.RouteMatch, *, split: str = "") -> None:
     route one of its two halves: the path itself, or everything below it (for prefix rewrites)."""
     if r.match is None or (r.match.type == "Prefix" and r.match.path == "/"):
         m.prefix = "/"
+    elif r.match.type == "Regex":
+        m.safe_regex.regex = r.match.regex
     elif r.match.type == "Exact" or split == "exact":
         m.path = r.match.path
     elif split == "below":
@@ -97,6 +184,9 @@ def _match(r: ir.Route, m: rc.RouteMatch, *, split: str = "") -> None:
         if c.cookie:
             m.headers.append(rc.HeaderMatcher(name="cookie", string_match=string_pb2.StringMatcher(
                 safe_regex=regex_pb2.RegexMatcher(regex=ir.cookie_regex(c.name, c.value)))))
+        elif c.regex:
+            m.headers.append(rc.HeaderMatcher(name=c.name, string_match=string_pb2.StringMatcher(
+                safe_regex=regex_pb2.RegexMatcher(regex=c.value))))
         else:
             m.headers.append(rc.HeaderMatcher(name=c.name, string_match=string_pb2.StringMatcher(exact=c.value)))
 
@@ -152,6 +242,7 @@ def route(r: ir.Route, *, split: str = "") -> rc.Route:
         if p.response_headers is not None:
             msg.response_headers_to_add.extend(_header_options(p.response_headers))
             msg.response_headers_to_remove.extend(p.response_headers.remove)
+        edge_policies.route_filter_config(p, msg)
         if p.auth is not None:
             auth.route_config(p.auth, msg)
     return msg
@@ -178,7 +269,7 @@ def _route_action_policy(p: ir.RoutePolicy, ra: rc.RouteAction, r: ir.Route) -> 
             # `prefix: /` matched: "/" is replaced, so the rewrite keeps one slash after it.
             ra.prefix_rewrite = p.prefix_rewrite if p.prefix_rewrite.endswith("/") else p.prefix_rewrite + "/"
         else:
-            ra.prefix_rewrite = p.prefix_rewrite  # Exact: the whole path; element-wise Prefix: see routes()
+            ra.prefix_rewrite = p.prefix_rewrite  # Exact, Regex: the whole path; element-wise Prefix: see routes()
     if p.regex_rewrite is not None:
         ra.regex_rewrite.pattern.regex = p.regex_rewrite.pattern
         ra.regex_rewrite.substitution = p.regex_rewrite.substitution
@@ -207,8 +298,10 @@ def _hash_policy(h: ir.HashPolicy, hp: rc.RouteAction.HashPolicy) -> None:
 
 
 def _redirect(d: ir.Redirect, msg: rc.RedirectAction) -> None:
-    msg.scheme_redirect = d.scheme
-    msg.host_redirect = d.host
+    if d.scheme:
+        msg.scheme_redirect = d.scheme
+    if d.host:
+        msg.host_redirect = d.host
     if d.port is not None:
         msg.port_redirect = d.port
     if d.path is not None:

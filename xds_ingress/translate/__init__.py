@@ -20,12 +20,13 @@ The Ingress v1 contract lives here:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import re
-from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 
 from xds_ingress import ir
 from xds_ingress.diagnostics import Diagnostic, Severity
@@ -40,10 +41,10 @@ from xds_ingress.model import (
     Secret,
     Service,
     ServicePort,
+    is_url_path,
 )
-from xds_ingress.translate import annotations, policy
+from xds_ingress.translate import annotations, auth, edge_policies, nginx, policy
 from xds_ingress.translate.annotations import Parsed
-from xds_ingress.translate.auth import AuthResolver
 from xds_ingress.translate.classes import is_ours
 from xds_ingress.translate.services import cluster_for, load_assignment, no_ready_endpoints
 from xds_ingress.translate.settings import TranslateSettings
@@ -53,11 +54,49 @@ __all__ = ["Translation", "TranslateSettings", "translate", "normalize_path"]
 UNAVAILABLE_BODY = "service unavailable\n"
 
 
+# Where a diagnostic or a use comes from, so that an incremental translation can replace exactly the
+# part it recomputes (translate/incremental.py):
+#   ("ingress", ns, name)     its class selection and annotations;
+#   ("host", host)            a virtual host's rules: conflicts, canaries, backends ("*": the host-less rules);
+#   ("global",)               TLS, the default backend;
+#   ("service", ns, name)     a Service's annotations, read when one of its ports is first used;
+#   ("port", ns, name, port)  one Service port made into a cluster: its policy and endpoints;
+#   ("cluster", name)         a cluster made (a use only; it has no diagnostics of its own).
+# Units (ingress, host, global) are always part of the result; service, port and cluster scopes only while
+# some host or the global unit uses them.
+Scope = tuple
+
+
+@dataclass(slots=True, kw_only=True)
+class Index:
+    """What a translation keeps so that the next one can recompute only the virtual hosts an Ingress
+    change touches (translate/incremental.py). Owned by one translation; never mutated after."""
+
+    ingresses: dict[tuple[str, str], Ingress]  # every Ingress seen, ours or not
+    ours: dict[tuple[str, str], Ingress]  # the Ingresses we serve, excluded ones included
+    host_ingresses: dict[str, frozenset[tuple[str, str]]]  # host -> the served Ingresses with a rule for it
+    by_scope: dict[Scope, tuple[Diagnostic, ...]]
+    touched: dict[Scope, frozenset[Scope]]  # unit -> the service, port and cluster scopes it used
+    uses: Counter  # scope -> how many units use it
+    host_routes: dict[str, tuple[ir.Route, ...]]  # host -> its own routes (unguarded, without the default)
+    vhosts: dict[str, ir.VirtualHost]  # host -> its virtual host (as served over HTTPS)
+    http_vhosts: dict[str, ir.VirtualHost]  # host -> its virtual host on the plain HTTP listener
+    clusters: dict[str, ir.Cluster]
+    assignments: dict[str, ir.ClusterLoadAssignment]
+    default_route: ir.Route | None
+    redirected: frozenset[str]  # hosts whose plain HTTP is redirected to HTTPS
+    services: Mapping[tuple[str, str], Service]
+    secrets: Mapping[tuple[str, str], Secret]
+    classes: Mapping[str, IngressClass]
+    endpoint_positions: dict[str, int] | None = None  # cluster name -> its place in ir.endpoints (made on use)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Translation:
     ir: ir.IR
     diagnostics: tuple[Diagnostic, ...]
     served_ingresses: tuple[tuple[str, str], ...] = ()  # (namespace, name) of the Ingresses we serve
+    index: Index | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,14 +174,32 @@ def _ref(ing: Ingress) -> str:
 
 
 class _Translator:
-    def __init__(self, objects: Iterable[K8sObject], settings: TranslateSettings) -> None:
+    def __init__(self, objects: Iterable[K8sObject], settings: TranslateSettings,
+                 base: Index | None = None, slices: Mapping[tuple[str, str], Iterable[EndpointSlice]] | None = None
+                 ) -> None:
+        """`objects`: everything to translate; or, with `base` (the index of a previous translation, for
+        its Services, Secrets and IngressClasses) and `slices` (EndpointSlices by Service), only Ingresses."""
         self.settings = settings
         self.diagnostics: list[Diagnostic] = []
-        self.classes: dict[str, IngressClass] = {}
+        self.classes: Mapping[str, IngressClass] = {}
         self.ingresses: list[Ingress] = []
-        self.services: dict[tuple[str, str], Service] = {}
-        self.slices: dict[tuple[str, str], list[EndpointSlice]] = defaultdict(list)
-        self.secrets: dict[tuple[str, str], Secret] = {}
+        self.services: Mapping[tuple[str, str], Service] = {}
+        self.slices: Mapping[tuple[str, str], Iterable[EndpointSlice]] = defaultdict(list)
+        self.secrets: Mapping[tuple[str, str], Secret] = {}
+        # Scopes (see Scope): the diagnostics of each, and the scopes each unit used.
+        self.by_scope: dict[Scope, list[Diagnostic]] = {}
+        self.touched: dict[Scope, set[Scope]] = {}
+        self._scope: Scope = ("global",)
+        self._unit: Scope = ("global",)
+        self._mark = 0
+        self.host_routes: dict[str, tuple[ir.Route, ...]] = {}
+        # A previous translation's clusters and their (current) endpoints: the same cluster has the same ones.
+        self._known_clusters: Mapping[str, ir.Cluster] = base.clusters if base is not None else {}
+        self._known_assignments: Mapping[str, ir.ClusterLoadAssignment] = base.assignments if base is not None else {}
+        if base is not None:
+            self.services, self.secrets, self.classes = base.services, base.secrets, base.classes
+            self.slices = slices if slices is not None else {}
+            objects = [o for o in objects if isinstance(o, Ingress)]
         for obj in objects:
             if isinstance(obj, Ingress):
                 self.ingresses.append(obj)
@@ -156,11 +213,41 @@ class _Translator:
             elif isinstance(obj, IngressClass):
                 self.classes[obj.meta.name] = obj
         self.ingresses.sort(key=_precedence)
+        self.all_ingresses = {(i.meta.namespace, i.meta.name): i for i in self.ingresses}
         self.clusters: dict[str, ir.Cluster] = {}
         self.assignments: dict[str, ir.ClusterLoadAssignment] = {}
         self._ingress_policies: dict[tuple[str, str], _IngressPolicy] = {}
         self._service_values: dict[tuple[str, str], dict[str, Parsed]] = {}
-        self.auth = AuthResolver(self)  # authentication of routes, and the listeners' filters for it
+        self.auth = auth.AuthResolver(self)  # authentication of routes (translate/auth.py)
+
+    # -- scopes --
+
+    def _flush(self) -> None:
+        """File the diagnostics made since the last flush under the current scope."""
+        if len(self.diagnostics) > self._mark:
+            self.by_scope.setdefault(self._scope, []).extend(self.diagnostics[self._mark:])
+            self._mark = len(self.diagnostics)
+
+    @contextlib.contextmanager
+    def _in(self, scope: Scope, *, unit: bool = False) -> Iterator[None]:
+        """Diagnostics made inside go to `scope`; a unit's scope also collects the uses made inside it, and a
+        nested (service, port, cluster) scope counts as used by the unit around it."""
+        self._flush()
+        saved = self._scope, self._unit
+        self._scope = scope
+        if unit:
+            self._unit = scope
+            self.touched.setdefault(scope, set())
+        else:
+            self.touched.setdefault(self._unit, set()).add(scope)
+        try:
+            yield
+        finally:
+            self._flush()
+            self._scope, self._unit = saved
+
+    def _use(self, scope: Scope) -> None:
+        self.touched.setdefault(self._unit, set()).add(scope)
 
     # -- annotations --
 
@@ -176,7 +263,7 @@ class _Translator:
         found = self._ingress_policies.get(key)
         if found is not None:
             return found
-        values, diags = annotations.read(annotations.XDS, KIND_INGRESS, ing.meta)
+        values, diags, present = nginx.read_ingress(self.settings, ing.meta)  # the dialects settings enable
         self.diagnostics.extend(diags)
         report = self._reporter(KIND_INGRESS, *key)
         canary = policy.canary(values, report)
@@ -188,7 +275,7 @@ class _Translator:
                            "is ignored on a canary Ingress: its paths take the policies of the Ingress they are "
                            "a canary of. Set it there.", Severity.WARNING)
             values = {k: v for k, v in values.items() if not k.startswith(policy.ROUTE_PREFIXES)}
-        canary_key = annotations.XDS.prefix + "canary"
+        canary_key = nginx.canary_annotation(self.settings, ing.meta) or annotations.XDS.prefix + "canary"
         excluded = ing.meta.annotation(canary_key) is not None and "canary.enabled" not in values
         if excluded:
             # Served as a plain Ingress, a would-be canary could take all the traffic of its primary.
@@ -197,20 +284,25 @@ class _Translator:
                 f"{canary_key} is not a valid \"true\" or \"false\", so this Ingress is not served at all: as a "
                 "plain Ingress it could take the traffic of the Ingress it is meant to be a canary of.",
                 Severity.WARNING))
-        present = annotations.present_keys(annotations.XDS, ing.meta)
         redirect = values.get("ingress.ssl_redirect")
-        found = _IngressPolicy(route=policy.route_settings(values, report, present), canary=canary,
+        found = _IngressPolicy(route=policy.route_settings(values, report, present, settings=self.settings),
+                               canary=canary,
                                excluded=excluded, ssl_redirect=redirect is None or redirect.value is not False)
         self._ingress_policies[key] = found
         return found
 
     def service_values(self, svc: Service) -> dict[str, Parsed]:
         key = (svc.meta.namespace, svc.meta.name)
-        found = self._service_values.get(key)
-        if found is None:
-            found, diags = annotations.read(annotations.XDS, "Service", svc.meta)
-            self.diagnostics.extend(diags)
-            self._service_values[key] = found
+        with self._in(("service", *key)):
+            found = self._service_values.get(key)
+            if found is None:
+                # With nginx compatibility, Ingresses lend upstream settings to the Services they route to.
+                served = [i for i in self.ingresses
+                          if (p := self._ingress_policies.get((i.meta.namespace, i.meta.name))) is not None
+                          and not p.excluded] if self.settings.nginx_compat else []
+                found, diags = nginx.service_values(self.settings, svc, served)
+                self.diagnostics.extend(diags)
+                self._service_values[key] = found
         return found
 
     # -- backends --
@@ -276,6 +368,13 @@ class _Translator:
         return self._make_cluster(svc, port)
 
     def _make_cluster(self, svc: Service, port: ServicePort) -> ir.Cluster | None:
+        with self._in(("port", svc.meta.namespace, svc.meta.name, port.port)):
+            cluster = self._build_cluster(svc, port)
+        if cluster is not None:
+            self._use(("cluster", cluster.name))
+        return cluster
+
+    def _build_cluster(self, svc: Service, port: ServicePort) -> ir.Cluster | None:
         ns = svc.meta.namespace
         values = self.service_values(svc)
         report = self._reporter("Service", ns, svc.meta.name)
@@ -316,7 +415,9 @@ class _Translator:
         if cluster.name not in self.clusters:
             self.clusters[cluster.name] = cluster
             if discovery == ir.DISCOVERY_EDS:
-                cla = load_assignment(cluster.name, port, self.slices.get((ns, svc.meta.name), ()))
+                cla = self._known_assignments.get(cluster.name)
+                if cla is None or self._known_clusters.get(cluster.name) != cluster:
+                    cla = load_assignment(cluster.name, port, self.slices.get((ns, svc.meta.name), ()))
                 self.assignments[cluster.name] = cla
                 if not cla.endpoints:
                     self.diagnostics.append(no_ready_endpoints(svc, port))
@@ -324,55 +425,106 @@ class _Translator:
 
     # -- the whole --
 
-    def run(self) -> Translation:
-        settings = self.settings
-        ours = [ing for ing in self.ingresses if is_ours(ing, self.classes, settings, self.diagnostics)]
+    def collect(self, only: frozenset[str] | None = None):
+        """Which Ingresses are ours, their policies, and the candidates of each host's routes; with `only`,
+        of those hosts alone, and without the global part (TLS, the default backend)."""
+        ours: list[Ingress] = []
+        for ing in self.ingresses:
+            with self._in(("ingress", ing.meta.namespace, ing.meta.name), unit=True):
+                if is_ours(ing, self.classes, self.settings, self.diagnostics):
+                    ours.append(ing)
+                    self.ingress_policy(ing)
         hosts: dict[str, dict[tuple[str, str], _Candidate]] = {}
         default: _Candidate | None = None
         tls_hosts: dict[str, tuple[Ingress, str, str]] = {}  # host -> (ingress, secret name, field)
-
+        host_ingresses: dict[str, set[tuple[str, str]]] = defaultdict(set)
         canaries: list[Ingress] = []
         for ing in ours:
             meta = ing.meta
+            key = (meta.namespace, meta.name)
             prefix = f"{meta.namespace}/{meta.name}"
-            if self.ingress_policy(ing).excluded:
+            pol = self.ingress_policy(ing)
+            if pol.excluded:
                 continue
-            if self.ingress_policy(ing).canary is not None:
+            if pol.canary is not None:
                 canaries.append(ing)
-                self._collect_tls(ing, tls_hosts)
+                for rule in ing.rules:
+                    host_ingresses[rule.host or ir.CATCH_ALL_HOST].add(key)
+                if only is None:
+                    with self._in(_GLOBAL, unit=True):
+                        self._collect_tls(ing, tls_hosts)
                 continue
-            if ing.default_backend is not None:
-                if default is None:
-                    default = _Candidate(None, ing.default_backend, ing, f"{prefix}/default")
-                else:
-                    self.diagnostics.append(_diag(
-                        ing, "spec.defaultBackend", "DefaultBackendConflict",
-                        f"{_ref(default.ingress)} also sets spec.defaultBackend and wins because "
-                        f"{_why_first(default.ingress, ing)}, so this one is not used. Keep one default backend "
-                        "per ingress class.", Severity.WARNING))
+            if ing.default_backend is not None and only is None:
+                with self._in(_GLOBAL, unit=True):
+                    if default is None:
+                        default = _Candidate(None, ing.default_backend, ing, f"{prefix}/default")
+                    else:
+                        self.diagnostics.append(_diag(
+                            ing, "spec.defaultBackend", "DefaultBackendConflict",
+                            f"{_ref(default.ingress)} also sets spec.defaultBackend and wins because "
+                            f"{_why_first(default.ingress, ing)}, so this one is not used. Keep one default "
+                            "backend per ingress class.", Severity.WARNING))
             for ri, rule in enumerate(ing.rules):
                 host = rule.host or ir.CATCH_ALL_HOST
-                table = hosts.setdefault(host, {})
-                for pi, p in enumerate(rule.paths):
-                    match = normalize_path(p)
-                    key = (match.type, match.path)
-                    winner = table.get(key)
-                    if winner is not None:
-                        if winner.ingress is not ing:
-                            msg = (f"{match.type} path {match.path!r} for host {host!r} is also defined by "
-                                   f"{_ref(winner.ingress)}, which wins because {_why_first(winner.ingress, ing)}. "
-                                   "Remove one of them.")
-                        else:
-                            msg = (f"{match.type} path {match.path!r} for host {host!r} is defined twice in this "
-                                   "Ingress; the first one is used.")
-                        self.diagnostics.append(_diag(ing, p.field, "PathConflict", msg, Severity.WARNING))
-                        continue
-                    table[key] = _Candidate(match, p.backend, ing, f"{prefix}/{_path_index(p, ri, pi)}")
-            self._collect_tls(ing, tls_hosts)
+                host_ingresses[host].add(key)
+                if only is not None and host not in only:
+                    continue
+                with self._in(("host", host), unit=True):
+                    self._collect_rule(ing, prefix, ri, rule, host, hosts.setdefault(host, {}))
+            if only is None:
+                with self._in(_GLOBAL, unit=True):
+                    self._collect_tls(ing, tls_hosts)
         for ing in canaries:
-            self._attach_canary(ing, hosts)
+            self._attach_canary(ing, hosts, only)
+        return ours, hosts, default, tls_hosts, host_ingresses
 
-        route_configs, listeners, secrets = self._assemble(hosts, default, tls_hosts)
+    def _collect_rule(self, ing: Ingress, prefix: str, ri: int, rule, host: str,
+                      table: dict[tuple[str, str], _Candidate]) -> None:
+        for pi, p in enumerate(rule.paths):
+            if not self.settings.nginx_compat and not is_url_path(p.path):
+                self.diagnostics.append(_diag(
+                    ing, f"{p.field}.path", "InvalidPath",
+                    f"{p.field}.path {p.path!r} has characters a URL path cannot contain; it is read as a regex only "
+                    f"with --nginx-compat on a host with {nginx.PREFIX}use-regex. The path is not served."))
+                continue
+            match = normalize_path(p)
+            key = (match.type, match.path)
+            winner = table.get(key)
+            if winner is not None:
+                if winner.ingress is not ing:
+                    msg = (f"{match.type} path {match.path!r} for host {host!r} is also defined by "
+                           f"{_ref(winner.ingress)}, which wins because {_why_first(winner.ingress, ing)}. "
+                           "Remove one of them.")
+                else:
+                    msg = (f"{match.type} path {match.path!r} for host {host!r} is defined twice in this "
+                           "Ingress; the first one is used.")
+                self.diagnostics.append(_diag(ing, p.field, "PathConflict", msg, Severity.WARNING))
+                continue
+            table[key] = _Candidate(match, p.backend, ing, f"{prefix}/{_path_index(p, ri, pi)}")
+
+    def make_host_routes(self, hosts: dict[str, dict[tuple[str, str], _Candidate]]) -> None:
+        """Each host's own routes (its backends resolved to clusters), into `host_routes`."""
+        for host in sorted(hosts):
+            with self._in(("host", host), unit=True):
+                self.host_routes[host] = tuple(self._routes_for(hosts[host]))
+
+    def run(self) -> Translation:
+        ours, hosts, default, tls_hosts, host_ingresses = self.collect()
+        self.make_host_routes(hosts)
+        default_route = None
+        if default is not None:
+            with self._in(_GLOBAL, unit=True):
+                default_route = self._route(default)
+        with self._in(_GLOBAL, unit=True):
+            route_configs, listeners, secrets, vhosts, http_vhosts, redirected = self._assemble(
+                hosts, default_route, tls_hosts)
+            if self.settings.nginx_compat:  # regex paths and host settings, host-wide and across hosts
+                route_configs = nginx.finish(route_configs, ours, self.settings, self.diagnostics)
+        self._flush()
+        # The listeners' authentication filters, from the routes (translate/auth.py); its service's cluster.
+        listeners = auth.with_listener_auth(listeners, route_configs, self.settings)
+        if self.auth.global_cluster is not None:
+            self.clusters[self.auth.global_cluster.name] = self.auth.global_cluster
         result = ir.IR(
             listeners=listeners,
             route_configurations=route_configs,
@@ -380,53 +532,75 @@ class _Translator:
             endpoints=tuple(self.assignments[k] for k in sorted(self.assignments)),
             secrets=secrets,
         )
-        result = self.auth.finish(result)
-        return Translation(ir=result, diagnostics=tuple(sorted(set(self.diagnostics))),
-                           served_ingresses=tuple((i.meta.namespace, i.meta.name) for i in ours))
+        touched = {unit: frozenset(used) for unit, used in self.touched.items()}
+        uses: Counter = Counter()
+        for used in touched.values():
+            uses.update(used)
+        by_scope = {scope: tuple(diags) for scope, diags in self.by_scope.items()}
+        index = Index(
+            ingresses=self.all_ingresses, ours={(i.meta.namespace, i.meta.name): i for i in ours},
+            host_ingresses={h: frozenset(keys) for h, keys in host_ingresses.items()},
+            by_scope=by_scope, touched=touched, uses=uses, host_routes=dict(self.host_routes),
+            vhosts=vhosts, http_vhosts=http_vhosts, clusters=dict(self.clusters),
+            assignments=dict(self.assignments), default_route=default_route, redirected=redirected,
+            services=self.services, secrets=self.secrets, classes=self.classes)
+        diagnostics = gather_diagnostics(by_scope, uses)
+        assert set(diagnostics) == set(self.diagnostics), "a diagnostic outside every scope"
+        return Translation(ir=result, diagnostics=diagnostics,
+                           served_ingresses=tuple((i.meta.namespace, i.meta.name) for i in ours), index=index)
 
-    def _attach_canary(self, ing: Ingress, hosts: dict[str, dict[tuple[str, str], _Candidate]]) -> None:
+    def _attach_canary(self, ing: Ingress, hosts: dict[str, dict[tuple[str, str], _Candidate]],
+                       only: frozenset[str] | None = None) -> None:
         """ingress-nginx's canary: each path of a canary Ingress joins the route of the same host, path type
         and path of a (non-canary) Ingress; a path with no such route is not served."""
         settings = self.ingress_policy(ing).canary
         assert settings is not None
         prefix = f"{ing.meta.namespace}/{ing.meta.name}"
         if ing.default_backend is not None:
-            self.diagnostics.append(_diag(
-                ing, "spec.defaultBackend", "CanaryIgnored",
-                "is not used: a canary Ingress only adds canaries to the paths of other Ingresses.",
-                Severity.WARNING))
+            with self._in(("ingress", ing.meta.namespace, ing.meta.name), unit=True):
+                self.diagnostics.append(_diag(
+                    ing, "spec.defaultBackend", "CanaryIgnored",
+                    "is not used: a canary Ingress only adds canaries to the paths of other Ingresses.",
+                    Severity.WARNING))
         for ri, rule in enumerate(ing.rules):
             host = rule.host or ir.CATCH_ALL_HOST
-            for pi, p in enumerate(rule.paths):
-                match = normalize_path(p)
-                primary = hosts.get(host, {}).get((match.type, match.path))
-                if primary is None or primary.ingress.meta.namespace != ing.meta.namespace:
-                    # Same namespace only: a canary must not take another namespace's traffic.
-                    served = (f"no Ingress serves {match.type} path {match.path!r} for host {host!r}"
-                              if primary is None else
-                              f"{match.type} path {match.path!r} for host {host!r} is served by {_ref(primary.ingress)}, "
-                              "of another namespace")
-                    self.diagnostics.append(_diag(
-                        ing, p.field, "CanaryWithoutPrimary",
-                        f"{served}, so this canary path is not used. A canary needs an Ingress (without canary) of "
-                        "its own namespace for the same host and path.", Severity.WARNING))
-                    continue
-                if primary.canary is not None and primary.canary.ingress is ing:
-                    self.diagnostics.append(_diag(
-                        ing, p.field, "PathConflict",
-                        f"{match.type} path {match.path!r} for host {host!r} is defined twice in this canary Ingress; "
-                        "the first one is used.", Severity.WARNING))
-                    continue
-                if primary.canary is not None:
-                    self.diagnostics.append(_diag(
-                        ing, p.field, "CanaryConflict",
-                        f"{_ref(primary.canary.ingress)} is already the canary of {match.type} path {match.path!r} "
-                        f"for host {host!r} and wins because {_why_first(primary.canary.ingress, ing)}; a path "
-                        "has at most one canary.", Severity.WARNING))
-                    continue
-                ref = _CanaryRef(ingress=ing, backend=p.backend, settings=settings,
-                                 route_name=f"{prefix}/{_path_index(p, ri, pi)}")
-                hosts[host][(match.type, match.path)] = dataclasses.replace(primary, canary=ref)
+            if only is not None and host not in only:
+                continue
+            with self._in(("host", host), unit=True):
+                self._attach_canary_rule(ing, settings, prefix, ri, rule, host, hosts)
+
+    def _attach_canary_rule(self, ing: Ingress, settings: policy.Canary, prefix: str, ri: int, rule, host: str,
+                            hosts: dict[str, dict[tuple[str, str], _Candidate]]) -> None:
+        for pi, p in enumerate(rule.paths):
+            match = normalize_path(p)
+            primary = hosts.get(host, {}).get((match.type, match.path))
+            if primary is None or primary.ingress.meta.namespace != ing.meta.namespace:
+                # Same namespace only: a canary must not take another namespace's traffic.
+                served = (f"no Ingress serves {match.type} path {match.path!r} for host {host!r}"
+                          if primary is None else
+                          f"{match.type} path {match.path!r} for host {host!r} is served by {_ref(primary.ingress)}, "
+                          "of another namespace")
+                self.diagnostics.append(_diag(
+                    ing, p.field, "CanaryWithoutPrimary",
+                    f"{served}, so this canary path is not used. A canary needs an Ingress (without canary) of "
+                    "its own namespace for the same host and path.", Severity.WARNING))
+                continue
+            if primary.canary is not None and primary.canary.ingress is ing:
+                self.diagnostics.append(_diag(
+                    ing, p.field, "PathConflict",
+                    f"{match.type} path {match.path!r} for host {host!r} is defined twice in this canary Ingress; "
+                    "the first one is used.", Severity.WARNING))
+                continue
+            if primary.canary is not None:
+                self.diagnostics.append(_diag(
+                    ing, p.field, "CanaryConflict",
+                    f"{_ref(primary.canary.ingress)} is already the canary of {match.type} path {match.path!r} "
+                    f"for host {host!r} and wins because {_why_first(primary.canary.ingress, ing)}; a path "
+                    "has at most one canary.", Severity.WARNING))
+                continue
+            ref = _CanaryRef(ingress=ing, backend=p.backend, settings=settings,
+                             route_name=f"{prefix}/{_path_index(p, ri, pi)}")
+            hosts[host][(match.type, match.path)] = dataclasses.replace(primary, canary=ref)
 
     def _collect_tls(self, ing: Ingress, tls_hosts: dict[str, tuple[Ingress, str, str]]) -> None:
         ns = ing.meta.namespace
@@ -507,6 +681,8 @@ class _Translator:
         if cs.header is not None:
             if cs.header_value is not None:
                 add("canary-by-header", ir.HeaderCondition(name=cs.header, value=cs.header_value), True)
+            elif cs.header_pattern is not None:
+                add("canary-by-header", ir.HeaderCondition(name=cs.header, value=cs.header_pattern, regex=True), True)
             else:
                 add("canary-by-header", ir.HeaderCondition(name=cs.header, value="always"), True)
                 add("canary-by-header-never", ir.HeaderCondition(name=cs.header, value="never"), False)
@@ -535,31 +711,15 @@ class _Translator:
         mirror = ir.Mirror(cluster=cluster.name, percent=m.percent)
         return dataclasses.replace(route_policy or ir.RoutePolicy(), mirrors=(mirror,))
 
-    def _assemble(self, hosts: dict[str, dict[tuple[str, str], _Candidate]], default: _Candidate | None,
+    def _assemble(self, hosts: dict[str, dict[tuple[str, str], _Candidate]], default_route: ir.Route | None,
                   tls_hosts: dict[str, tuple[Ingress, str, str]]):
         settings = self.settings
-        default_route = self._route(default) if default is not None else None
-        catch_all = self._routes_for(hosts.get(ir.CATCH_ALL_HOST, {}))
-        vhosts: list[ir.VirtualHost] = []
-        for host in sorted(hosts):
-            if host == ir.CATCH_ALL_HOST:
-                continue
-            routes = self._routes_for(hosts[host])
-            if host.startswith("*."):
-                suffix = host[2:]
-                guard = ir.AuthorityGuard(suffix=suffix)
-                inverted = ir.AuthorityGuard(suffix=suffix, invert=True)
-                routes = [_guarded(r, guard) for r in routes]
-                # Deeper names (a.b.example.com) are not this wildcard's: they get the host-less rules.
-                routes += [_guarded(r, inverted) for r in catch_all]
-            if default_route is not None:
-                routes.append(default_route)
-            vhosts.append(ir.VirtualHost(name=host, domains=(host,), routes=tuple(routes)))
-        routes = list(catch_all)
-        if default_route is not None:
-            routes.append(default_route)
-        vhosts.append(ir.VirtualHost(name=ir.CATCH_ALL_HOST, domains=(ir.CATCH_ALL_HOST,), routes=tuple(routes)))
-        vhosts_t = tuple(vhosts)
+        catch_all = self.host_routes.get(ir.CATCH_ALL_HOST, ())
+        vhosts: dict[str, ir.VirtualHost] = {}
+        for host in hosts:
+            vhosts[host] = virtual_host(host, self.host_routes[host], catch_all, default_route)
+        if ir.CATCH_ALL_HOST not in vhosts:
+            vhosts[ir.CATCH_ALL_HOST] = virtual_host(ir.CATCH_ALL_HOST, (), (), default_route)
 
         by_secret: dict[tuple[str, str], list[str]] = defaultdict(list)
         for host, (ing, secret_name, _field) in tls_hosts.items():
@@ -574,19 +734,69 @@ class _Translator:
 
         # Plain HTTP to a host served with a certificate is redirected to HTTPS, unless the Ingress that
         # holds its certificate says ssl-redirect: "false".
-        redirected = {host for host, (ing, _secret, _field) in tls_hosts.items()
-                      if self.ingress_policy(ing).ssl_redirect}
-        http_vhosts = tuple(dataclasses.replace(vh, require_tls=True) if vh.name in redirected else vh
-                            for vh in vhosts_t)
-        route_configs = [ir.RouteConfiguration(name=ir.HTTP_ROUTE_CONFIG, virtual_hosts=http_vhosts)]
+        redirected = frozenset(host for host, (ing, _secret, _field) in tls_hosts.items()
+                               if self.ingress_policy(ing).ssl_redirect)
+        http_vhosts = {host: dataclasses.replace(vh, require_tls=True) if host in redirected else vh
+                       for host, vh in vhosts.items()}
         listeners = [ir.Listener(name=ir.HTTP_LISTENER, address=settings.listen_address, port=settings.http_port,
                                  route_config_name=ir.HTTP_ROUTE_CONFIG)]
         if chains:
-            route_configs.append(ir.RouteConfiguration(name=ir.HTTPS_ROUTE_CONFIG, virtual_hosts=vhosts_t))
             listeners.append(ir.Listener(name=ir.HTTPS_LISTENER, address=settings.listen_address,
                                          port=settings.https_port, route_config_name=ir.HTTPS_ROUTE_CONFIG,
                                          tls_chains=chains))
-        return tuple(route_configs), tuple(listeners), secrets
+        route_configs = route_configurations(vhosts, http_vhosts, tuple(listeners))
+        return (route_configs, edge_policies.listener_settings(tuple(listeners), settings), secrets, vhosts,
+                http_vhosts, redirected)
+
+
+_GLOBAL: Scope = ("global",)
+_USE_SCOPES = ("service", "port", "cluster")
+
+
+def gather_diagnostics(by_scope: Mapping[Scope, Iterable[Diagnostic]], uses: Mapping[Scope, int]
+                       ) -> tuple[Diagnostic, ...]:
+    """The diagnostics of a translation: every unit's, and those of the Services and ports in use."""
+    out: set[Diagnostic] = set()
+    for scope, diags in by_scope.items():
+        if scope[0] in _USE_SCOPES and not uses.get(scope):
+            continue
+        out.update(diags)
+    return tuple(sorted(out))
+
+
+def virtual_host(host: str, own: tuple[ir.Route, ...], catch_all: tuple[ir.Route, ...],
+                 default_route: ir.Route | None) -> ir.VirtualHost:
+    """A host's virtual host: its own routes; for a `*.` wildcard, guarded to one label, then the host-less
+    rules for deeper names; then the default backend."""
+    routes = list(own)
+    if host == ir.CATCH_ALL_HOST:
+        routes = list(catch_all)
+    elif host.startswith("*."):
+        suffix = host[2:]
+        guard = ir.AuthorityGuard(suffix=suffix)
+        inverted = ir.AuthorityGuard(suffix=suffix, invert=True)
+        routes = [_guarded(r, guard) for r in routes]
+        # Deeper names (a.b.example.com) are not this wildcard's: they get the host-less rules.
+        routes += [_guarded(r, inverted) for r in catch_all]
+    if default_route is not None:
+        routes.append(default_route)
+    return ir.VirtualHost(name=host, domains=(host,), routes=tuple(routes))
+
+
+def ordered_hosts(vhosts: Mapping[str, ir.VirtualHost]) -> list[str]:
+    """Virtual hosts in their order in a route configuration: by name, the catch-all last."""
+    names = sorted(h for h in vhosts if h != ir.CATCH_ALL_HOST)
+    names.append(ir.CATCH_ALL_HOST)
+    return names
+
+
+def route_configurations(vhosts: Mapping[str, ir.VirtualHost], http_vhosts: Mapping[str, ir.VirtualHost],
+                         listeners: tuple[ir.Listener, ...]) -> tuple[ir.RouteConfiguration, ...]:
+    order = ordered_hosts(vhosts)
+    out = [ir.RouteConfiguration(name=ir.HTTP_ROUTE_CONFIG, virtual_hosts=tuple(http_vhosts[h] for h in order))]
+    if any(lst.is_tls for lst in listeners):
+        out.append(ir.RouteConfiguration(name=ir.HTTPS_ROUTE_CONFIG, virtual_hosts=tuple(vhosts[h] for h in order)))
+    return tuple(out)
 
 
 def _guarded(route: ir.Route, guard: ir.AuthorityGuard) -> ir.Route:

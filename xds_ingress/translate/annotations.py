@@ -204,6 +204,57 @@ _XDS_TABLE: tuple[Annotation, ...] = (
     Annotation(name="redirect-code", on=_ROUTE, parse=lambda v: int(p.one_of("301", "302", "303", "307", "308")(v)),
                key="redirect.code", group="Fixed responses and redirects", example="301",
                doc="Status of `redirect-to`: 301 or 308 (permanent), 302 (default), 303 or 307 (temporary)."),
+    # -- edge policies: rate limits, client addresses, CORS --
+    Annotation(name="rate-limit", on=_ROUTE, parse=p.rate, key="ratelimit.rate", group="Rate limits",
+               example="100/s",
+               doc="Requests per second, minute or hour (`N/s`, `N/m`, `N/h`) on each path of this Ingress, in each "
+                   "Envoy (a token bucket shared by its workers; with several Envoys the edge admits that many "
+                   "times more). Beyond it: 429 with `x-envoy-ratelimited` and the `x-ratelimit-limit`, "
+                   "`-remaining` and `-reset` headers."),
+    Annotation(name="rate-limit-burst", on=_ROUTE, parse=p.integer(1, p.MAX_RATE), key="ratelimit.burst",
+               group="Rate limits", example="20",
+               doc="Requests admitted at once after a quiet time: the bucket's size (default: N of `rate-limit`). "
+                   "It is refilled every 50 ms or more, so it is at least what one refill adds."),
+    Annotation(name="rate-limit-key", on=_ROUTE, parse=p.rate_limit_key, key="ratelimit.key",
+               group="Rate limits", example="client-ip",
+               doc="One bucket per client address (`client-ip`) or per value of a request header (`header:NAME`), "
+                   "each of the full rate, instead of one for everyone; requests without the header share one "
+                   "bucket. Envoy keeps the 10,000 most recently used keys."),
+    Annotation(name="global-rate-limit", on=_ROUTE, parse=p.rate_limit_descriptor, key="ratelimit.global",
+               group="Rate limits", example="generic:shop,client-ip",
+               doc="Ask the rate limit service of `xds serve --rate-limit-service` about every request, with one "
+                   "descriptor of these entries in order: `client-ip` (key `remote_address`), `header:NAME` (key "
+                   "NAME; a request without the header is not limited) and `generic:VALUE` (key `generic_key`). "
+                   "The service's limits apply to the whole fleet; over them: 429."),
+    Annotation(name="allow-source-ranges", on=_ROUTE, parse=p.source_ranges, key="source.allow",
+               group="Client addresses", example="10.0.0.0/8,192.168.1.0/24",
+               doc="Only clients in these IPv4 or IPv6 CIDR ranges are served; others get 403. The client is "
+                   "the connection's peer, or with `xds serve --xff-num-trusted-hops N` the address N hops from "
+                   "the right of X-Forwarded-For."),
+    Annotation(name="deny-source-ranges", on=_ROUTE, parse=p.source_ranges, key="source.deny",
+               group="Client addresses", example="203.0.113.0/24",
+               doc="Clients in these CIDR ranges get 403 (also inside `allow-source-ranges`)."),
+    Annotation(name="cors-allow-origins", on=_ROUTE, parse=p.origins, key="cors.allow_origins", group="CORS",
+               example="https://app.example.com,regex:^https://[a-z]+\\.example\\.com$",
+               doc="Origins allowed to read responses from a browser: exact `scheme://host[:port]`, "
+                   "`regex:RE` (RE2, matching the whole Origin) or `*`. Envoy answers their preflights itself "
+                   "and adds `access-control-allow-origin`; other origins get no CORS headers."),
+    Annotation(name="cors-allow-methods", on=_ROUTE, parse=p.http_methods, key="cors.allow_methods", group="CORS",
+               example="GET,POST,PUT",
+               doc="Methods a preflight allows (`access-control-allow-methods`)."),
+    Annotation(name="cors-allow-headers", on=_ROUTE, parse=p.header_names(request=False), key="cors.allow_headers",
+               group="CORS", example="content-type,authorization",
+               doc="Request headers a preflight allows (`access-control-allow-headers`)."),
+    Annotation(name="cors-expose-headers", on=_ROUTE, parse=p.header_names(request=False),
+               key="cors.expose_headers", group="CORS", example="x-request-id",
+               doc="Response headers the page may read (`access-control-expose-headers`)."),
+    Annotation(name="cors-allow-credentials", on=_ROUTE, parse=p.boolean, key="cors.allow_credentials",
+               group="CORS", example="true",
+               doc="Requests with cookies or HTTP authentication are allowed (`access-control-allow-credentials`); "
+                   "not with `cors-allow-origins: '*'`."),
+    Annotation(name="cors-max-age", on=_ROUTE, parse=p.whole_seconds(max_s=86_400), key="cors.max_age",
+               group="CORS", example="10m",
+               doc="How long a browser may cache a preflight's answer (`access-control-max-age`, at most 24h)."),
     # -- authentication and external authorization (translate/auth.py) --
     Annotation(name="basic-auth-secret", on=_ROUTE, parse=p.secret_name, key="basic.secret", group="Authentication",
                example="shop-users",

@@ -418,11 +418,12 @@ _DENIED = ir.RouteAction(direct_status=503, direct_body=UNAVAILABLE_BODY)
 
 
 class AuthResolver:
-    """Resolves what Ingresses ask for (Secrets, Services) into RouteAuth, once per Ingress, and the listeners'
-    ListenerAuth from the routes that were built (`finish`).
+    """Resolves what Ingresses ask for (Secrets, Services) into RouteAuth.
 
     `translator` gives `settings`, `secrets` ((namespace, name) -> Secret), `diagnostics` (a list to append
-    to), `cluster_of(ing, name, port_number, port_name, field, what)` and `_reporter(kind, namespace, name)`.
+    to), `cluster_of(ing, name, port_number, port_name, field, what)`, `_reporter(kind, namespace, name)` and
+    `_unit` (the scope being translated: an Ingress is resolved once per host, so that each host's scope has
+    its diagnostics and its uses of clusters, as incremental translation recomputes hosts one by one).
     """
 
     def __init__(self, translator: Any) -> None:
@@ -430,16 +431,17 @@ class AuthResolver:
         self.settings = translator.settings
         found = global_service(self.settings)
         self.global_service, self.global_cluster = found if found is not None else (None, None)
-        self._done: dict[tuple[str, str], tuple[ir.RouteAuth | None, bool]] = {}
-        self.providers: dict[str, ir.JwtProvider] = {}
+        self._done: dict[tuple, tuple[ir.RouteAuth | None, bool]] = {}
 
     def apply(self, ing: Ingress, ask: AuthAsk | None, route_policy: ir.RoutePolicy | None
               ) -> tuple[ir.RoutePolicy | None, ir.RouteAction | None]:
         """The route policy with the Ingress's authentication, and None; or, when the Ingress must not be
         served (it asks for authentication it cannot have), the 503 action its routes take instead."""
-        key = (ing.meta.namespace, ing.meta.name)
+        if ask is None:
+            return route_policy, None
+        key = (ing.meta.namespace, ing.meta.name, getattr(self.t, "_unit", None))
         if key not in self._done:
-            self._done[key] = self._resolve(ing, ask) if ask is not None else (None, False)
+            self._done[key] = self._resolve(ing, ask)
         auth, denied = self._done[key]
         if denied:
             return route_policy, _DENIED
@@ -471,13 +473,11 @@ class AuthResolver:
 
         jwt = None
         if "jwt.jwks_secret" in v or "jwt.jwks_uri" in v:
-            provider = self._jwt(ing, v, report, refused)
-            if provider is None:
+            jwt = self._jwt(ing, v, report, refused)
+            if jwt is None:
                 denied = True
             else:
-                self.providers[provider.name] = provider
-                jwt = provider.name
-                strip += [h for _, h in provider.claims_to_headers]
+                strip += [h for _, h in jwt.claims_to_headers]
         if denied:
             return None, True
         auth = ir.RouteAuth(external=external, basic=basic, jwt=jwt, strip_request_headers=tuple(sorted(set(strip))))
@@ -593,29 +593,40 @@ class AuthResolver:
         uri = f"{'https' if tls else 'http'}://{host}:{cluster.port}{path}"
         return ir.JwtProvider(remote_jwks_uri=uri, remote_jwks_cluster=cluster.name, **fields)
 
-    # -- the listeners --
 
-    def finish(self, model: ir.IR) -> ir.IR:
-        """`model` with its listeners' ListenerAuth (from the routes it has) and the cluster of
-        `--auth-service`."""
-        auths = [r.policy.auth for rc in model.route_configurations for vh in rc.virtual_hosts for r in vh.routes
-                 if r.policy is not None and r.policy.auth is not None]
-        externals = [a.external for a in auths if a.external is not None and not a.external.disabled]
-        per_route = any(e.service is not None for e in externals)
-        has_external = self.global_service is not None or per_route
-        headers = set(BASE_AUTH_REQUEST_HEADERS) if has_external else set()
-        for e in externals:
-            headers.update(e.request_headers)
-        la = ir.ListenerAuth(
-            external_service=self.global_service, external_per_route=per_route,
-            failure_mode_allow=has_external and self.settings.auth_failure_mode == "open",
-            allowed_headers=tuple(sorted(headers)), basic=any(a.basic is not None for a in auths),
-            jwt_providers=tuple(self.providers[n] for n in sorted({a.jwt for a in auths if a.jwt is not None})),
-            strip=any(a.strip_request_headers for a in auths))
-        if la == ir.ListenerAuth():
-            return model
-        clusters = model.clusters
-        if self.global_cluster is not None:
-            clusters = tuple(sorted(clusters + (self.global_cluster,), key=lambda c: c.name))
-        return dataclasses.replace(model, listeners=tuple(dataclasses.replace(lst, auth=la) for lst in model.listeners),
-                                   clusters=clusters)
+
+# --- the listeners -------------------------------------------------------------------------------
+
+def listener_auth(route_configs: tuple[ir.RouteConfiguration, ...], settings: Any) -> ir.ListenerAuth | None:
+    """The listeners' authentication filters: a function of the routes and the settings only, so that an
+    incremental translation can tell whether a change of some hosts changes them."""
+    found = global_service(settings)
+    service = found[0] if found is not None else None
+    auths = [r.policy.auth for rc in route_configs for vh in rc.virtual_hosts for r in vh.routes
+             if r.policy is not None and r.policy.auth is not None]
+    externals = [a.external for a in auths if a.external is not None and not a.external.disabled]
+    per_route = any(e.service is not None for e in externals)
+    has_external = service is not None or per_route
+    headers = set(BASE_AUTH_REQUEST_HEADERS) if has_external else set()
+    for e in externals:
+        headers.update(e.request_headers)
+    providers = {a.jwt.name: a.jwt for a in auths if a.jwt is not None}
+    la = ir.ListenerAuth(
+        external_service=service, external_per_route=per_route,
+        failure_mode_allow=has_external and settings.auth_failure_mode == "open",
+        allowed_headers=tuple(sorted(headers)), basic=any(a.basic is not None for a in auths),
+        jwt_providers=tuple(providers[n] for n in sorted(providers)),
+        strip=any(a.strip_request_headers for a in auths))
+    return None if la == ir.ListenerAuth() else la
+
+
+def with_listener_auth(listeners: tuple[ir.Listener, ...], route_configs: tuple[ir.RouteConfiguration, ...],
+                       settings: Any) -> tuple[ir.Listener, ...]:
+    la = listener_auth(route_configs, settings)
+    if la is None:
+        return tuple(listeners)
+    return tuple(dataclasses.replace(lst, auth=la) for lst in listeners)
+
+
+def has_auth(routes: tuple[ir.Route, ...]) -> bool:
+    return any(r.policy is not None and r.policy.auth is not None for r in routes)

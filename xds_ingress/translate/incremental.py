@@ -1,25 +1,45 @@
-"""Incremental translation: a change that touches only EndpointSlices rebuilds only the
-ClusterLoadAssignments of the Services those slices belong to.
+"""Incremental translation: a change recomputes only what it touches, and the result is the one a
+translation from scratch gives, byte for byte (tests/test_incremental.py keeps it so).
 
-Pod churn is by far the most frequent change in a cluster, and an EndpointSlice never goes
-through Ingress translation: its result is one ClusterLoadAssignment per EDS cluster of its
-Service, and (when that assignment becomes empty or stops being empty) one NoReadyEndpoints
-diagnostic. `update_endpoints` computes exactly that from the previous translation, with the
-same functions the full translation uses, so that the result is identical to translating
-everything from scratch (tests/test_incremental.py keeps it so, byte for byte).
+Two kinds of change take a short path; anything else is translated from scratch:
+
+- EndpointSlices only (pod churn, by far the most frequent change): `update_endpoints` rebuilds
+  the ClusterLoadAssignments of the Services those slices belong to, and their NoReadyEndpoints
+  diagnostics, with the same functions the full translation uses.
+- Ingresses only, when they touch only named hosts (`update_ingresses`): the virtual hosts of the
+  hosts the changed Ingresses had or have are recomputed from every Ingress with a rule for those
+  hosts, and spliced into the previous translation; clusters come and go with their use. A change
+  that involves what all hosts share (a host-less rule, a default backend, the TLS section, the
+  ssl-redirect setting of an Ingress with TLS, the ingress class) translates from scratch.
+
+Both work on the `Index` a translation keeps: the diagnostics of each scope (an Ingress, a host, a
+Service port...) and which scopes each host uses.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Iterable, Mapping
 
 from xds_ingress import ir
-from xds_ingress.model import EndpointSlice, Service
-from xds_ingress.translate import Translation
+from xds_ingress.model import EndpointSlice, Ingress, Service
+from xds_ingress.translate import (
+    TranslateSettings,
+    Translation,
+    _precedence,
+    _Translator,
+    gather_diagnostics,
+    route_configurations,
+    virtual_host,
+)
+from xds_ingress.translate import auth
+from xds_ingress.translate.annotations import XDS
+from xds_ingress.translate.classes import is_ours
 from xds_ingress.translate.services import load_assignment, no_ready_endpoints
 
 ServiceKey = tuple[str, str]  # (namespace, name)
+IngressKey = tuple[str, str]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -45,33 +65,223 @@ def update_endpoints(previous: Translation, affected: Iterable[ServiceKey],
     """The translation after the EndpointSlices of `affected` Services changed, or None when
     that cannot be done incrementally (then translate everything). `clusters` is
     `eds_clusters_by_service(previous)`, passed in when the caller keeps it."""
-    affected = set(affected)
+    index = previous.index
+    if index is None:
+        return None
     if clusters is None:
         clusters = eds_clusters_by_service(previous)
     replaced: dict[str, ir.ClusterLoadAssignment] = {}
-    diagnostics = [d for d in previous.diagnostics
-                   if not (d.kind == "Service" and d.reason == "NoReadyEndpoints"
-                           and (d.namespace, d.name) in affected)]
-    current: dict[str, ir.ClusterLoadAssignment] | None = None
-    for key in sorted(affected):
+    scopes: dict[tuple, tuple] = {}
+    for key in sorted(set(affected)):
         for cluster in clusters.get(key, ()):
-            if current is None:
-                current = {cla.cluster_name: cla for cla in previous.ir.endpoints}
-            cla = current[cluster.name]
-            name = cluster.name
             svc = services.get(key)
             port = next((p for p in svc.ports if p.port == cluster.port), None) if svc is not None else None
             if port is None:
                 return None  # the Service itself changed or went away: not an endpoints-only change
-            new = load_assignment(name, port, slices.get(key, ()))
-            if not new.endpoints:
-                diagnostics.append(no_ready_endpoints(svc, port))
-            if new != cla:
-                replaced[name] = new
-    if not replaced and set(diagnostics) == set(previous.diagnostics):
+            new = load_assignment(cluster.name, port, slices.get(key, ()))
+            scope = ("port", key[0], key[1], cluster.port)
+            kept = tuple(d for d in index.by_scope.get(scope, ()) if d.reason != "NoReadyEndpoints")
+            scopes[scope] = kept if new.endpoints else kept + (no_ready_endpoints(svc, port),)
+            if new != index.assignments[cluster.name]:
+                replaced[cluster.name] = new
+    by_scope = index.by_scope
+    if any(by_scope.get(s, ()) != v for s, v in scopes.items()):
+        by_scope = dict(by_scope)
+        for s, v in scopes.items():
+            if v:
+                by_scope[s] = v
+            else:
+                by_scope.pop(s, None)
+    if not replaced and by_scope is index.by_scope:
         return EndpointsUpdate(translation=previous, changed=())
-    endpoints = tuple(replaced.get(cla.cluster_name, cla) for cla in previous.ir.endpoints)
-    translation = dataclasses.replace(
-        previous, ir=dataclasses.replace(previous.ir, endpoints=endpoints),
-        diagnostics=tuple(sorted(set(diagnostics))))
+    assignments = index.assignments
+    endpoints = previous.ir.endpoints
+    positions = index.endpoint_positions
+    if replaced:
+        assignments = dict(assignments)
+        assignments.update(replaced)
+        if positions is None:
+            positions = {cla.cluster_name: i for i, cla in enumerate(endpoints)}
+        out = list(endpoints)
+        for name, cla in replaced.items():
+            out[positions[name]] = cla
+        endpoints = tuple(out)
+    new_index = dataclasses.replace(index, by_scope=by_scope, assignments=assignments, endpoint_positions=positions)
+    diagnostics = (previous.diagnostics if by_scope is index.by_scope
+                   else gather_diagnostics(by_scope, index.uses))
+    translation = dataclasses.replace(previous, ir=dataclasses.replace(previous.ir, endpoints=endpoints),
+                                      diagnostics=diagnostics, index=new_index)
     return EndpointsUpdate(translation=translation, changed=tuple(replaced[n] for n in sorted(replaced)))
+
+
+# --- Ingress changes ---------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IngressUpdate:
+    translation: Translation
+    route_configurations: tuple[ir.RouteConfiguration, ...]  # the ones whose content changed
+    added_clusters: tuple[ir.Cluster, ...]
+    removed_clusters: tuple[str, ...]
+    added_assignments: tuple[ir.ClusterLoadAssignment, ...]
+
+
+_SSL_REDIRECT = XDS.prefix + "ssl-redirect"
+
+
+def _shared_part(ing: Ingress | None) -> tuple:
+    """What of an Ingress the whole translation shares (not host by host): its TLS section (with what
+    decides who wins a host's certificate, and the rule hosts when a TLS entry lists none), and the
+    ssl-redirect setting it gives those hosts."""
+    if ing is None or not ing.tls:
+        return ()
+    rule_hosts = tuple(sorted({r.host for r in ing.rules if r.host})) if any(not t.hosts for t in ing.tls) else ()
+    return (ing.tls, rule_hosts, _precedence(ing), ing.meta.annotation(_SSL_REDIRECT))
+
+
+def update_ingresses(previous: Translation, changed: Mapping[IngressKey, Ingress | None],
+                     settings: TranslateSettings, slices: Mapping[ServiceKey, Iterable[EndpointSlice]]
+                     ) -> IngressUpdate | None:
+    """The translation after the Ingresses `changed` (key -> the new object, None when deleted) changed, or
+    None when the change involves what every host shares (then translate everything). `slices` gives the
+    current EndpointSlices of a Service (for a cluster used for the first time)."""
+    index = previous.index
+    if index is None or settings.nginx_compat:
+        return None  # nginx's host settings (aliases, www redirects) reach across hosts: see nginx.finish
+    hosts: set[str] = set()
+    now_ours: dict[IngressKey, Ingress] = {}
+    for key, new in changed.items():
+        ours = new is not None and is_ours(new, index.classes, settings, [])
+        if ours != (key in index.ours):
+            return None
+        if not ours:
+            continue  # another controller's, before and after: only its own diagnostics can change
+        now_ours[key] = new
+        old = index.ours.get(key)
+        for ing in (old, new):
+            if ing is None:
+                continue
+            if ing.default_backend is not None or any(not r.host for r in ing.rules):
+                return None
+            hosts.update(r.host for r in ing.rules)
+        if _shared_part(old) != _shared_part(new):
+            return None
+    only = frozenset(hosts)
+
+    # Every Ingress with a rule for one of those hosts, as it is now.
+    keys: set[IngressKey] = set()
+    for h in only:
+        keys |= index.host_ingresses.get(h, frozenset())
+    keys -= changed.keys()
+    subset = [index.ours[k] for k in keys]
+    subset += [ing for ing in changed.values() if ing is not None]
+    t = _Translator(subset, settings, base=index, slices=slices)
+    _ours, tables, _default, _tls, host_ingresses = t.collect(only)
+    t.make_host_routes(tables)
+    t._flush()
+
+    # Splice: the changed Ingresses' own scopes, the hosts' scopes and uses, then what the subset computed.
+    ingresses = dict(index.ingresses)
+    ours_all = dict(index.ours)
+    for key, new in changed.items():
+        if new is None:
+            ingresses.pop(key, None)
+        else:
+            ingresses[key] = new
+        ours_all.pop(key, None)
+    ours_all.update(now_ours)
+    by_scope = dict(index.by_scope)
+    touched = dict(index.touched)
+    uses = Counter(index.uses)
+    freed: set[tuple] = set()
+    for key in changed:
+        by_scope.pop(("ingress", *key), None)
+        touched.pop(("ingress", *key), None)
+    for h in only:
+        by_scope.pop(("host", h), None)
+        for s in touched.pop(("host", h), ()):
+            uses[s] -= 1
+            if uses[s] <= 0:
+                del uses[s]
+                freed.add(s)
+    for s in freed:
+        by_scope.pop(s, None)
+    # Everything the subset translated was computed in full: its scopes replace the previous ones.
+    for scope in set(t.by_scope).union(*t.touched.values()):
+        diags = t.by_scope.get(scope)
+        if diags:
+            by_scope[scope] = tuple(diags)
+        else:
+            by_scope.pop(scope, None)
+    for unit, used in t.touched.items():
+        touched[unit] = frozenset(used)
+        uses.update(used)
+    host_index = dict(index.host_ingresses)
+    for h in only:
+        if host_ingresses.get(h):
+            host_index[h] = frozenset(host_ingresses[h])
+        else:
+            host_index.pop(h, None)
+
+    # Clusters follow their use.
+    clusters, assignments = index.clusters, index.assignments
+    added = [c for name, c in t.clusters.items() if name not in clusters]
+    removed = sorted(s[1] for s in freed if s[0] == "cluster" and not uses.get(s))
+    if added or removed:
+        clusters, assignments = dict(clusters), dict(assignments)
+        for c in added:
+            clusters[c.name] = c
+            if c.name in t.assignments:
+                assignments[c.name] = t.assignments[c.name]
+        for name in removed:
+            clusters.pop(name, None)
+            assignments.pop(name, None)
+
+    # The hosts' virtual hosts, and the route configurations made of them.
+    host_routes = dict(index.host_routes)
+    vhosts, http_vhosts = dict(index.vhosts), dict(index.http_vhosts)
+    catch_all = index.host_routes.get(ir.CATCH_ALL_HOST, ())
+    for h in only:
+        routes = t.host_routes.get(h)
+        if routes is None:
+            host_routes.pop(h, None)
+            vhosts.pop(h, None)
+            http_vhosts.pop(h, None)
+            continue
+        host_routes[h] = routes
+        if index.host_routes.get(h) == routes and h in vhosts:
+            continue  # the same routes: keep the very same virtual hosts (and their cached bytes)
+        vh = virtual_host(h, routes, catch_all, index.default_route)
+        vhosts[h] = vh
+        http_vhosts[h] = dataclasses.replace(vh, require_tls=True) if h in index.redirected else vh
+    configs = route_configurations(vhosts, http_vhosts, previous.ir.listeners)
+    changed_configs = tuple(rc for rc, old in zip(configs, previous.ir.route_configurations)
+                            if rc.virtual_hosts != old.virtual_hosts)
+    # Authentication filters live in the listeners: a change of them is a change of what all hosts share.
+    if any(auth.has_auth(index.host_routes.get(h, ())) or auth.has_auth(t.host_routes.get(h, ())) for h in only):
+        before = previous.ir.listeners[0].auth if previous.ir.listeners else None
+        if auth.listener_auth(configs, settings) != before:
+            return None
+
+    served = previous.served_ingresses
+    if ours_all.keys() != index.ours.keys() or any(
+            _precedence(ing) != _precedence(index.ours[k]) for k, ing in now_ours.items() if k in index.ours):
+        served = tuple((i.meta.namespace, i.meta.name) for i in sorted(ours_all.values(), key=_precedence))
+    new_ir = dataclasses.replace(
+        previous.ir, route_configurations=configs,
+        clusters=previous.ir.clusters if clusters is index.clusters else tuple(clusters[k] for k in sorted(clusters)),
+        endpoints=(previous.ir.endpoints if assignments is index.assignments
+                   else tuple(assignments[k] for k in sorted(assignments))))
+    new_index = dataclasses.replace(
+        index, ingresses=ingresses, ours=ours_all, host_ingresses=host_index, by_scope=by_scope, touched=touched,
+        uses=uses, host_routes=host_routes, vhosts=vhosts, http_vhosts=http_vhosts, clusters=clusters,
+        assignments=assignments,
+        endpoint_positions=index.endpoint_positions if assignments is index.assignments else None)
+    translation = Translation(ir=new_ir, diagnostics=gather_diagnostics(by_scope, uses), served_ingresses=served,
+                              index=new_index)
+    return IngressUpdate(
+        translation=translation, route_configurations=changed_configs, added_clusters=tuple(added),
+        removed_clusters=tuple(removed),
+        added_assignments=tuple(assignments[c.name] for c in added if c.name in assignments))
+
+
+__all__ = ["EndpointsUpdate", "IngressUpdate", "eds_clusters_by_service", "update_endpoints", "update_ingresses"]
