@@ -68,6 +68,8 @@ log = structlog.get_logger("xds_ingress.app")
 
 CA_SECRET_ANNOTATION = XDS_DIALECT.prefix + "upstream-tls-ca-secret"
 CLIENT_CA_SECRET_ANNOTATION = XDS_DIALECT.prefix + "client-ca-secret"
+# Secrets that Ingresses name for authentication (htpasswd entries, a JWKS), read by name like CA bundles.
+AUTH_SECRET_ANNOTATIONS = (XDS_DIALECT.prefix + "basic-auth-secret", XDS_DIALECT.prefix + "jwt-jwks-secret")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -412,14 +414,19 @@ class App:
         self._tasks: list[asyncio.Task] = []
 
     def _wanted_secrets(self) -> set[tuple[str, str]]:
-        """Secrets read by name by the kube source: CA bundles that Services name (upstream TLS) and that
-        Ingresses name (client certificates), of their own namespace, and the --default-certificate."""
+        """Secrets read by name by the kube source, always in the namespace of the object that names them: CA
+        bundles that Services name (upstream TLS) and that Ingresses name (client certificates), the Secrets
+        Ingresses name for authentication (htpasswd entries, a JWKS); and the --default-certificate."""
         out: set[tuple[str, str]] = set()
         for obj in self.store.objects():
-            annotation = (CA_SECRET_ANNOTATION if isinstance(obj, Service) else
-                          CLIENT_CA_SECRET_ANNOTATION if isinstance(obj, Ingress) else None)
-            if annotation is not None:
-                name = (obj.meta.annotation(annotation) or "").strip()
+            if isinstance(obj, Service):
+                names = [obj.meta.annotation(CA_SECRET_ANNOTATION)]
+            elif isinstance(obj, Ingress):
+                names = [obj.meta.annotation(a) for a in (CLIENT_CA_SECRET_ANNOTATION, *AUTH_SECRET_ANNOTATIONS)]
+            else:
+                continue
+            for name in names:
+                name = (name or "").strip()
                 if name and len(name) <= 253 and "/" not in name:
                     out.add((obj.meta.namespace, name))
         default = self.settings.translate.default_certificate

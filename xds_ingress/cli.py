@@ -52,11 +52,37 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     _add_default_certificate(p)
     p.add_argument("--log-level", choices=logs.LEVELS, default="info")
     _add_edge(p)
+    _add_auth(p)
     t = p.add_argument_group("TLS on the xDS port (the stream carries private keys: use it across hosts)")
     t.add_argument("--tls-cert", metavar="FILE", help="the server certificate (PEM) for the xDS port")
     t.add_argument("--tls-key", metavar="FILE", help="its private key (PEM)")
     t.add_argument("--client-ca", metavar="FILE",
                    help="require client certificates signed by this CA (PEM): mutual TLS with Envoy")
+
+
+def _add_auth(p: argparse.ArgumentParser) -> None:
+    a = p.add_argument_group("external authorization of every route (an Ingress opts out with "
+                             "xds-ingress.io/auth: \"off\")")
+    a.add_argument("--auth-service", metavar="URL", type=_auth_service, default="",
+                   help="ask this service about every request: http://HOST:PORT[/path-prefix] (HTTP: a 2xx answer "
+                        "allows) or grpc://HOST:PORT (envoy.service.auth.v3.Authorization)")
+    a.add_argument("--auth-failure-mode", choices=("closed", "open"), default="closed",
+                   help="when the service cannot be reached or fails: closed (403, the default) or open (the "
+                        "request goes through)")
+    a.add_argument("--auth-timeout", metavar="DURATION", type=_auth_timeout, default=1000,
+                   help="how long a check may take, e.g. 500ms or 2s (default 1s); past it the failure mode applies")
+
+
+def _auth_service(value: str) -> str:
+    from xds_ingress.translate.auth import auth_service_url
+
+    if not value.strip():
+        return ""  # none
+    try:
+        auth_service_url(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value.strip()
 
 
 def _add_edge(p: argparse.ArgumentParser) -> None:
@@ -93,6 +119,15 @@ def _service_address(value: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return value.strip()
+
+
+def _auth_timeout(value: str) -> int:
+    from xds_ingress.translate import parsers
+
+    try:
+        return parsers.duration(min_ms=1, max_ms=60_000, zero=False)(value)
+    except parsers.Invalid as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not {exc.accepted}") from None
 
 
 def _domain(value: str) -> str:
@@ -180,6 +215,7 @@ def _add_offline(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--https-port", type=_port, default=8443, help="Envoy's HTTPS listener port (default 8443)")
         _add_edge(p)
         _add_default_certificate(p)
+        _add_auth(p)
 
     p = sub.add_parser("translate", help="offline: manifests in, Envoy resources out (secrets redacted) and the "
                                          "diagnostics; exit 1 on any error diagnostic")
@@ -354,7 +390,9 @@ def _translate_settings(args: argparse.Namespace):
                              rate_limit_domain=args.rate_limit_domain or DEFAULT_RATE_LIMIT_DOMAIN,
                              rate_limit_failure_mode_deny=args.rate_limit_failure_mode == "closed",
                              rate_limit_timeout_ms=args.rate_limit_timeout,
-                             default_certificate=args.default_certificate or "")
+                             default_certificate=args.default_certificate or "",
+                             auth_service=args.auth_service, auth_failure_mode=args.auth_failure_mode,
+                             auth_timeout_ms=args.auth_timeout)
 
 
 def main(argv: list[str] | None = None) -> int:

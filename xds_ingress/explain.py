@@ -309,6 +309,25 @@ def _tls_notes(tc: ir.TLSFilterChain) -> list[str]:
     return out
 
 
+def _auth_notes(route: ir.Route, lst: ir.Listener) -> list[str]:
+    """What authentication a request must pass before it is routed (Envoy's filters run before routing)."""
+    a = route.policy.auth if route.policy is not None else None
+    out = []
+    if a is not None and a.basic is not None:
+        out.append(f"basic auth with the users of Secret {a.basic.secret}: 401 without a valid user and password")
+    if a is not None and a.jwt is not None:
+        out.append(f"JWT validation ({a.jwt.name}): 401 without a valid token, 403 for a token of another "
+                   "audience")
+    ext = a.external if a is not None else None
+    service = ext.service if ext is not None and not ext.disabled else None
+    if service is None and not (ext is not None and ext.disabled) and lst.auth is not None:
+        service = lst.auth.external_service
+    if service is not None:
+        out.append(f"external authorization ({service.protocol}, cluster {service.cluster}): forwarded only if "
+                   "the service allows it, else its answer")
+    return out
+
+
 def _server_name_matches(names: Iterable[str], sni: str) -> tuple[int, int] | None:
     best: tuple[int, int] | None = None
     for n in names:
@@ -406,7 +425,7 @@ def explain(model: ir.IR, diagnostics: Iterable[Diagnostic] = (), *, host: str, 
                                    "default backend (spec.defaultBackend)"), **where, **base)
     found = _diagnostics_for(route.source, diagnostics)
     action = route.action
-    notes += _policy_notes(route)
+    notes += _policy_notes(route) + _auth_notes(route, lst)
     if action.redirect is not None:
         d = action.redirect
         scheme = d.scheme or ("https" if https else "http")

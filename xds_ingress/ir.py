@@ -186,6 +186,7 @@ class RoutePolicy:
     source_ranges: SourceRanges | None = None
     local_rate_limit: LocalRateLimit | None = None
     global_rate_limit: GlobalRateLimit | None = None
+    auth: RouteAuth | None = None  # authentication and external authorization (see RouteAuth)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -343,6 +344,7 @@ class Listener:
     # hops from its right. None (the default) or 0: the connection's peer; a client's own XFF is never trusted.
     xff_num_trusted_hops: int | None = None
     rate_limit_service: RateLimitService | None = None  # global rate limits; None: not offered
+    auth: ListenerAuth | None = None  # the authentication filters of its HTTP filter chain (see ListenerAuth)
 
     @property
     def is_tls(self) -> bool:
@@ -464,6 +466,91 @@ class IR:
     endpoints: tuple[ClusterLoadAssignment, ...] = ()
     secrets: tuple[TLSSecret, ...] = ()
     validation_secrets: tuple[ValidationSecret, ...] = ()
+
+
+# --- authentication and external authorization ------------------------------------------------
+#
+# Per route (RouteAuth, from an Ingress's annotations) and per listener (ListenerAuth: the filters of the
+# HTTP filter chain, which hold what cannot be set per route in Envoy: the JWT providers, the headers sent
+# to an authorization service, the global authorization service of `xds serve --auth-service`).
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthService:
+    """An external authorization service. HTTP: each request is asked as `path_prefix` + its path, and a 2xx
+    answer lets it through; gRPC: envoy.service.auth.v3.Authorization/Check."""
+
+    cluster: str
+    protocol: str  # "http" | "grpc"
+    authority: str = ""  # host:port of its URI (the Host of an HTTP check)
+    path_prefix: str = ""  # HTTP only
+    timeout_ms: int = 1000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExternalAuth:
+    """External authorization of a route: its own service, or (service None) the listener's; or, `disabled`,
+    none at all although the listener has one."""
+
+    disabled: bool = False
+    service: AuthService | None = None
+    request_headers: tuple[str, ...] = ()  # sent to the service (listener-wide in Envoy: see ListenerAuth)
+    response_headers: tuple[str, ...] = ()  # copied from an HTTP service's answer onto the upstream request
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BasicAuth:
+    """HTTP basic authentication against htpasswd entries (`user:{SHA}base64`, checked) from a Secret."""
+
+    secret: str  # namespace/name
+    users: Redacted  # the htpasswd text Envoy gets: a credential, never shown
+    realm: str = ""  # "": Envoy's default (the request's URL)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JwtProvider:
+    """A JWT provider: how the tokens of one Ingress are verified. Its name is also the requirement name its
+    routes use."""
+
+    name: str  # namespace/ingress
+    issuer: str = ""  # "": any
+    audiences: tuple[str, ...] = ()  # empty: any
+    local_jwks: str = ""  # a JWKS of public keys (JSON), from jwks_secret
+    jwks_secret: str = ""  # namespace/name
+    remote_jwks_uri: str = ""  # fetched by Envoy through remote_jwks_cluster
+    remote_jwks_cluster: str = ""
+    claims_to_headers: tuple[tuple[str, str], ...] = ()  # (claim, request header)
+    forward: bool = False  # keep the token on the request sent upstream
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteAuth:
+    """Who may use a route: external authorization, basic auth and JWT (any combination Envoy runs in the order
+    basic auth, JWT, external authorization)."""
+
+    external: ExternalAuth | None = None
+    basic: BasicAuth | None = None
+    jwt: JwtProvider | None = None  # its name is the requirement the route names
+    # Request headers removed before any check: the ones authentication sets (claims, authorization response
+    # headers), so that a client cannot send them itself.
+    strip_request_headers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenerAuth:
+    """The authentication filters of a listener's HTTP filter chain."""
+
+    external_service: AuthService | None = None  # checks every route unless the route says otherwise
+    external_per_route: bool = False  # some route names its own service (the filter is then on per route)
+    failure_mode_allow: bool = False  # an unreachable service lets requests through
+    allowed_headers: tuple[str, ...] = ()  # request headers sent to authorization services
+    basic: bool = False
+    jwt_providers: tuple[JwtProvider, ...] = ()
+    strip: bool = False  # some route removes headers before authentication
+
+    @property
+    def external(self) -> bool:
+        return self.external_service is not None or self.external_per_route
 
 
 def to_data(value: Any) -> Any:

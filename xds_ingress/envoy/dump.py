@@ -4,7 +4,8 @@ Every path that shows a resource outside the xDS stream (the debug endpoint's co
 CSDS, `xds translate`) goes through `redact` first. Redaction walks the whole message,
 including the messages packed in `Any` fields (a listener's filter configs, its transport
 sockets), and blanks every field whose name says it holds secret material
-(`SENSITIVE_FIELDS`): a `DataSource` keeps its shape and its file name or environment
+(`SENSITIVE_FIELDS`, and any field Envoy's API marks `sensitive`, such as basic auth's htpasswd
+entries): a `DataSource` keeps its shape and its file name or environment
 variable name but loses its inline bytes or string, other strings and bytes become
 "[redacted]". An `Any` whose type is not known here cannot be inspected, so its content is
 dropped (its type URL stays).
@@ -23,6 +24,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from google.protobuf import any_pb2, descriptor, descriptor_pool, json_format, message_factory
 from google.protobuf.message import DecodeError, Message
+from udpa.annotations import sensitive_pb2
 
 from xds_ingress.envoy import types
 
@@ -76,7 +78,7 @@ def redact(msg: Message) -> Message:
 
 def _redact(msg: Message) -> None:
     for fd, value in msg.ListFields():
-        if fd.name in SENSITIVE_FIELDS:
+        if fd.name in SENSITIVE_FIELDS or _is_sensitive(fd):
             _blank(msg, fd)
             continue
         if fd.type != descriptor.FieldDescriptor.TYPE_MESSAGE:
@@ -92,6 +94,12 @@ def _redact(msg: Message) -> None:
                 _redact_one(v)
         else:
             _redact_one(value)
+
+
+def _is_sensitive(fd: descriptor.FieldDescriptor) -> bool:
+    """Envoy's API marks credentials with the `udpa.annotations.sensitive` field option (basic auth's users,
+    OAuth2 and HMAC secrets...): they are blanked whatever their name."""
+    return fd.GetOptions().Extensions[sensitive_pb2.sensitive]
 
 
 def _is_repeated(fd: descriptor.FieldDescriptor) -> bool:

@@ -44,7 +44,7 @@ from xds_ingress.model import (
     ServicePort,
     is_url_path,
 )
-from xds_ingress.translate import annotations, edge_policies, nginx, policy
+from xds_ingress.translate import annotations, auth, edge_policies, nginx, policy
 from xds_ingress.translate import tls as edge_tls
 from xds_ingress.translate.annotations import Parsed
 from xds_ingress.translate.classes import is_ours
@@ -222,6 +222,7 @@ class _Translator:
         self._ingress_policies: dict[tuple[str, str], _IngressPolicy] = {}
         self._service_values: dict[tuple[str, str], dict[str, Parsed]] = {}
         self.tls_claims: list[tuple[str, Ingress, str, str]] = []  # (host, Ingress, secret name, spec.tls field)
+        self.auth = auth.AuthResolver(self)  # authentication of routes (translate/auth.py)
 
     # -- scopes --
 
@@ -525,6 +526,10 @@ class _Translator:
             if self.settings.nginx_compat:  # regex paths and host settings, host-wide and across hosts
                 route_configs = nginx.finish(route_configs, ours, self.settings, self.diagnostics)
         self._flush()
+        # The listeners' authentication filters, from the routes (translate/auth.py); its service's cluster.
+        listeners = auth.with_listener_auth(listeners, route_configs, self.settings)
+        if self.auth.global_cluster is not None:
+            self.clusters[self.auth.global_cluster.name] = self.auth.global_cluster
         result = ir.IR(
             listeners=listeners,
             route_configurations=route_configs,
@@ -656,6 +661,9 @@ class _Translator:
         route_policy = settings.policy
         if settings.mirror is not None:
             route_policy = self._with_mirror(c.ingress, settings.mirror, route_policy)
+        route_policy, denied = self.auth.apply(c.ingress, settings.auth, route_policy)
+        if denied is not None:  # it asks for authentication it cannot have: not served without it
+            return [ir.Route(name=c.route_name, match=c.match, action=denied, source=source, policy=route_policy)]
         if settings.fixed is not None:
             return [ir.Route(name=c.route_name, match=c.match, action=settings.fixed, source=source,
                              policy=route_policy)]

@@ -26,6 +26,7 @@ from typing import Any
 
 from xds_ingress.diagnostics import Diagnostic, Severity
 from xds_ingress.model import KIND_INGRESS, KIND_SERVICE, MAX_ANNOTATION_VALUE_LENGTH, ObjectMeta
+from xds_ingress.translate import auth
 from xds_ingress.translate import parsers as p
 
 __all__ = ["Annotation", "Dialect", "Parsed", "XDS", "DIALECTS", "read", "present_keys", "field_of", "markdown"]
@@ -301,6 +302,58 @@ _XDS_TABLE: tuple[Annotation, ...] = (
     Annotation(name="cors-max-age", on=_ROUTE, parse=p.whole_seconds(max_s=86_400), key="cors.max_age",
                group="CORS", example="10m",
                doc="How long a browser may cache a preflight's answer (`access-control-max-age`, at most 24h)."),
+    # -- authentication and external authorization (translate/auth.py) --
+    Annotation(name="basic-auth-secret", on=_ROUTE, parse=p.secret_name, key="basic.secret", group="Authentication",
+               example="shop-users",
+               doc="HTTP basic authentication against the htpasswd entries in the `auth` key of this Secret of the "
+                   "same namespace; Envoy checks SHA-1 entries (`htpasswd -s`: `user:{SHA}...`) only. Without valid "
+                   "credentials a request gets 401; the backend gets the user in `x-forwarded-user`, not the "
+                   "password."),
+    Annotation(name="basic-auth-realm", on=_ROUTE, parse=auth.realm, key="basic.realm", group="Authentication",
+               example="Shop staff",
+               doc="The realm of the 401 answer's `WWW-Authenticate: Basic realm=\"...\"` (default: the request's "
+                   "URL)."),
+    Annotation(name="jwt-jwks-secret", on=_ROUTE, parse=p.secret_name, key="jwt.jwks_secret", group="Authentication",
+               example="issuer-keys",
+               doc="Requests need a JWT (`Authorization: Bearer ...`) signed by a key of the JSON Web Key Set in the "
+                   "`jwks` key of this Secret of the same namespace (public keys only); else 401."),
+    Annotation(name="jwt-jwks-uri", on=_ROUTE, parse=auth.service_url(path_required=True), key="jwt.jwks_uri",
+               group="Authentication", example="keycloak:8080/realms/shop/protocol/openid-connect/certs",
+               doc="Instead of `jwt-jwks-secret`: Envoy fetches the key set from this `service:port/path` of the same "
+                   "namespace (kept 5 minutes); an ExternalName Service with `upstream-tls` reaches an outside "
+                   "issuer over HTTPS."),
+    Annotation(name="jwt-issuer", on=_ROUTE, parse=auth.issuer, key="jwt.issuer", group="Authentication",
+               example="https://issuer.example.com",
+               doc="The `iss` a token must have (default: any)."),
+    Annotation(name="jwt-audiences", on=_ROUTE, parse=auth.audiences, key="jwt.audiences", group="Authentication",
+               example="shop-api,shop-web",
+               doc="One of these must be in the token's `aud` (default: any); another audience gets 403."),
+    Annotation(name="jwt-claims-to-headers", on=_ROUTE, parse=auth.claims_to_headers, key="jwt.claims_to_headers",
+               group="Authentication", example="sub:x-user,email:x-email",
+               doc="Claims of a valid token copied into request headers for the backend, as `claim:header` pairs; "
+                   "the client's own headers of those names are removed first."),
+    Annotation(name="jwt-forward", on=_ROUTE, parse=p.boolean, key="jwt.forward", group="Authentication",
+               example="true",
+               doc="Keep the token in the request sent upstream (default `false`: it is removed once checked)."),
+    Annotation(name="auth-url", on=_ROUTE, parse=auth.service_url(path_required=False), key="auth.url",
+               group="Authentication", example="authz:8080/check",
+               doc="External authorization by this `service:port[/path]` of the same namespace: HTTP (asked "
+                   "`path` + the request's path; a 2xx answer lets the request through, any other is the "
+                   "client's answer) or gRPC when the port speaks gRPC (`envoy.service.auth.v3.Authorization`)."),
+    Annotation(name="auth-request-headers", on=_ROUTE, parse=p.header_names(request=False),
+               key="auth.request_headers", group="Authentication", example="x-api-key,x-tenant",
+               doc="Request headers sent to the authorization service besides Authorization, Cookie, the method, "
+                   "path and Host. Envoy keeps one such list per listener: headers named by any Ingress reach "
+                   "every authorization service."),
+    Annotation(name="auth-response-headers", on=_ROUTE, parse=auth.auth_response_headers,
+               key="auth.response_headers", group="Authentication", example="x-user,x-groups",
+               doc="Headers of the HTTP authorization service's answer copied onto the request sent upstream; the "
+                   "client's own headers of those names are removed first (also with a gRPC service, whose answer "
+                   "sets headers itself)."),
+    Annotation(name="auth", on=_ROUTE, parse=p.one_of("on", "off"), key="auth.mode", group="Authentication",
+               example="off",
+               doc="`off`: the authorization service of every route (`xds serve --auth-service`) does not check "
+                   "this Ingress's paths."),
     # -- per Service: protocol and TLS --
     Annotation(name="upstream-protocol", on=_SVC, parse=p.one_of("http1", "h2c", "grpc"), key="cluster.protocol",
                group="Upstream protocol", example="grpc",

@@ -35,6 +35,7 @@ from xds_ingress.translate import (
     route_configurations,
     virtual_host,
 )
+from xds_ingress.translate import auth
 from xds_ingress.translate.annotations import XDS
 from xds_ingress.translate.classes import is_ours
 from xds_ingress.translate.tls import http_virtual_host
@@ -261,6 +262,11 @@ def update_ingresses(previous: Translation, changed: Mapping[IngressKey, Ingress
     configs = route_configurations(vhosts, http_vhosts, index.tls)
     changed_configs = tuple(rc for rc, old in zip(configs, previous.ir.route_configurations)
                             if rc.virtual_hosts != old.virtual_hosts)
+    # Authentication filters live in the listeners: a change of them is a change of what all hosts share.
+    if any(auth.has_auth(index.host_routes.get(h, ())) or auth.has_auth(t.host_routes.get(h, ())) for h in only):
+        before = previous.ir.listeners[0].auth if previous.ir.listeners else None
+        if auth.listener_auth(configs, settings) != before:
+            return None
 
     served = previous.served_ingresses
     if ours_all.keys() != index.ours.keys() or any(

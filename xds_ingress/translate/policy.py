@@ -17,6 +17,7 @@ from xds_ingress import ir
 from xds_ingress.diagnostics import Severity
 from xds_ingress.translate import edge_policies
 from xds_ingress.translate.annotations import Parsed
+from xds_ingress.translate.auth import AuthAsk, auth_ask
 from xds_ingress.translate.parsers import MAX_RE2_PROGRAM_SIZE, re2_program_size, regex_groups
 from xds_ingress.translate.settings import TranslateSettings
 
@@ -27,7 +28,7 @@ Report = Callable[[Parsed, str, str, Severity], None]
 CANARY_KEYS = ("canary.weight", "canary.weight_total", "canary.header", "canary.header_value", "canary.cookie",
                "canary.header_pattern")
 ROUTE_PREFIXES = ("route.", "retry.", "rewrite.", "request_headers.", "response_headers.", "mirror.", "direct.",
-                  "redirect.") + edge_policies.KEY_PREFIXES
+                  "redirect.", "auth.", "basic.", "jwt.") + edge_policies.KEY_PREFIXES
 
 _APP_PROTOCOLS = {"kubernetes.io/h2c": ir.PROTOCOL_H2C, "h2c": ir.PROTOCOL_H2C, "grpc": ir.PROTOCOL_GRPC,
                   "http": ir.PROTOCOL_HTTP1, "kubernetes.io/http": ir.PROTOCOL_HTTP1}
@@ -55,6 +56,7 @@ class RouteSettings:
     policy: ir.RoutePolicy | None
     mirror: MirrorRequest | None
     fixed: ir.RouteAction | None  # a direct response or redirect instead of the backends
+    auth: AuthAsk | None = None  # authentication asked for (resolved against Secrets and Services: auth.py)
 
 
 def route_settings(values: Values, report: Report, present: frozenset[str] = frozenset(), *,
@@ -81,7 +83,7 @@ def route_settings(values: Values, report: Report, present: frozenset[str] = fro
         websocket_disabled=_v(values, "route.websocket", True) is False, rewrite_target=_v(values, "rewrite.target"),
         **edge_policies.route_fields(values, report, settings, present))
     return RouteSettings(policy=None if policy == ir.RoutePolicy() else policy, mirror=mirror,
-                         fixed=_fixed(values, report))
+                         fixed=_fixed(values, report), auth=auth_ask(values, report, present))
 
 
 def _retry(values: Values, report: Report) -> ir.RetryPolicy | None:

@@ -28,3 +28,8 @@ class TranslateSettings:
     # "namespace/name" of a kubernetes.io/tls Secret served to TLS clients whose server name has no certificate
     # of its own, or that send none (a filter chain without server names); "": none, their handshake fails.
     default_certificate: str = ""
+    # External authorization of every route (`xds serve --auth-service`): "http://HOST:PORT[/path-prefix]" or
+    # "grpc://HOST:PORT" ("": none); what an unreachable service means; how long a check may take.
+    auth_service: str = ""
+    auth_failure_mode: str = "closed"  # "closed": 403 | "open": the request goes through
+    auth_timeout_ms: int = 1000
