@@ -11,19 +11,17 @@ A case is a directory tests/golden/<case>/ with
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from xds_ingress import envoy, ir
 from xds_ingress.diagnostics import Diagnostic
-from xds_ingress.envoy import types
+from xds_ingress.envoy import dump, types
 from xds_ingress.manifests import load_text, select
 from xds_ingress.model import K8sObject, ObjectKey, parse_objects
 from xds_ingress.translate import TranslateSettings, Translation, translate
@@ -111,8 +109,8 @@ def dump_yaml(data: Any) -> str:
 
 
 def message_data(msg: Message) -> dict:
-    """protojson of a message as plain dicts (through JSON: MessageToDict leaves OrderedDicts in Anys)."""
-    return json.loads(json.dumps(json_format.MessageToDict(msg, preserving_proto_field_name=True)))
+    """protojson of a message as plain dicts, map entries sorted by key (envoy/dump.py's to_data)."""
+    return dump.to_data(msg)
 
 
 def redact_private_keys(data: Any) -> Any:

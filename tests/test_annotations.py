@@ -173,10 +173,16 @@ NEAR = {
     "regex": ["(a{10}){10}", "a{1000}", "[^/]+[^/]+[^/]+[^/]+[^/]+[^/]+[^/]+[^/]+", "(?P<x>a)", "^$", "\\d+"],
     "substitution": ["/\\9", "\\0", "/%", "/a%zz"],
     "url": ["https://a.example.com:0/", "http://a.example.com/%zz", "https://a.example.com/?%"],
+    "rate": ["1000000/s", "1/h", "7/s", "999999/m", "1000001/s"],
+    "cidr": ["10.0.0.1/8", "::ffff:10.0.0.0/104", "0.0.0.0/0", "::/0", "fe80::%eth0/64", "10.0.0.0/32,::1"],
+    "origins": ["regex:(a{10}){10}", "https://a.example.com:0", "regex:^https://[a-z]{1,3}\\.x$,*", "*",
+                "https://[::1]:8443", "null", "regex:.*"],
 }
 _NEAR_OF = {"request-headers-add": "header_lines", "request-headers-set": "header_lines",
             "response-headers-add": "header_lines", "response-headers-set": "header_lines",
-            "rewrite-regex": "regex", "rewrite-regex-substitution": "substitution", "redirect-to": "url"}
+            "rewrite-regex": "regex", "rewrite-regex-substitution": "substitution", "redirect-to": "url",
+            "rate-limit": "rate", "allow-source-ranges": "cidr", "deny-source-ranges": "cidr",
+            "cors-allow-origins": "origins"}
 
 
 def _value(a) -> st.SearchStrategy[str]:

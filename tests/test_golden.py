@@ -128,11 +128,19 @@ def test_secrets_are_redacted_in_the_envoy_stage() -> None:
         run = run_case(case)
         data = envoy_data(run.resources)
         assert data["secrets"]
+        assert any("tls_certificate" in s for s in data["secrets"])
         for s in data["secrets"]:
+            if "validation_context" in s:
+                # CA certificates that client certificates are verified against: public, nothing to redact.
+                assert set(s) == {"name", "validation_context"} and s["name"].endswith("/ca.crt")
+                assert set(s["validation_context"]) == {"trusted_ca"}
+                continue
             assert s["tls_certificate"]["private_key"] == {"inline_bytes": REDACTED}
             assert s["tls_certificate"]["certificate_chain"]["inline_bytes"]
         # The message itself still carries the key: redaction is in the rendering only.
         for name, msg in run.resources[types.SECRET].items():
+            if msg.HasField("validation_context"):
+                continue
             key = msg.tls_certificate.private_key.inline_bytes
             assert b"PRIVATE KEY" in key
             body = b"".join(key.splitlines()[1:-1]).decode()
@@ -223,7 +231,8 @@ def test_every_diagnostic_names_its_object_and_field() -> None:
             "InvalidType", "UnsupportedAPIVersion", "DuplicateObject", "InvalidManifest",
             "ConflictingIngressClass", "InvalidAnnotation", "UnknownAnnotation", "MisplacedAnnotation",
             "IgnoredAnnotation", "ConflictingAnnotation", "IncompleteAnnotation", "CanaryWithoutPrimary",
-            "CanaryConflict", "CanaryIgnored", "InvalidExternalName"} <= seen_reasons, seen_reasons
+            "CanaryConflict", "CanaryIgnored", "InvalidExternalName", "TLSSettingsConflict",
+            "ClientCertificatesUnavailable"} <= seen_reasons, seen_reasons
 
 
 def test_diagnostics_are_sorted_and_unique() -> None:

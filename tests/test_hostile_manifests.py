@@ -4,6 +4,7 @@ diagnostic naming it (and its field), Envoy rejects nothing, the process never c
 
 from __future__ import annotations
 
+import base64
 import copy
 from pathlib import Path
 
@@ -133,7 +134,34 @@ def corpus() -> list[tuple[dict, str]]:
         (_ing("b-tls-broken-secret", tls=[{"hosts": ["b-tls-broken-secret.bad.example.com"],
                                            "secretName": "b-secret-garbage"}]), "spec.tls[0].secretName"),
     ]
+    # Authentication: a bad value of each annotation (the Ingress then answers 503 or ignores it), and Secrets
+    # whose htpasswd entries or key set cannot be used.
+    for name, value in AUTH_BAD.items():
+        annotation = "xds-ingress.io/" + name
+        items.append((k8s.ingress(f"b-auth-{name}", k8s.rule(f"b-auth-{name}.bad.example.com", k8s.path("/", "good")),
+                                  annotations={annotation: value}), f"metadata.annotations['{annotation}']"))
+    for secret_name, key, content, annotation in (
+            ("b-htpasswd-bcrypt", "auth", "bob:$2y$05$abcdefghijklmnopqrstuu\nx\n", "basic-auth-secret"),
+            ("b-htpasswd-binary", "auth", "\udcff", "basic-auth-secret"),
+            ("b-jwks-private", "jwks", '{"keys": [{"kty": "RSA", "n": "AQAB", "e": "AQAB", "d": "AQAB"}]}',
+             "jwt-jwks-secret"),
+            ("b-jwks-garbage", "jwks", "{{{", "jwt-jwks-secret")):
+        raw = content.encode("utf-8", "surrogateescape")
+        items.append(({"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": secret_name},
+                       "data": {key: base64.b64encode(raw).decode()}}, f"data['{key}']"))
+        items.append((k8s.ingress(f"{secret_name}-user", k8s.rule(f"{secret_name}.bad.example.com",
+                                                                  k8s.path("/", "good")),
+                                  annotations={"xds-ingress.io/" + annotation: secret_name}),
+                      f"metadata.annotations['xds-ingress.io/{annotation}']"))
     return items
+
+
+AUTH_BAD = {
+    "basic-auth-secret": "../etc/passwd", "basic-auth-realm": "a\"b", "jwt-jwks-secret": "x/y",
+    "jwt-jwks-uri": "https://keys.example.com:99999/x", "jwt-issuer": "a b", "jwt-audiences": ",",
+    "jwt-claims-to-headers": "sub:x-a\r\nx-b: c", "jwt-forward": "1", "auth-url": "authz:80/%zz",
+    "auth-request-headers": "x-a b", "auth-response-headers": "host", "auth": "%DOWNSTREAM_REMOTE_ADDRESS%",
+}
 
 
 def test_hostile_corpus_beside_good_objects(tmp_path: Path) -> None:

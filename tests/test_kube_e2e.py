@@ -280,3 +280,55 @@ def test_a_ca_secret_of_any_type_named_by_a_service_is_read_by_name(tmp_path: Pa
     reads = [q for q in kube.requests if q.method == "GET" and q.path.endswith("/secrets/backend-ca")]
     assert reads and not [q for q in kube.requests if "secrets" in q.path and "fieldSelector" not in q.query
                           and not q.path.endswith("/secrets/backend-ca")]
+
+
+def test_authentication_secrets_named_by_ingresses_are_read_by_name(tmp_path: Path) -> None:
+    """An Opaque Secret of htpasswd entries (basic-auth-secret) and one of a key set (jwt-jwks-secret) are read
+    by name, stored with `auth` and `jwks` only, and reach Envoy: basic auth answers 401 and 200; a new password
+    in the Secret is followed."""
+    import base64
+    import hashlib
+    import json
+
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    def entry(password: str) -> str:
+        return "alice:{SHA}" + base64.b64encode(hashlib.sha1(password.encode()).digest()).decode() + "\n"
+
+    def basic(password: str) -> dict[str, str]:
+        return {"authorization": "Basic " + b64(f"alice:{password}")}
+
+    users = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": "users", "namespace": "shop"},
+             "data": {"auth": b64(entry("first-pw")), "api-token": b64("hunter2")}}
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    n = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_numbers().n
+    jwks = {"keys": [{"kty": "RSA", "e": "AQAB",
+                      "n": base64.urlsafe_b64encode(n.to_bytes(256, "big")).rstrip(b"=").decode()}]}
+    keys = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": "keys", "namespace": "shop"},
+            "data": {"jwks": b64(json.dumps(jwks)), "signing-key": b64("-----BEGIN PRIVATE KEY-----")}}
+    http_port, https_port = free_ports(2)
+    with FakeKube(bookmark_interval=None) as kube, Backends(["a"]) as be:
+        for obj in (k8s.ingress_class(), users, keys, k8s.service("web", namespace="shop"),
+                    k8s.endpoint_slice("web-1", "web", be.port("a"), namespace="shop"),
+                    k8s.ingress("staff", k8s.rule("staff.example.com", k8s.path("/", "web")), namespace="shop",
+                                annotations={"xds-ingress.io/basic-auth-secret": "users"}),
+                    k8s.ingress("api", k8s.rule("api.example.com", k8s.path("/", "web")), namespace="shop",
+                                annotations={"xds-ingress.io/jwt-jwks-secret": "keys"})):
+            kube.create(obj)
+        with control_plane(kube, tmp_path, http_port, https_port, secret_refresh_s=0.3) as cp, \
+                Envoy(cp.bootstrap(), tmp_path / "envoy"):
+            wait_until(lambda: request(http_port, "/", host="staff.example.com").status == 401, timeout=10)
+            app = cp.app
+            assert set(cp.call(lambda: app.store.raw(("Secret", "shop", "users")))["data"]) == {"auth"}
+            assert set(cp.call(lambda: app.store.raw(("Secret", "shop", "keys")))["data"]) == {"jwks"}
+            assert request(http_port, "/", host="staff.example.com", headers=basic("first-pw")).status == 200
+            assert request(http_port, "/", host="api.example.com").status == 401  # JWT required
+            assert not [d for d in cp.diagnostics() if d.severity.value == "error"], cp.diagnostics()
+            kube.update({**users, "data": {"auth": b64(entry("second-pw"))}})
+            wait_until(lambda: request(http_port, "/", host="staff.example.com",
+                                       headers=basic("second-pw")).status == 200, timeout=10)
+            assert request(http_port, "/", host="staff.example.com", headers=basic("first-pw")).status == 401
+    reads = {q.path.rsplit("/", 1)[-1] for q in kube.requests if q.method == "GET" and "/secrets/" in q.path}
+    assert reads == {"users", "keys"}

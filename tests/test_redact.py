@@ -61,3 +61,43 @@ def test_a_key_read_from_a_file_keeps_its_path_and_unknown_packed_content_is_dro
     out = dump.redact(lst)
     packed = out.filter_chains[0].transport_socket.typed_config
     assert packed.type_url.endswith("example.Unknown") and packed.value == b""
+
+
+def test_fields_envoy_marks_sensitive_are_blanked_whatever_their_name() -> None:
+    """Basic auth's htpasswd entries (`users`, marked `udpa.annotations.sensitive`), also inside a route's
+    typed_per_filter_config."""
+    from envoy.config.route.v3 import route_pb2
+    from envoy.extensions.filters.http.basic_auth.v3 import basic_auth_pb2
+
+    entry = "alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g="
+    msg = basic_auth_pb2.BasicAuth(forward_username_header="x-forwarded-user")
+    msg.users.inline_string = entry
+    out = dump.redact(msg)
+    assert out.users.inline_string == "[redacted]" and out.forward_username_header == "x-forwarded-user"
+    rc = route_pb2.RouteConfiguration(name="http")
+    route = rc.virtual_hosts.add(name="*", domains=["*"]).routes.add(name="r")
+    route.typed_per_filter_config["envoy.filters.http.basic_auth"].CopyFrom(
+        pack(basic_auth_pb2.BasicAuthPerRoute(users={"inline_string": entry})))
+    text = json.dumps(dump.redacted_data(types.ROUTE, rc.SerializeToString()))
+    assert "W6ph5Mm5" not in text and "[redacted]" in text and "BasicAuthPerRoute" in text
+
+
+def test_map_entries_are_shown_sorted_by_key() -> None:
+    """Protobuf maps have no order and the runtime's changes between processes: shown sorted, the same
+    resource always reads the same (golden files, xds translate, config dumps)."""
+    from envoy.config.route.v3 import route_pb2
+    from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2
+
+    rc = route_pb2.RouteConfiguration(name="http")
+    route = rc.virtual_hosts.add(name="*", domains=["*"]).routes.add(name="r")
+    names = ["z.filter", "a.filter", "m.filter", "b.filter"]
+    for n in names:
+        route.typed_per_filter_config[n].CopyFrom(pack(config_pb2.PerRouteConfig(requirement_name=n)))
+    shown = dump.to_data(rc)["virtual_hosts"][0]["routes"][0]["typed_per_filter_config"]
+    assert list(shown) == sorted(names) and shown["m.filter"]["requirement_name"] == "m.filter"
+    jwt = config_pb2.JwtAuthentication()
+    for n in names:
+        jwt.requirement_map[n].provider_name = n
+        jwt.providers[n].issuer = n
+    data = dump.to_data(jwt)
+    assert list(data["providers"]) == sorted(names) and list(data["requirement_map"]) == sorted(names)

@@ -67,6 +67,9 @@ from xds_ingress.translate.incremental import (
 log = structlog.get_logger("xds_ingress.app")
 
 CA_SECRET_ANNOTATION = XDS_DIALECT.prefix + "upstream-tls-ca-secret"
+CLIENT_CA_SECRET_ANNOTATION = XDS_DIALECT.prefix + "client-ca-secret"
+# Secrets that Ingresses name for authentication (htpasswd entries, a JWKS), read by name like CA bundles.
+AUTH_SECRET_ANNOTATIONS = (XDS_DIALECT.prefix + "basic-auth-secret", XDS_DIALECT.prefix + "jwt-jwks-secret")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -413,13 +416,25 @@ class App:
         self._tasks: list[asyncio.Task] = []
 
     def _wanted_secrets(self) -> set[tuple[str, str]]:
-        """Secrets that Services name (CA bundles for upstream TLS), read by name by the kube source."""
+        """Secrets read by name by the kube source, always in the namespace of the object that names them: CA
+        bundles that Services name (upstream TLS) and that Ingresses name (client certificates), the Secrets
+        Ingresses name for authentication (htpasswd entries, a JWKS); and the --default-certificate."""
         out: set[tuple[str, str]] = set()
         for obj in self.store.objects():
             if isinstance(obj, Service):
-                name = obj.meta.annotation(CA_SECRET_ANNOTATION)
-                if name and len(name) <= 253:
+                names = [obj.meta.annotation(CA_SECRET_ANNOTATION)]
+            elif isinstance(obj, Ingress):
+                names = [obj.meta.annotation(a) for a in (CLIENT_CA_SECRET_ANNOTATION, *AUTH_SECRET_ANNOTATIONS)]
+            else:
+                continue
+            for name in names:
+                name = (name or "").strip()
+                if name and len(name) <= 253 and "/" not in name:
                     out.add((obj.meta.namespace, name))
+        default = self.settings.translate.default_certificate
+        if default:
+            ns, _, name = default.partition("/")
+            out.add((ns, name))
         return out
 
     def _setup_kube(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import signal
 import socket
 import sys
@@ -13,6 +14,8 @@ import sys
 import yaml
 
 from xds_ingress import logs
+
+MAX_XFF_HOPS = 10
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
@@ -45,12 +48,103 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--https-port", type=_port, default=8443, help="Envoy's HTTPS listener port (default 8443)")
     p.add_argument("--ingress-class", default="xds", metavar="NAME",
                    help="the IngressClass served (its spec.controller must be xds-ingress.io/controller; default xds)")
+    _add_compat(p)
+    _add_default_certificate(p)
     p.add_argument("--log-level", choices=logs.LEVELS, default="info")
+    _add_edge(p)
+    _add_auth(p)
     t = p.add_argument_group("TLS on the xDS port (the stream carries private keys: use it across hosts)")
     t.add_argument("--tls-cert", metavar="FILE", help="the server certificate (PEM) for the xDS port")
     t.add_argument("--tls-key", metavar="FILE", help="its private key (PEM)")
     t.add_argument("--client-ca", metavar="FILE",
                    help="require client certificates signed by this CA (PEM): mutual TLS with Envoy")
+
+
+def _add_auth(p: argparse.ArgumentParser) -> None:
+    a = p.add_argument_group("external authorization of every route (an Ingress opts out with "
+                             "xds-ingress.io/auth: \"off\")")
+    a.add_argument("--auth-service", metavar="URL", type=_auth_service, default="",
+                   help="ask this service about every request: http://HOST:PORT[/path-prefix] (HTTP: a 2xx answer "
+                        "allows) or grpc://HOST:PORT (envoy.service.auth.v3.Authorization)")
+    a.add_argument("--auth-failure-mode", choices=("closed", "open"), default="closed",
+                   help="when the service cannot be reached or fails: closed (403, the default) or open (the "
+                        "request goes through)")
+    a.add_argument("--auth-timeout", metavar="DURATION", type=_auth_timeout, default=1000,
+                   help="how long a check may take, e.g. 500ms or 2s (default 1s); past it the failure mode applies")
+
+
+def _auth_service(value: str) -> str:
+    from xds_ingress.translate.auth import auth_service_url
+
+    if not value.strip():
+        return ""  # none
+    try:
+        auth_service_url(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value.strip()
+
+
+def _add_edge(p: argparse.ArgumentParser) -> None:
+    """Settings of the edge that annotations rely on: the client address, the rate limit service."""
+    e = p.add_argument_group("client addresses and global rate limits")
+    e.add_argument("--xff-num-trusted-hops", type=_hops, default=0, metavar="N",
+                   help="load balancers in front of Envoy that append the client to X-Forwarded-For: the client "
+                        "address (allow/deny-source-ranges, rate-limit-key client-ip) is taken N hops from its right "
+                        "(default 0: the connection's peer; a client-sent X-Forwarded-For is never trusted)")
+    e.add_argument("--rate-limit-service", type=_service_address, metavar="HOST:PORT",
+                   help="the gRPC rate limit service (envoy.service.ratelimit.v3) that global-rate-limit asks "
+                        "(default: none, global-rate-limit is refused)")
+    e.add_argument("--rate-limit-domain", type=_domain, metavar="NAME",
+                   help="the domain of the descriptors sent (default xds-ingress)")
+    e.add_argument("--rate-limit-failure-mode", choices=("open", "closed"), default="open",
+                   help="when the rate limit service cannot answer: open lets requests through (the default), "
+                        "closed refuses them (500)")
+    e.add_argument("--rate-limit-timeout", type=_timeout, default=100, metavar="DURATION",
+                   help="how long Envoy waits for the rate limit service (default 100ms; then the failure mode "
+                        "applies)")
+
+
+def _hops(value: str) -> int:
+    if not value.isdigit() or not 0 <= int(value) <= MAX_XFF_HOPS:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of hops from 0 to {MAX_XFF_HOPS}")
+    return int(value)
+
+
+def _service_address(value: str) -> str:
+    from xds_ingress.translate.edge_policies import split_host_port
+
+    try:
+        split_host_port(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value.strip()
+
+
+def _auth_timeout(value: str) -> int:
+    from xds_ingress.translate import parsers
+
+    try:
+        return parsers.duration(min_ms=1, max_ms=60_000, zero=False)(value)
+    except parsers.Invalid as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not {exc.accepted}") from None
+
+
+def _domain(value: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9._\-]{1,64}", value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a domain (letters, digits and ._-, at most 64)")
+    return value
+
+
+def _timeout(value: str) -> int:
+    from xds_ingress.translate.parsers import Invalid, duration
+
+    try:
+        return duration(min_ms=1, max_ms=60_000, zero=False)(value)
+    except Invalid as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not {exc.accepted}") from None
 
 
 def _add_bootstrap(sub: argparse._SubParsersAction) -> None:
@@ -99,6 +193,7 @@ def _add_remote(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", required=True, help="the Host header (a port and case do not matter)")
     p.add_argument("--path", default="/", help="the request path (default /)")
     p.add_argument("--https", action="store_true", help="the request comes over HTTPS (SNI = the host)")
+    p.add_argument("--sni", metavar="NAME", help="with --https: the TLS server name, when it is not the host's")
     p.add_argument("--header", action="append", metavar="NAME:VALUE",
                    help="a request header, e.g. 'x-canary: always' or 'cookie: canary=always'; repeatable")
     p.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
@@ -113,10 +208,14 @@ def _add_offline(sub: argparse._SubParsersAction) -> None:
         p.add_argument("-f", "--filename", dest="paths", action="extend", nargs="+", required=True, metavar="PATH",
                        help="manifest files or directories (read recursively); repeatable")
         p.add_argument("--ingress-class", default="xds", metavar="NAME", help="the IngressClass served (default xds)")
+        _add_compat(p)
         p.add_argument("--listen-address", default="0.0.0.0", metavar="ADDR",
                        help="address of Envoy's listeners (default 0.0.0.0)")
         p.add_argument("--http-port", type=_port, default=8080, help="Envoy's HTTP listener port (default 8080)")
         p.add_argument("--https-port", type=_port, default=8443, help="Envoy's HTTPS listener port (default 8443)")
+        _add_edge(p)
+        _add_default_certificate(p)
+        _add_auth(p)
 
     p = sub.add_parser("translate", help="offline: manifests in, Envoy resources out (secrets redacted) and the "
                                          "diagnostics; exit 1 on any error diagnostic")
@@ -126,6 +225,55 @@ def _add_offline(sub: argparse._SubParsersAction) -> None:
                                         "exit non-zero on any failure (the pre-apply check for CI)")
     common(p)
     p.add_argument("--envoy", metavar="PATH", help="the envoy binary (default: envoy on PATH, or next to Python)")
+
+
+def _add_migrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("migrate", help="from ingress-nginx: per Ingress and annotation, translated exactly, with a "
+                                       "stated difference, or unsupported (reason, replacement); a summary by "
+                                       "annotation; exit 1 when anything is unsupported")
+    p.add_argument("-f", "--filename", dest="paths", action="extend", nargs="+", default=[], metavar="PATH",
+                   help="manifest files or directories (read recursively); repeatable")
+    p.add_argument("--from-cluster", action="store_true",
+                   help="read the objects from the Kubernetes API instead (one list, as xds serve does)")
+    p.add_argument("--kubeconfig", metavar="FILE", help="with --from-cluster: the kubeconfig file")
+    p.add_argument("--ingress-class", default="nginx", metavar="NAME",
+                   help="the IngressClass the Ingresses use (default nginx; added when the manifests lack it)")
+    p.add_argument("--controller", default=None, metavar="NAME",
+                   help="its spec.controller (default k8s.io/ingress-nginx)")
+    p.add_argument("--allow-unsupported", action="store_true",
+                   help="exit 0 even when annotations are unsupported, invalid or unknown")
+    p.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
+
+
+def _add_compat(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nginx-compat", action="store_true",
+                   help="also read ingress-nginx's nginx.ingress.kubernetes.io/ annotations, with its semantics (ours "
+                        "win when both are set); see docs/moving-from-ingress-nginx.md")
+    p.add_argument("--controller", metavar="NAME",
+                   help="the spec.controller of the IngressClass served (default xds-ingress.io/controller; with "
+                        "--nginx-compat and --ingress-class nginx: k8s.io/ingress-nginx, to take over ingress-nginx's "
+                        "class)")
+
+
+def _controller(args: argparse.Namespace) -> str:
+    from xds_ingress.translate.settings import CONTROLLER_NAME, NGINX_CONTROLLER_NAME
+
+    if args.controller:
+        return args.controller
+    if args.nginx_compat and args.ingress_class == "nginx":
+        return NGINX_CONTROLLER_NAME
+    return CONTROLLER_NAME
+def _add_default_certificate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--default-certificate", type=_secret_ref, default=None, metavar="NAMESPACE/NAME",
+                   help="a kubernetes.io/tls Secret served to TLS clients whose server name (SNI) has no certificate "
+                        "of its own, or that send none (default: none, their handshake fails)")
+
+
+def _secret_ref(value: str) -> str:
+    label = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+    if not re.fullmatch(rf"{label}/{label}(\.{label})*", value) or len(value) > 317:
+        raise argparse.ArgumentTypeError(f"{value!r} is not NAMESPACE/NAME of a Secret")
+    return value
 
 
 def _port(value: str) -> int:
@@ -145,6 +293,7 @@ def parser() -> argparse.ArgumentParser:
     _add_bootstrap(sub)
     _add_remote(sub)
     _add_offline(sub)
+    _add_migrate(sub)
     return p
 
 
@@ -166,7 +315,6 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from xds_ingress.app import App, ServeSettings
-    from xds_ingress.translate import TranslateSettings
 
     logs.configure(args.log_level)
     if bool(args.tls_cert) != bool(args.tls_key) or (args.client_ca and not args.tls_cert):
@@ -201,8 +349,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         client_ca=args.client_ca,
         xds_address=args.xds_address,
         debug_address=debug_address,
-        translate=TranslateSettings(ingress_class=args.ingress_class, listen_address=args.listen_address,
-                                    http_port=args.http_port, https_port=args.https_port),
+        translate=_translate_settings(args),
     )
 
     try:
@@ -233,9 +380,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _translate_settings(args: argparse.Namespace):
     from xds_ingress.translate import TranslateSettings
+    from xds_ingress.translate.settings import DEFAULT_RATE_LIMIT_DOMAIN
 
     return TranslateSettings(ingress_class=args.ingress_class, listen_address=args.listen_address,
-                             http_port=args.http_port, https_port=args.https_port)
+                             http_port=args.http_port, https_port=args.https_port, controller=_controller(args),
+                             nginx_compat=args.nginx_compat,
+                             xff_num_trusted_hops=args.xff_num_trusted_hops,
+                             rate_limit_service=args.rate_limit_service,
+                             rate_limit_domain=args.rate_limit_domain or DEFAULT_RATE_LIMIT_DOMAIN,
+                             rate_limit_failure_mode_deny=args.rate_limit_failure_mode == "closed",
+                             rate_limit_timeout_ms=args.rate_limit_timeout,
+                             default_certificate=args.default_certificate or "",
+                             auth_service=args.auth_service, auth_failure_mode=args.auth_failure_mode,
+                             auth_timeout_ms=args.auth_timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -245,15 +402,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return cmd_serve(args)
     from xds_ingress import ops
+    from xds_ingress.translate import TranslateSettings
 
     if args.command == "status":
         return ops.status(args.server, args.output)
     if args.command == "config-dump":
         return ops.config_dump(args.server, args.node, args.type, args.output)
     if args.command == "explain":
-        return ops.explain(args.server, args.host, args.path, args.https, args.output, headers=args.header)
+        return ops.explain(args.server, args.host, args.path, args.https, args.output, headers=args.header,
+                           sni=args.sni)
     if args.command == "diagnostics":
         return ops.diagnostics(args.server, args.output)
+    if args.command == "migrate":
+        from xds_ingress.migrate import migrate_cmd
+        from xds_ingress.translate.settings import NGINX_CONTROLLER_NAME
+
+        settings = TranslateSettings(ingress_class=args.ingress_class, nginx_compat=True,
+                                     controller=args.controller or NGINX_CONTROLLER_NAME)
+        if args.from_cluster == bool(args.paths):
+            print("xds migrate: give either -f PATH... or --from-cluster", file=sys.stderr)
+            return 2
+        return migrate_cmd(args.paths, settings, from_cluster=args.from_cluster, kubeconfig=args.kubeconfig,
+                           output=args.output, allow_unsupported=args.allow_unsupported)
     if args.command == "translate":
         return ops.translate_cmd(args.paths, _translate_settings(args), args.output)
     if args.command == "validate":

@@ -13,7 +13,7 @@ server, the cache and the translation loop), so this module knows neither.
 | `/debug/proxies` | every connected Envoy and, per xDS type, sent / ACKed versions and the last NACK |
 | `/debug/config_dump?node=ID[&type=T]` | the resources as sent to that node (without node: the current snapshot), secrets redacted |
 | `/debug/diagnostics` | every current diagnostic, by object |
-| `/debug/explain?host=H&path=P[&https=1][&header=NAME:VALUE...]` | which rule, backend and endpoints a request reaches, or why 404/503 |
+| `/debug/explain?host=H&path=P[&https=1[&sni=NAME]][&header=NAME:VALUE...]` | which rule, backend and endpoints a request reaches, or why 404/503 |
 
 Everything is read-only, and nothing here ever shows key material: resources go through
 `envoy.dump.redact`.
@@ -220,7 +220,8 @@ class DebugServer:
                 return _json({"error": f"header {item!r} must be NAME:VALUE"}, 400)
             headers[name.strip().lower()] = value.strip()
         e = explain(model, self.view.diagnostics(), host=host, path=request.query.get("path") or "/",
-                    https=request.query.get("https", "").lower() in TRUE, headers=headers or None)
+                    https=request.query.get("https", "").lower() in TRUE, headers=headers or None,
+                    sni=request.query.get("sni") or None)
         return _json(e.as_dict())
 
     # -- the page for people --

@@ -6,9 +6,11 @@ the Service, cluster and endpoints it would be sent to, or why it gets a 404 or 
 
 It follows what Envoy does with the configuration the Envoy layer builds from this IR:
 
-- the listener: `https` picks the HTTPS listener and its filter chain by SNI (the Host
-  without its port): an exact server name, then the longest `*.` wildcard (which in Envoy
-  matches any depth); with no chain for the name the TLS handshake fails;
+- the listener: `https` picks the HTTPS listener and its filter chain by SNI (`sni`, by default
+  the Host without its port): an exact server name, then the longest `*.` wildcard (which in
+  Envoy matches any depth), then the chain without server names (the default certificate);
+  with no chain for the name the TLS handshake fails. Each chain has its own route
+  configuration, where a Host that the SNI's chain does not serve gets 421 (misdirected);
 - the Host is lowercased, its port dropped (`ignore_port_in_host_matching`) and a trailing
   dot removed (`strip_trailing_host_dot`);
 - the virtual host: an exact domain, then the longest suffix wildcard (`*.example.com`,
@@ -19,15 +21,19 @@ It follows what Envoy does with the configuration the Envoy layer builds from th
 - routes in order, the first that matches wins: Exact (`path`), Prefix by element
   (`path_separated_prefix`, and `prefix: /` for "/"), the one-label wildcard guard on
   `:authority` (the regex of `envoy/routes.py`, evaluated on the Host as sent);
-- canary conditions: a header equal to a value (`headers`, names any case), a cookie in the
-  Cookie header (the regex of `ir.cookie_regex`);
+- canary conditions: a header equal to a value (`headers`, names any case), or matching a regex
+  (the whole value), a cookie in the Cookie header (the regex of `ir.cookie_regex`);
+- a Regex path (ingress-nginx's use-regex): its RE2 pattern matches the whole path (RE2 and
+  Python read the accepted subset alike);
 - no virtual host or no route: 404; a route to a fixed response (a missing Service, or
   direct-response-status): its status; a redirect: its code and Location (the normalized path
   and the query; a redirect to HTTPS keeps the Host as sent, case and port); a cluster without
   endpoints: 503 ("no healthy upstream");
 - the route policy: the path as sent upstream after a prefix or regex rewrite (Envoy's
   prefix_rewrite on the split routes of `envoy/routes.py`, RE2 GlobalReplace), weights of a
-  canary, mirrors, timeouts and retries, reported as notes.
+  canary, mirrors, timeouts and retries, reported as notes; so are the edge policies (client
+  address ranges, rate limits, CORS), which depend on who sends the request: the result is
+  that of a client they let through.
 
 Also here: `objects_for_resource`, which maps an xDS resource name back to the objects it
 was made from (for NACK logs and `xds validate`).
@@ -61,7 +67,7 @@ class Explanation:
     path: str
     https: bool
     status: int | None  # None: forwarded to an endpoint (the upstream answers); else Envoy's own answer
-    outcome: str  # upstream | direct_response | no_route | no_healthy_upstream | tls_handshake_fails
+    outcome: str  # upstream | direct_response | redirect | misdirected | no_route | no_healthy_upstream | tls_handshake_fails
     reason: str
     normalized_host: str = ""
     normalized_path: str = ""
@@ -78,11 +84,13 @@ class Explanation:
     upstream_path: str = ""  # the path sent upstream (after rewrites)
     location: str = ""  # a redirect's Location
     weights: tuple[ir.WeightedCluster, ...] = ()  # canary weights, when the route splits traffic
+    sni: str = ""  # the TLS server name the chain was selected by (https only)
 
     def as_dict(self) -> dict:
         r = self.route
         out: dict = {
-            "request": {"host": self.host, "path": self.path, "https": self.https},
+            "request": {"host": self.host, "path": self.path, "https": self.https,
+                        **({"sni": self.sni} if self.https else {})},
             "normalized": {"host": self.normalized_host, "path": self.normalized_path},
             "status": self.status,
             "outcome": self.outcome,
@@ -209,7 +217,10 @@ def select_virtual_host(vhosts: Iterable[ir.VirtualHost], host: str) -> tuple[ir
 def route_matches(route: ir.Route, path: str, authority: str, headers: Mapping[str, str] | None = None) -> bool:
     m = route.match
     if m is not None and not (m.type == "Prefix" and m.path == "/"):
-        if m.type == "Exact":
+        if m.type == "Regex":
+            if re.fullmatch(m.regex, path) is None:
+                return False
+        elif m.type == "Exact":
             if path != m.path:
                 return False
         elif not (path == m.path or path.startswith(m.path + "/")):
@@ -222,6 +233,9 @@ def route_matches(route: ir.Route, path: str, authority: str, headers: Mapping[s
     for c in route.conditions:
         if c.cookie:
             if re.fullmatch(ir.cookie_regex(c.name, c.value), lowered.get("cookie", "")) is None:
+                return False
+        elif c.regex:
+            if c.name not in lowered or re.fullmatch(c.value, lowered[c.name]) is None:
                 return False
         elif lowered.get(c.name) != c.value:
             return False
@@ -242,7 +256,7 @@ def upstream_path(route: ir.Route, path: str) -> str:
         r = p.prefix_rewrite
         if m is None or (m.type == "Prefix" and m.path == "/"):
             path = (r if r.endswith("/") else r + "/") + path[1:]
-        elif m.type == "Exact" or path == m.path:
+        elif m.type in ("Exact", "Regex") or path == m.path:
             path = r
         else:
             path = (r if r.endswith("/") else r + "/") + path[len(m.path) + 1:]
@@ -267,6 +281,65 @@ def _policy_notes(route: ir.Route) -> list[str]:
         out.append(f"Host sent upstream: {p.host_rewrite}")
     if p.websocket_disabled:
         out.append("websocket upgrades refused")
+    out += _edge_policy_notes(p)
+    return out
+
+
+def _entry(e: ir.RateLimitEntry) -> str:
+    return {"client_ip": "client address", "header": f"header {e.name}"}.get(e.type, f"generic {e.name}")
+
+
+def _edge_policy_notes(p: ir.RoutePolicy) -> list[str]:
+    """The edge policies, as notes: they depend on the client (its address, its request rate, its Origin),
+    which explain does not know, so the result above is for a client they let through."""
+    out = []
+    if p.source_ranges is not None:
+        s = p.source_ranges
+        parts = ([f"only from {', '.join(s.allow)}"] if s.allow else []) + \
+                ([f"not from {', '.join(s.deny)}"] if s.deny else [])
+        out.append(f"client address {' and '.join(parts)}; other clients get 403")
+    if p.local_rate_limit is not None:
+        r = p.local_rate_limit
+        key = "" if r.key is None else f" per {_entry(r.key)}"
+        out.append(f"rate limited to {r.requests}/{r.unit}{key} in each Envoy (burst {r.max_tokens}); beyond: 429")
+    if p.global_rate_limit is not None:
+        out.append("rate limited by the rate limit service on (" +
+                   ", ".join(_entry(e) for e in p.global_rate_limit.entries) + "); over its limit: 429")
+    if p.cors is not None:
+        origins = ", ".join("any origin" if o.type == "any" else o.value if o.type == "exact" else f"regex {o.value}"
+                            for o in p.cors.allow_origins)
+        out.append(f"CORS for {origins}{' with credentials' if p.cors.allow_credentials else ''}")
+    return out
+
+
+def _tls_notes(tc: ir.TLSFilterChain) -> list[str]:
+    t = tc.tls or ir.DownstreamTLS()
+    out = [f"TLS {t.min_version}" + (f" to {t.max_version}" if t.max_version != t.min_version else " only")
+           + f", ALPN {','.join(t.alpn)}" + (f", TLS 1.2 cipher suites {','.join(t.cipher_suites)}"
+                                             if t.cipher_suites else "")]
+    if t.client_ca_secret:
+        out.append(f"client certificate {'required' if t.client_cert_required else 'optional'}, verified against "
+                   f"{t.client_ca_secret}" + (", forwarded in x-forwarded-client-cert" if t.forward_client_cert
+                                              else ""))
+    return out
+
+
+def _auth_notes(route: ir.Route, lst: ir.Listener) -> list[str]:
+    """What authentication a request must pass before it is routed (Envoy's filters run before routing)."""
+    a = route.policy.auth if route.policy is not None else None
+    out = []
+    if a is not None and a.basic is not None:
+        out.append(f"basic auth with the users of Secret {a.basic.secret}: 401 without a valid user and password")
+    if a is not None and a.jwt is not None:
+        out.append(f"JWT validation ({a.jwt.name}): 401 without a valid token, 403 for a token of another "
+                   "audience")
+    ext = a.external if a is not None else None
+    service = ext.service if ext is not None and not ext.disabled else None
+    if service is None and not (ext is not None and ext.disabled) and lst.auth is not None:
+        service = lst.auth.external_service
+    if service is not None:
+        out.append(f"external authorization ({service.protocol}, cluster {service.cluster}): forwarded only if "
+                   "the service allows it, else its answer")
     return out
 
 
@@ -292,9 +365,11 @@ def _diagnostics_for(source: ir.Source, diagnostics: Iterable[Diagnostic]) -> tu
 
 
 def explain(model: ir.IR, diagnostics: Iterable[Diagnostic] = (), *, host: str, path: str,
-            https: bool = False, headers: Mapping[str, str] | None = None) -> Explanation:
+            https: bool = False, headers: Mapping[str, str] | None = None, sni: str | None = None) -> Explanation:
+    """`sni`: the TLS server name of an https request when it is not the Host's name."""
     diagnostics = tuple(diagnostics)
     name, authority = normalize_host(host)
+    server_name = (sni.strip().lower().rstrip(".") if sni is not None else name) if https else ""
     notes: list[str] = []
     requested_path = path
     raw_path = path.split("?", 1)[0]
@@ -303,7 +378,8 @@ def explain(model: ir.IR, diagnostics: Iterable[Diagnostic] = (), *, host: str, 
         notes.append(f"the path has an escaped slash: Envoy first redirects to {unescaped!r}, which is routed here")
         path = unescaped + (path[len(raw_path):])
     npath = normalize_path(path)
-    base = dict(host=host, path=requested_path, https=https, normalized_host=name, normalized_path=npath)
+    base = dict(host=host, path=requested_path, https=https, normalized_host=name, normalized_path=npath,
+                sni=server_name)
 
     listeners = [lst for lst in model.listeners if lst.is_tls == https]
     if not listeners:
@@ -313,20 +389,29 @@ def explain(model: ir.IR, diagnostics: Iterable[Diagnostic] = (), *, host: str, 
                            reason=f"there is no {kind} listener{why}", notes=tuple(notes), **base)
     lst = listeners[0]
     chain = ""
+    rc_name = lst.route_config_name
+    tc: ir.TLSFilterChain | None = None
     if https:
-        ranked = [(k, tc) for tc in lst.tls_chains if (k := _server_name_matches(tc.server_names, name)) is not None]
-        if not ranked:
+        ranked = [(k, c) for c in lst.tls_chains
+                  if c.server_names and (k := _server_name_matches(c.server_names, server_name)) is not None]
+        if ranked:
+            tc = min(ranked, key=lambda kt: kt[0])[1]
+        else:
+            tc = next((c for c in lst.tls_chains if not c.server_names), None)
+        if tc is None:
             return Explanation(
                 status=None, outcome="tls_handshake_fails", listener=lst.name, notes=tuple(notes),
-                reason=(f"no TLS certificate is configured for {name!r}: the HTTPS listener has no filter chain "
-                        "for that server name (SNI), so the handshake fails. Add the host to an Ingress's "
-                        "spec.tls with a valid Secret."), **base)
-        chain = min(ranked, key=lambda kt: kt[0])[1].name
-    rc = next((r for r in model.route_configurations if r.name == lst.route_config_name), None)
-    where = dict(listener=lst.name, filter_chain=chain, route_configuration=lst.route_config_name)
+                reason=(f"no TLS certificate is configured for {server_name!r}: the HTTPS listener has no filter "
+                        "chain for that server name (SNI) and no default certificate, so the handshake fails. Add "
+                        "the host to an Ingress's spec.tls with a valid Secret."), **base)
+        chain = tc.name
+        rc_name = tc.route_config_name or rc_name
+        notes += _tls_notes(tc)
+    rc = next((r for r in model.route_configurations if r.name == rc_name), None)
+    where = dict(listener=lst.name, filter_chain=chain, route_configuration=rc_name)
     if rc is None:
         return Explanation(status=404, outcome="no_route", notes=tuple(notes),
-                           reason=f"route configuration {lst.route_config_name!r} does not exist", **where, **base)
+                           reason=f"route configuration {rc_name!r} does not exist", **where, **base)
     vh, how = select_virtual_host(rc.virtual_hosts, name)
     if vh is None:
         return Explanation(status=404, outcome="no_route", notes=tuple(notes),
@@ -337,23 +422,37 @@ def explain(model: ir.IR, diagnostics: Iterable[Diagnostic] = (), *, host: str, 
     kept = npath + _query(path)
     if vh.require_tls and not https:
         location = f"https://{authority}{kept}"  # Envoy keeps the Host as sent: its case and any port
-        return Explanation(status=301, outcome="redirect", location=location, notes=tuple(notes),
+        return Explanation(status=vh.redirect_code or 301, outcome="redirect", location=location, notes=tuple(notes),
                            reason=(f"{name!r} is served with a certificate, so plain HTTP is redirected to HTTPS "
                                    "(set xds-ingress.io/ssl-redirect: \"false\" on the Ingress to serve HTTP too)"),
                            **where, **base)
+    if vh.response_headers is not None:
+        notes += [f"response header {k}: {v}" for k, v in vh.response_headers.set]
     route = next((r for r in vh.routes if route_matches(r, npath, authority, headers)), None)
+    if route is not None and route.name == ir.MISDIRECTED_ROUTE and route.action.direct_status is not None:
+        return Explanation(
+            status=route.action.direct_status, outcome="misdirected", route=route, notes=tuple(notes),
+            reason=(f"the TLS connection was made for server name {server_name!r}, whose filter chain "
+                    f"({chain}, certificate {tc.secret_name if tc else ''}) does not serve the host {name!r}: "
+                    "Envoy answers 421 Misdirected Request, and a client connects again with the host as its "
+                    "SNI"), **where, **base)
     if route is None:
         return Explanation(status=404, outcome="no_route", notes=tuple(notes),
                            reason=(f"no rule of virtual host {vh.name!r} matches the path {npath!r} and there is no "
                                    "default backend (spec.defaultBackend)"), **where, **base)
     found = _diagnostics_for(route.source, diagnostics)
     action = route.action
-    notes += _policy_notes(route)
+    notes += _policy_notes(route) + _auth_notes(route, lst)
     if action.redirect is not None:
         d = action.redirect
-        default_port = 443 if d.scheme == "https" else 80
+        scheme = d.scheme or ("https" if https else "http")
+        default_port = 443 if scheme == "https" else 80
         port = f":{d.port}" if d.port is not None and d.port != default_port else ""
-        location = f"{d.scheme}://{d.host}{port}{d.path if d.path is not None else kept}"
+        if d.host:
+            host = d.host + port
+        else:  # the Host as sent, its port replaced when the redirect names one
+            host = split_host(authority)[0] + (port if d.port is not None else split_host(authority)[1])
+        location = f"{scheme}://{host}{d.path if d.path is not None else kept}"
         return Explanation(status=d.code, outcome="redirect", route=route, diagnostics=found, location=location,
                            reason=f"{route.source}: redirects to {location}", notes=tuple(notes), **where, **base)
     if action.direct_status is not None:
@@ -421,8 +520,10 @@ def objects_for_resource(model: ir.IR, kind: str, name: str) -> tuple[ir.Source,
             if lst.name == name:
                 for tc in lst.tls_chains:
                     out.add(_secret_source(tc.secret_name))
+                    if tc.tls is not None and tc.tls.client_ca_secret:
+                        out.add(_secret_source(tc.tls.client_ca_secret))
     elif kind == "secrets":
-        if any(s.name == name for s in model.secrets):
+        if any(s.name == name for s in model.secrets) or any(s.name == name for s in model.validation_secrets):
             out.add(_secret_source(name))
     return tuple(sorted(out))
 
@@ -432,5 +533,7 @@ def _object(source: ir.Source) -> ir.Source:
 
 
 def _secret_source(name: str) -> ir.Source:
+    """The Secret of an SDS name: `namespace/secret`, or `namespace/secret/ca.crt` for its CA certificates."""
     ns, _, secret = name.partition("/")
+    secret = secret.partition("/")[0]
     return ir.Source(kind="Secret", namespace=ns, name=secret)

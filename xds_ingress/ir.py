@@ -17,8 +17,10 @@ from xds_ingress.redacted import Redacted
 HTTP_LISTENER = "http"
 HTTPS_LISTENER = "https"
 HTTP_ROUTE_CONFIG = "http"
-HTTPS_ROUTE_CONFIG = "https"
+HTTPS_ROUTE_CONFIG = "https"  # the HTTPS route configuration of the default certificate's chain
 CATCH_ALL_HOST = "*"
+DEFAULT_TLS_CHAIN = "default"  # the HTTPS filter chain without server names (xds serve --default-certificate)
+MISDIRECTED_ROUTE = "misdirected"  # a 421 for a Host that this TLS filter chain does not serve
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, order=True)
@@ -37,10 +39,13 @@ class Source:
 
 @dataclass(frozen=True, slots=True, kw_only=True, order=True)
 class PathMatch:
-    """Exact: the path equals `path`. Prefix: `path` matched element by element ("/" matches all)."""
+    """Exact: the path equals `path`. Prefix: `path` matched element by element ("/" matches all).
+    Regex (ingress-nginx's `use-regex`): `regex`, an RE2 pattern checked by translation, matches the whole
+    path; `path` is the Ingress path it was made from (it orders the routes)."""
 
-    type: str  # "Exact" | "Prefix"
+    type: str  # "Exact" | "Prefix" | "Regex"
     path: str
+    regex: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,6 +103,67 @@ class Mirror:
     percent: int = 100
 
 
+# --- edge policies: CORS, client address ranges, rate limits (HTTP filters, per route) ---
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OriginMatch:
+    """A CORS origin: exactly `value` (scheme://host[:port]), an RE2 regex (checked), or any origin."""
+
+    type: str  # "exact" | "regex" | "any"
+    value: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CorsPolicy:
+    """Browsers' cross-origin access, answered by Envoy (preflights included) for the allowed origins."""
+
+    allow_origins: tuple[OriginMatch, ...]
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age_s: int | None = None
+    allow_credentials: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceRanges:
+    """Which client addresses a route serves (403 to the others): inside one of `allow` (when `allow` is
+    set) and inside none of `deny`. CIDRs in network form, as Envoy determined the client address (the
+    peer, or the X-Forwarded-For hop chosen by the listener's trusted hops)."""
+
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimitEntry:
+    """One part of a rate limit descriptor: the client's address, a request header's value, or a fixed value."""
+
+    type: str  # "client_ip" | "header" | "generic"
+    name: str = ""  # header: the header name; generic: the value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalRateLimit:
+    """A token bucket in each Envoy (shared by its workers): `tokens_per_fill` tokens every `fill_interval_ms`,
+    holding at most `max_tokens` (the burst). With `key`, one such bucket per value of the key."""
+
+    requests: int  # as written: `requests` per `unit`
+    unit: str  # "s" | "m" | "h"
+    max_tokens: int
+    tokens_per_fill: int
+    fill_interval_ms: int
+    key: RateLimitEntry | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GlobalRateLimit:
+    """One descriptor, its entries in order, sent to the rate limit service for each request of the route."""
+
+    entries: tuple[RateLimitEntry, ...]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RoutePolicy:
     """What happens to a request on its way through one route (from the Ingress's annotations)."""
@@ -112,6 +178,15 @@ class RoutePolicy:
     response_headers: HeaderMutation | None = None
     mirrors: tuple[Mirror, ...] = ()
     websocket_disabled: bool = False  # websocket upgrades are on by default
+    # ingress-nginx's rewrite-target: the whole path replaced by this ($1-$9 as \\1-\\9: groups of the path's
+    # regex); translation resolves it into regex_rewrite on the routes whose match is a Regex.
+    rewrite_target: str | None = None
+    # edge policies (envoy/edge_policies.py: HTTP filters configured per route)
+    cors: CorsPolicy | None = None
+    source_ranges: SourceRanges | None = None
+    local_rate_limit: LocalRateLimit | None = None
+    global_rate_limit: GlobalRateLimit | None = None
+    auth: RouteAuth | None = None  # authentication and external authorization (see RouteAuth)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,10 +207,11 @@ class WeightedCluster:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Redirect:
-    """An HTTP redirect. `path` None keeps the request's path and query; `port` None: the scheme's default."""
+    """An HTTP redirect. `path` None keeps the request's path and query; `port` None: the scheme's default;
+    `scheme` or `host` "" keeps the request's."""
 
-    scheme: str  # "http" | "https"
-    host: str
+    scheme: str  # "http" | "https" | "" (the request's)
+    host: str  # "" (the request's)
     port: int | None = None
     path: str | None = None
     code: int = 302  # 301, 302, 303, 307 or 308
@@ -170,11 +246,13 @@ class RouteAction:
 @dataclass(frozen=True, slots=True, kw_only=True, order=True)
 class HeaderCondition:
     """A route condition: header `name` equals `value`; with `cookie`, the Cookie header carries the
-    cookie `name` with the value `value`."""
+    cookie `name` with the value `value`; with `regex`, `value` is an RE2 pattern (checked by translation)
+    that matches the whole header value."""
 
     name: str
     value: str
     cookie: bool = False
+    regex: bool = False
 
 
 def cookie_regex(name: str, value: str) -> str:
@@ -202,7 +280,9 @@ class VirtualHost:
     name: str
     domains: tuple[str, ...]
     routes: tuple[Route, ...]
-    require_tls: bool = False  # plain HTTP is redirected to HTTPS (301)
+    require_tls: bool = False  # plain HTTP is redirected to HTTPS (with `redirect_code`)
+    redirect_code: int | None = None  # of the require_tls redirect: None for 301, or 308 (method and body kept)
+    response_headers: HeaderMutation | None = None  # on every response of this virtual host (HSTS)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -211,13 +291,46 @@ class RouteConfiguration:
     virtual_hosts: tuple[VirtualHost, ...]
 
 
+# TLS versions offered to clients (TLS 1.0 and 1.1 never are).
+TLS_1_2 = "1.2"
+TLS_1_3 = "1.3"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, order=True)
+class DownstreamTLS:
+    """How one HTTPS filter chain speaks TLS to clients (from the Ingress holding its hosts' certificate)."""
+
+    min_version: str = TLS_1_2
+    max_version: str = TLS_1_3
+    cipher_suites: tuple[str, ...] = ()  # BoringSSL names, TLS 1.2 only; empty: Envoy's default (ECDHE, AEAD)
+    alpn: tuple[str, ...] = ("h2", "http/1.1")
+    client_ca_secret: str = ""  # SDS name of the CA that client certificates are verified against; "": none asked
+    client_cert_required: bool = True  # with client_ca_secret: no certificate, no connection (else: verified if sent)
+    forward_client_cert: bool = False  # x-forwarded-client-cert set from the verified client certificate
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TLSFilterChain:
-    """One SNI filter chain of the HTTPS listener, its certificate delivered over SDS."""
+    """One filter chain of the HTTPS listener, its certificate delivered over SDS. Selected by SNI among
+    `server_names`; without server names it is the chain of every other server name and of no SNI."""
 
     name: str
     server_names: tuple[str, ...]
     secret_name: str
+    route_config_name: str = ""  # its own RouteConfiguration: only the hosts its server names select
+    tls: DownstreamTLS | None = None  # None: DownstreamTLS() (TLS 1.2 and 1.3, h2 and http/1.1, no client certificate)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimitService:
+    """The gRPC rate limit service (envoy.service.ratelimit.v3) that global rate limits ask, as a cluster."""
+
+    cluster: str
+    address: str  # an IP address or a DNS name
+    port: int
+    domain: str
+    failure_mode_deny: bool = False  # when the service cannot answer: False lets the request through
+    timeout_ms: int = 100
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -227,6 +340,11 @@ class Listener:
     port: int
     route_config_name: str
     tls_chains: tuple[TLSFilterChain, ...] = ()  # empty: plain HTTP
+    # Load balancers in front that append the client to X-Forwarded-For: the client address is taken that many
+    # hops from its right. None (the default) or 0: the connection's peer; a client's own XFF is never trusted.
+    xff_num_trusted_hops: int | None = None
+    rate_limit_service: RateLimitService | None = None  # global rate limits; None: not offered
+    auth: ListenerAuth | None = None  # the authentication filters of its HTTP filter chain (see ListenerAuth)
 
     @property
     def is_tls(self) -> bool:
@@ -333,12 +451,106 @@ class TLSSecret:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ValidationSecret:
+    """CA certificates that client certificates are verified against, delivered over SDS."""
+
+    name: str  # namespace/secret/ca.crt
+    ca_certificates: bytes = field(repr=False)  # PEM (public), checked to parse
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class IR:
     listeners: tuple[Listener, ...] = ()
     route_configurations: tuple[RouteConfiguration, ...] = ()
     clusters: tuple[Cluster, ...] = ()
     endpoints: tuple[ClusterLoadAssignment, ...] = ()
     secrets: tuple[TLSSecret, ...] = ()
+    validation_secrets: tuple[ValidationSecret, ...] = ()
+
+
+# --- authentication and external authorization ------------------------------------------------
+#
+# Per route (RouteAuth, from an Ingress's annotations) and per listener (ListenerAuth: the filters of the
+# HTTP filter chain, which hold what cannot be set per route in Envoy: the JWT providers, the headers sent
+# to an authorization service, the global authorization service of `xds serve --auth-service`).
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthService:
+    """An external authorization service. HTTP: each request is asked as `path_prefix` + its path, and a 2xx
+    answer lets it through; gRPC: envoy.service.auth.v3.Authorization/Check."""
+
+    cluster: str
+    protocol: str  # "http" | "grpc"
+    authority: str = ""  # host:port of its URI (the Host of an HTTP check)
+    path_prefix: str = ""  # HTTP only
+    timeout_ms: int = 1000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExternalAuth:
+    """External authorization of a route: its own service, or (service None) the listener's; or, `disabled`,
+    none at all although the listener has one."""
+
+    disabled: bool = False
+    service: AuthService | None = None
+    request_headers: tuple[str, ...] = ()  # sent to the service (listener-wide in Envoy: see ListenerAuth)
+    response_headers: tuple[str, ...] = ()  # copied from an HTTP service's answer onto the upstream request
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BasicAuth:
+    """HTTP basic authentication against htpasswd entries (`user:{SHA}base64`, checked) from a Secret."""
+
+    secret: str  # namespace/name
+    users: Redacted  # the htpasswd text Envoy gets: a credential, never shown
+    realm: str = ""  # "": Envoy's default (the request's URL)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JwtProvider:
+    """A JWT provider: how the tokens of one Ingress are verified. Its name is also the requirement name its
+    routes use."""
+
+    name: str  # namespace/ingress
+    issuer: str = ""  # "": any
+    audiences: tuple[str, ...] = ()  # empty: any
+    local_jwks: str = ""  # a JWKS of public keys (JSON), from jwks_secret
+    jwks_secret: str = ""  # namespace/name
+    remote_jwks_uri: str = ""  # fetched by Envoy through remote_jwks_cluster
+    remote_jwks_cluster: str = ""
+    claims_to_headers: tuple[tuple[str, str], ...] = ()  # (claim, request header)
+    forward: bool = False  # keep the token on the request sent upstream
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteAuth:
+    """Who may use a route: external authorization, basic auth and JWT (any combination Envoy runs in the order
+    basic auth, JWT, external authorization)."""
+
+    external: ExternalAuth | None = None
+    basic: BasicAuth | None = None
+    jwt: JwtProvider | None = None  # its name is the requirement the route names
+    # Request headers removed before any check: the ones authentication sets (claims, authorization response
+    # headers), so that a client cannot send them itself.
+    strip_request_headers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenerAuth:
+    """The authentication filters of a listener's HTTP filter chain."""
+
+    external_service: AuthService | None = None  # checks every route unless the route says otherwise
+    external_per_route: bool = False  # some route names its own service (the filter is then on per route)
+    failure_mode_allow: bool = False  # an unreachable service lets requests through
+    allowed_headers: tuple[str, ...] = ()  # request headers sent to authorization services
+    basic: bool = False
+    jwt_providers: tuple[JwtProvider, ...] = ()
+    strip: bool = False  # some route removes headers before authentication
+
+    @property
+    def external(self) -> bool:
+        return self.external_service is not None or self.external_per_route
 
 
 def to_data(value: Any) -> Any:

@@ -41,6 +41,8 @@ DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
 LEGACY_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 SECRET_TYPE_TLS = "kubernetes.io/tls"
 CA_KEY = "ca.crt"
+HTPASSWD_KEY = "auth"  # basic-auth Secrets, as ingress-nginx names the key
+JWKS_KEY = "jwks"
 
 PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
 
@@ -57,6 +59,14 @@ _PORT_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Characters of an RFC 3986 path (pchar and "/"), percent-escapes included. No spaces, no
 # control characters, no "?" or "#": Envoy matches the path without its query.
 _PATH_RE = re.compile(r"^/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*$")
+# An ImplementationSpecific path may also be a regex (ingress-nginx's use-regex): its metacharacters are
+# accepted here; translation serves such a path only as a regex, and refuses it on any other host.
+_REGEX_PATH_RE = re.compile(r"^/[A-Za-z0-9\-._~!$&'()*+,;=:@/%\[\]{}|^\\?<>]*$")
+
+
+def is_url_path(value: str) -> bool:
+    """True when `value` is a URL path (not only an ImplementationSpecific regex path)."""
+    return _PATH_RE.match(value) is not None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -219,6 +229,11 @@ class Secret:
     # ca.crt (PEM, checked to parse): CA certificates that upstream TLS verifies backends against.
     # A Secret of another type than kubernetes.io/tls is read only for this (and has no chain or key).
     ca_certificates: bytes = b""
+    # `auth`: htpasswd entries for basic authentication (a credential: never shown), checked when an Ingress
+    # names the Secret in xds-ingress.io/basic-auth-secret. `jwks`: a JSON Web Key Set for
+    # xds-ingress.io/jwt-jwks-secret, likewise checked when used.
+    htpasswd: Redacted = Redacted(b"")
+    jwks: bytes = b""
 
     @property
     def is_tls(self) -> bool:
@@ -531,7 +546,7 @@ def _parse_http_path(ctx: _Ctx, raw: Any, path: str) -> HTTPIngressPath | None:
     if not value.startswith("/"):
         ctx.error(f"{path}.path", "InvalidPath", f"{path}.path {_short(value)} must start with '/'.")
         return None
-    if not _PATH_RE.match(value):
+    if not (_REGEX_PATH_RE if path_type == "ImplementationSpecific" else _PATH_RE).match(value):
         ctx.error(f"{path}.path", "InvalidPath",
                   f"{path}.path {_short(value)} has characters a URL path cannot contain "
                   "(spaces, control characters, '?', '#', or non-ASCII); percent-encode them.")
@@ -761,16 +776,26 @@ def _has_data(raw: dict, key: str) -> bool:
     return any(isinstance(raw.get(k), dict) and key in raw[k] for k in ("data", "stringData"))
 
 
+def _auth_data(ctx: _Ctx, raw: dict) -> tuple[Redacted, bytes]:
+    """The htpasswd (`auth`) and JWKS (`jwks`) keys, as they are: translation checks them where they are used."""
+    htpasswd = _decode_data(ctx, raw, HTPASSWD_KEY) if _has_data(raw, HTPASSWD_KEY) else None
+    jwks = _decode_data(ctx, raw, JWKS_KEY) if _has_data(raw, JWKS_KEY) else None
+    return Redacted(htpasswd or b""), jwks or b""
+
+
 def _parse_secret(ctx: _Ctx, raw: dict, meta: ObjectMeta) -> Secret | None:
     stype = ctx.string(raw, "type", "type") or "Opaque"
     if stype != SECRET_TYPE_TLS:
-        # Other types are read only for a CA bundle (upstream TLS); the rest is nobody's business here.
-        if not _has_data(raw, CA_KEY):
+        # Other types are read only for a CA bundle (upstream TLS) and for authentication (htpasswd entries,
+        # a JWKS); the rest is nobody's business here.
+        if not any(_has_data(raw, k) for k in (CA_KEY, HTPASSWD_KEY, JWKS_KEY)):
             return None
-        ca = _parse_ca(ctx, raw)
-        if not ca:
+        ca = _parse_ca(ctx, raw) if _has_data(raw, CA_KEY) else b""
+        htpasswd, jwks = _auth_data(ctx, raw)
+        if not (ca or htpasswd.value or jwks):
             return None
-        return Secret(meta=meta, type=stype, certificate_chain=b"", private_key=Redacted(b""), ca_certificates=ca)
+        return Secret(meta=meta, type=stype, certificate_chain=b"", private_key=Redacted(b""), ca_certificates=ca,
+                      htpasswd=htpasswd, jwks=jwks)
     cert = _decode_data(ctx, raw, "tls.crt")
     key = _decode_data(ctx, raw, "tls.key")
     if cert is None:
@@ -789,8 +814,10 @@ def _parse_secret(ctx: _Ctx, raw: dict, meta: ObjectMeta) -> Secret | None:
         ctx.warning("data['tls.crt']", "CertificateExpired",
                     f"the certificate expired at {checked.not_after}; clients will refuse it. Renew it.")
     ca = _parse_ca(ctx, raw) if _has_data(raw, CA_KEY) else b""
+    htpasswd, jwks = _auth_data(ctx, raw)
     return Secret(meta=meta, type=stype, certificate_chain=checked.chain_pem, private_key=Redacted(checked.key_pem),
-                  dns_names=checked.dns_names, not_after=checked.not_after, ca_certificates=ca)
+                  dns_names=checked.dns_names, not_after=checked.not_after, ca_certificates=ca,
+                  htpasswd=htpasswd, jwks=jwks)
 
 
 _PARSERS: dict[str, Callable[[_Ctx, dict, ObjectMeta], Any]] = {

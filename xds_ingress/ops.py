@@ -156,14 +156,17 @@ def config_dump(server: str, node: str | None, type_: str | None, output: str = 
 
 
 def explain(server: str, host: str, path: str, https: bool, output: str = "text", out: TextIO | None = None,
-            headers: list[str] | None = None) -> int:
-    """`headers`: "name: value" strings (a canary by header or cookie matches on them)."""
+            headers: list[str] | None = None, sni: str | None = None) -> int:
+    """`headers`: "name: value" strings (a canary by header or cookie matches on them); `sni`: the TLS server
+    name of an https request when it is not the host's."""
     out = out or sys.stdout
 
     def run() -> int:
         params: dict[str, str | list[str]] = {"host": host, "path": path, **({"https": "1"} if https else {})}
         if headers:
             params["header"] = list(headers)
+        if https and sni:
+            params["sni"] = sni
         e = get_json(server, "/debug/explain", params)
         if output in ("json", "yaml"):
             _print_data(e, output, out)
@@ -176,7 +179,9 @@ def explain(server: str, host: str, path: str, https: bool, output: str = "text"
 def format_explanation(e: dict) -> str:
     req = e["request"]
     scheme = "https" if req["https"] else "http"
-    lines = [f"{scheme}://{req['host']}{req['path']}"]
+    sni = req.get("sni")
+    lines = [f"{scheme}://{req['host']}{req['path']}"
+             + (f" (SNI {sni})" if sni and sni != e["normalized"]["host"] else "")]
     if e.get("listener"):
         chain = f", filter chain {e['filter_chain']}" if e.get("filter_chain") else ""
         lines.append(f"  listener:      {e['listener']}{chain}, route configuration {e['route_configuration']}")

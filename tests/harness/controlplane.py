@@ -30,7 +30,9 @@ class ControlPlane:
 
     def __init__(self, manifests_dir: Path | None, *, http_port: int, https_port: int,
                  listen_address: str = "127.0.0.1", poll_interval: float = 0.05,
-                 ingress_class: str = "xds", **serve: Any) -> None:
+                 ingress_class: str = "xds", nginx_compat: bool = False, controller: str | None = None,
+                 translate: dict[str, Any] | None = None, default_certificate: str = "", **serve: Any) -> None:
+        """`translate`: more TranslateSettings fields (e.g. rate_limit_service); `serve`: ServeSettings fields."""
         # Without a manifests directory, the App reads the Kubernetes API (pass kubeconfig=...).
         self.manifests_dir = Path(manifests_dir) if manifests_dir is not None else None
         if self.manifests_dir is not None:
@@ -40,7 +42,9 @@ class ControlPlane:
             xds_address="127.0.0.1:0",
             poll_interval=poll_interval,
             translate=TranslateSettings(ingress_class=ingress_class, listen_address=listen_address,
-                                        http_port=http_port, https_port=https_port),
+                                        http_port=http_port, https_port=https_port, nginx_compat=nginx_compat,
+                                        **({"controller": controller} if controller else {}),
+                                        default_certificate=default_certificate, **(translate or {})),
             **serve,
         )
         self.app: App | None = None

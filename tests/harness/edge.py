@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import k8s
 from .backends import Backends
@@ -65,9 +66,10 @@ class Edge:
 
 
 @contextmanager
-def start_edge(work: Path, backends: list[str]) -> Iterator[Edge]:
+def start_edge(work: Path, backends: list[str], **control_plane: Any) -> Iterator[Edge]:
+    """`control_plane`: more ControlPlane arguments (e.g. translate={"xff_num_trusted_hops": 1})."""
     http_port, https_port = free_ports(2)
     with Backends(backends) as be, \
-            ControlPlane(work / "manifests", http_port=http_port, https_port=https_port) as cp, \
+            ControlPlane(work / "manifests", http_port=http_port, https_port=https_port, **control_plane) as cp, \
             Envoy(cp.bootstrap(), work / "envoy") as envoy:
         yield Edge(be, cp, envoy, http_port, https_port)

@@ -63,9 +63,11 @@ class _Connection(http.client.HTTPConnection):
     """HTTPConnection that optionally wraps the socket in TLS with a chosen SNI."""
 
     def __init__(
-        self, address: str, port: int, timeout: float, tls: ssl.SSLContext | None, sni: str | None
+        self, address: str, port: int, timeout: float, tls: ssl.SSLContext | None, sni: str | None,
+        source_address: str | None = None,
     ) -> None:
-        super().__init__(address, port, timeout=timeout)
+        super().__init__(address, port, timeout=timeout,
+                         source_address=(source_address, 0) if source_address is not None else None)
         self._tls = tls
         self._sni = sni
         self.peer_cert_der: bytes | None = None
@@ -78,7 +80,8 @@ class _Connection(http.client.HTTPConnection):
 
 
 class Client:
-    """A keep-alive HTTP/1.1 connection to 127.0.0.1:`port`, reopened after errors."""
+    """A keep-alive HTTP/1.1 connection to 127.0.0.1:`port`, reopened after errors. `source_address`: the
+    local address to connect from (e.g. 127.0.0.2, for another client address on loopback)."""
 
     def __init__(
         self,
@@ -90,13 +93,15 @@ class Client:
         ca_pem: str | None = None,
         address: str = "127.0.0.1",
         timeout: float = 5.0,
+        source_address: str | None = None,
+        context: ssl.SSLContext | None = None,
     ) -> None:
         authority = f"[{address}]" if ":" in address else address
         self.host = host if host is not None else f"{authority}:{port}"
-        tls = _client_context(ca_pem) if https else None
+        tls = (context or _client_context(ca_pem)) if https else None
         if sni is None and https:
             sni = _strip_port(self.host) if host is not None else None
-        self._conn = _Connection(address, port, timeout, tls, sni)
+        self._conn = _Connection(address, port, timeout, tls, sni, source_address)
 
     def request(
         self,
@@ -156,15 +161,20 @@ def request(
     ca_pem: str | None = None,
     address: str = "127.0.0.1",
     timeout: float = 5.0,
+    source_address: str | None = None,
+    context: ssl.SSLContext | None = None,
 ) -> Response:
     """Send one request on a fresh connection.
 
     `host` is the Host header (default "address:port"). With `https`, the TLS
-    server_hostname is `sni` (default: `host` without port; none for the default host)
-    and the server certificate is verified against `ca_pem` when given, else not at all.
+    server_hostname is `sni` (default: `host` without port; none for the default host; ""
+    sends none) and the server certificate is verified against `ca_pem` when given, else not
+    at all; `context` replaces that TLS client context (versions, ciphers, a client certificate).
+    `source_address`: the local address to connect from.
     """
     with Client(
-        port, host=host, https=https, sni=sni, ca_pem=ca_pem, address=address, timeout=timeout
+        port, host=host, https=https, sni=sni, ca_pem=ca_pem, address=address, timeout=timeout,
+        source_address=source_address, context=context,
     ) as client:
         return client.request(path, method=method, headers=headers, body=body)
 

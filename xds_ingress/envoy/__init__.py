@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.protobuf.message import Message
 
 from xds_ingress import ir
-from xds_ingress.envoy import clusters, endpoints, listeners, routes, secrets, types
+from xds_ingress.envoy import auth, clusters, edge_policies, endpoints, listeners, routes, secrets, types
 
 # type URL -> resource name -> message (or its deterministic serialization)
 Resources = dict[str, dict[str, Message | bytes]]
@@ -19,10 +19,17 @@ def build(model: ir.IR, encoder: routes.RouteConfigEncoder | None = None) -> Res
         types.ROUTE: ({rc.name: routes.route_configuration(rc) for rc in model.route_configurations}
                       if encoder is None else
                       {rc.name: encoder.encode(rc) for rc in model.route_configurations}),
-        types.CLUSTER: {c.name: clusters.cluster(c) for c in model.clusters},
+        types.CLUSTER: {c.name: clusters.cluster(c) for c in model.clusters} | service_clusters(model),
         types.ENDPOINT: {e.cluster_name: endpoints.load_assignment(e) for e in model.endpoints},
-        types.SECRET: {s.name: secrets.secret(s) for s in model.secrets},
+        types.SECRET: {**{s.name: secrets.secret(s) for s in model.secrets},
+                       **{s.name: secrets.validation_secret(s) for s in model.validation_secrets}},
     }
+
+
+def service_clusters(model: ir.IR) -> dict[str, Message]:
+    """The clusters of services the listeners' filters call (the rate limit service), not routes."""
+    return {lst.rate_limit_service.cluster: edge_policies.rate_limit_service_cluster(lst.rate_limit_service)
+            for lst in model.listeners if lst.rate_limit_service is not None}
 
 
 def route_clusters(resources: Resources) -> dict[str, frozenset[str]]:
@@ -39,5 +46,6 @@ def route_clusters(resources: Resources) -> dict[str, frozenset[str]]:
                         names.add(wc.name)
                     for m in r.route.request_mirror_policies:
                         names.add(m.cluster)
+                names |= auth.route_clusters(r)
         out[name] = frozenset(names)
     return out

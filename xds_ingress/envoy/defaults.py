@@ -7,7 +7,7 @@ builds goes through these functions; nothing else sets these knobs.
 | setting | value | why |
 |---|---|---|
 | use_remote_address | true | the client address is the peer address (or XFF within the trusted hops) |
-| xff_num_trusted_hops | 0 | no client-sent X-Forwarded-For is trusted by default |
+| xff_num_trusted_hops | 0 | no client-sent X-Forwarded-For is trusted by default (`--xff-num-trusted-hops`) |
 | normalize_path, merge_slashes | true | /a/../b and //b cannot bypass a route |
 | path_with_escaped_slashes_action | UNESCAPE_AND_REDIRECT | %2F and %5C cannot bypass a route |
 | headers_with_underscores_action | REJECT_REQUEST | x_user vs x-user header smuggling |
@@ -54,9 +54,12 @@ def ads_config_source() -> config_source_pb2.ConfigSource:
     )
 
 
-def harden_http_connection_manager(hcm: hcm_pb2.HttpConnectionManager) -> None:
+def harden_http_connection_manager(hcm: hcm_pb2.HttpConnectionManager, *,
+                                   xff_num_trusted_hops: int = XFF_NUM_TRUSTED_HOPS) -> None:
+    """`xff_num_trusted_hops`: load balancers in front of Envoy that append the client to X-Forwarded-For
+    (`xds serve --xff-num-trusted-hops`); the client address is then taken that many hops from the right."""
     hcm.use_remote_address.CopyFrom(wrappers_pb2.BoolValue(value=True))
-    hcm.xff_num_trusted_hops = XFF_NUM_TRUSTED_HOPS
+    hcm.xff_num_trusted_hops = xff_num_trusted_hops
     hcm.normalize_path.CopyFrom(wrappers_pb2.BoolValue(value=True))
     hcm.merge_slashes = True
     hcm.path_with_escaped_slashes_action = hcm_pb2.HttpConnectionManager.UNESCAPE_AND_REDIRECT

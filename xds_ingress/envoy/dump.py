@@ -4,7 +4,8 @@ Every path that shows a resource outside the xDS stream (the debug endpoint's co
 CSDS, `xds translate`) goes through `redact` first. Redaction walks the whole message,
 including the messages packed in `Any` fields (a listener's filter configs, its transport
 sockets), and blanks every field whose name says it holds secret material
-(`SENSITIVE_FIELDS`): a `DataSource` keeps its shape and its file name or environment
+(`SENSITIVE_FIELDS`, and any field Envoy's API marks `sensitive`, such as basic auth's htpasswd
+entries): a `DataSource` keeps its shape and its file name or environment
 variable name but loses its inline bytes or string, other strings and bytes become
 "[redacted]". An `Any` whose type is not known here cannot be inspected, so its content is
 dropped (its type URL stays).
@@ -23,6 +24,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from google.protobuf import any_pb2, descriptor, descriptor_pool, json_format, message_factory
 from google.protobuf.message import DecodeError, Message
+from udpa.annotations import sensitive_pb2
 
 from xds_ingress.envoy import types
 
@@ -76,7 +78,7 @@ def redact(msg: Message) -> Message:
 
 def _redact(msg: Message) -> None:
     for fd, value in msg.ListFields():
-        if fd.name in SENSITIVE_FIELDS:
+        if fd.name in SENSITIVE_FIELDS or _is_sensitive(fd):
             _blank(msg, fd)
             continue
         if fd.type != descriptor.FieldDescriptor.TYPE_MESSAGE:
@@ -92,6 +94,12 @@ def _redact(msg: Message) -> None:
                 _redact_one(v)
         else:
             _redact_one(value)
+
+
+def _is_sensitive(fd: descriptor.FieldDescriptor) -> bool:
+    """Envoy's API marks credentials with the `udpa.annotations.sensitive` field option (basic auth's users,
+    OAuth2 and HMAC secrets...): they are blanked whatever their name."""
+    return fd.GetOptions().Extensions[sensitive_pb2.sensitive]
 
 
 def _is_repeated(fd: descriptor.FieldDescriptor) -> bool:
@@ -158,10 +166,49 @@ def _blank_message(m: Message) -> Message:
 
 
 def to_data(msg: Message) -> dict:
-    """JSON data with Envoy's own (proto) field names; packed messages carry "@type".
+    """JSON data with Envoy's own (proto) field names; packed messages carry "@type"; map entries sorted by
+    key (a protobuf map has no order, and upb's iteration order changes from one process to the next: a
+    route's `typed_per_filter_config` would print differently each time).
 
     Through JSON text: MessageToDict leaves OrderedDicts inside Any fields, which YAML cannot dump."""
-    return json.loads(json_format.MessageToJson(msg, preserving_proto_field_name=True))
+    data = json.loads(json_format.MessageToJson(msg, preserving_proto_field_name=True))
+    return _sorted_maps(msg.DESCRIPTOR, data)
+
+
+_WELL_KNOWN = "google.protobuf."  # their JSON is not field by field (Duration, wrappers, Struct...)
+
+
+def _sorted_maps(desc: descriptor.Descriptor, data: Any) -> Any:
+    if not isinstance(data, dict):
+        return data
+    for fd in desc.fields:
+        mt = fd.message_type
+        if fd.name not in data or mt is None:
+            continue
+        value = data[fd.name]
+        if mt.GetOptions().map_entry:
+            vt = mt.fields_by_name["value"].message_type
+            data[fd.name] = {k: _sorted_value(vt, value[k]) for k in sorted(value)}
+        elif fd.is_repeated:
+            data[fd.name] = [_sorted_value(mt, v) for v in value]
+        else:
+            data[fd.name] = _sorted_value(mt, value)
+    return data
+
+
+def _sorted_value(mt: descriptor.Descriptor | None, value: Any) -> Any:
+    if mt is None:
+        return value
+    if mt.full_name == _ANY:
+        if not isinstance(value, dict) or "@type" not in value:
+            return value
+        try:
+            mt = descriptor_pool.Default().FindMessageTypeByName(value["@type"].rsplit("/", 1)[-1])
+        except KeyError:
+            return value
+    if mt.full_name.startswith(_WELL_KNOWN):
+        return value
+    return _sorted_maps(mt, value)
 
 
 def redacted_data(type_url: str, body: bytes) -> dict:

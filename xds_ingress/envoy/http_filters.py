@@ -7,7 +7,8 @@ in the listener's chain and are switched on or configured per route with
 1. CORS: a preflight is answered before anything else, and error responses still carry the
    CORS headers the browser needs to read them;
 2. IP allow/deny (RBAC on the client address): the cheapest refusal first;
-3. external authorization, basic auth, JWT: who the caller is;
+3. authentication, who the caller is (envoy/auth.py): the removal of headers only authentication may set,
+   basic auth, JWT, then external authorization (which can see what the first two found);
 4. local and global rate limiting: after authentication, so that an unauthenticated flood does
    not spend the budget of real callers;
 5. the router, always last.
@@ -24,6 +25,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from google.protobuf import any_pb2
 
 from xds_ingress import ir
+from xds_ingress.envoy import auth, edge_policies
 
 FilterBuilder = Callable[[ir.Listener], "hcm_pb2.HttpFilter | None"]
 
@@ -41,9 +43,17 @@ def _router(_lst: ir.Listener) -> hcm_pb2.HttpFilter:
 # (name, builder) in request order; a builder returns None when the listener does not need its filter.
 FILTERS: tuple[tuple[str, FilterBuilder], ...] = (
     # -- 1. CORS --
+    ("cors", edge_policies.cors_filter),
     # -- 2. IP allow/deny --
-    # -- 3. authentication: ext_authz, basic auth, JWT --
+    ("source_ranges", edge_policies.rbac_filter),
+    # -- 3. authentication: header removal, basic auth, JWT, ext_authz --
+    ("auth_header_mutation", auth.header_mutation_filter),
+    ("basic_auth", auth.basic_auth_filter),
+    ("jwt_authn", auth.jwt_filter),
+    ("ext_authz", auth.ext_authz_filter),
     # -- 4. rate limiting: local, global --
+    ("local_rate_limit", edge_policies.local_rate_limit_filter),
+    ("rate_limit", edge_policies.rate_limit_filter),
     ("router", _router),
 )
 

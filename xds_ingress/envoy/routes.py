@@ -18,8 +18,11 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 
 from xds_ingress import ir
+from xds_ingress.envoy import auth, edge_policies
 from xds_ingress.envoy.defaults import seconds
 from xds_ingress.envoy.wire import length_delimited
+
+SSL_REDIRECT_ROUTE = "ssl-redirect"
 
 # One DNS label: what the Ingress spec's "*." wildcard matches.
 _LABEL = r"[^.:/]+"
@@ -127,11 +130,23 @@ def _vhost_clusters(vh: ir.VirtualHost) -> frozenset[str]:
         used.update(sends)
         if sends and r.policy is not None:  # a fixed answer mirrors nothing
             used.update(m.cluster for m in r.policy.mirrors)
+        if r.policy is not None and r.policy.auth is not None:
+            used.update(auth.route_auth_clusters(r.policy.auth))
     return frozenset(used)
 
 
 def virtual_host(vh: ir.VirtualHost) -> rc.VirtualHost:
     msg = rc.VirtualHost(name=vh.name, domains=list(vh.domains))
+    if vh.response_headers is not None:
+        msg.response_headers_to_add.extend(_header_options(vh.response_headers))
+        msg.response_headers_to_remove.extend(vh.response_headers.remove)
+    if vh.require_tls and vh.redirect_code not in (None, 301):
+        # require_tls always answers 301: another code is one route that redirects every request to https.
+        r = msg.routes.add(name=SSL_REDIRECT_ROUTE)
+        r.match.prefix = "/"
+        r.redirect.https_redirect = True
+        r.redirect.response_code = _REDIRECT_CODES[vh.redirect_code]
+        return msg
     if vh.require_tls:
         msg.require_tls = rc.VirtualHost.ALL
     for r in vh.routes:
@@ -162,6 +177,8 @@ def _match(r: ir.Route, m: rc.RouteMatch, *, split: str = "") -> None:
     route one of its two halves: the path itself, or everything below it (for prefix rewrites)."""
     if r.match is None or (r.match.type == "Prefix" and r.match.path == "/"):
         m.prefix = "/"
+    elif r.match.type == "Regex":
+        m.safe_regex.regex = r.match.regex
     elif r.match.type == "Exact" or split == "exact":
         m.path = r.match.path
     elif split == "below":
@@ -179,6 +196,9 @@ def _match(r: ir.Route, m: rc.RouteMatch, *, split: str = "") -> None:
         if c.cookie:
             m.headers.append(rc.HeaderMatcher(name="cookie", string_match=string_pb2.StringMatcher(
                 safe_regex=regex_pb2.RegexMatcher(regex=ir.cookie_regex(c.name, c.value)))))
+        elif c.regex:
+            m.headers.append(rc.HeaderMatcher(name=c.name, string_match=string_pb2.StringMatcher(
+                safe_regex=regex_pb2.RegexMatcher(regex=c.value))))
         else:
             m.headers.append(rc.HeaderMatcher(name=c.name, string_match=string_pb2.StringMatcher(exact=c.value)))
 
@@ -234,6 +254,9 @@ def route(r: ir.Route, *, split: str = "") -> rc.Route:
         if p.response_headers is not None:
             msg.response_headers_to_add.extend(_header_options(p.response_headers))
             msg.response_headers_to_remove.extend(p.response_headers.remove)
+        edge_policies.route_filter_config(p, msg)
+        if p.auth is not None:
+            auth.route_config(p.auth, msg)
     return msg
 
 
@@ -258,7 +281,7 @@ def _route_action_policy(p: ir.RoutePolicy, ra: rc.RouteAction, r: ir.Route) -> 
             # `prefix: /` matched: "/" is replaced, so the rewrite keeps one slash after it.
             ra.prefix_rewrite = p.prefix_rewrite if p.prefix_rewrite.endswith("/") else p.prefix_rewrite + "/"
         else:
-            ra.prefix_rewrite = p.prefix_rewrite  # Exact: the whole path; element-wise Prefix: see routes()
+            ra.prefix_rewrite = p.prefix_rewrite  # Exact, Regex: the whole path; element-wise Prefix: see routes()
     if p.regex_rewrite is not None:
         ra.regex_rewrite.pattern.regex = p.regex_rewrite.pattern
         ra.regex_rewrite.substitution = p.regex_rewrite.substitution
@@ -287,8 +310,10 @@ def _hash_policy(h: ir.HashPolicy, hp: rc.RouteAction.HashPolicy) -> None:
 
 
 def _redirect(d: ir.Redirect, msg: rc.RedirectAction) -> None:
-    msg.scheme_redirect = d.scheme
-    msg.host_redirect = d.host
+    if d.scheme:
+        msg.scheme_redirect = d.scheme
+    if d.host:
+        msg.host_redirect = d.host
     if d.port is not None:
         msg.port_redirect = d.port
     if d.path is not None:

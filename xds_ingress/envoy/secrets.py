@@ -1,4 +1,5 @@
-"""IR TLS secrets to Envoy SDS Secret messages (certificate and key inline, sent over ADS)."""
+"""IR secrets to Envoy SDS Secret messages, sent over ADS: TLS certificates with their keys, and the CA
+certificates that client certificates are verified against (validation contexts)."""
 
 from __future__ import annotations
 
@@ -15,4 +16,12 @@ def secret(s: ir.TLSSecret) -> secret_pb2.Secret:
             certificate_chain=base_pb2.DataSource(inline_bytes=s.certificate_chain),
             private_key=base_pb2.DataSource(inline_bytes=s.private_key.value),
         ),
+    )
+
+
+def validation_secret(s: ir.ValidationSecret) -> secret_pb2.Secret:
+    return secret_pb2.Secret(
+        name=s.name,
+        validation_context=common_pb2.CertificateValidationContext(
+            trusted_ca=base_pb2.DataSource(inline_bytes=s.ca_certificates)),
     )

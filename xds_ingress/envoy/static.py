@@ -3,7 +3,7 @@
 What would reach Envoy over ADS is put inline, so that Envoy checks all of it at once:
 listeners with their RDS replaced by the RouteConfiguration itself, EDS clusters made
 STATIC with their ClusterLoadAssignment inline (an empty one when there is none), and the
-TLS certificates of SDS secret configs inline. The result holds private keys: write it
+TLS certificates and validation contexts of SDS secret configs inline. The result holds private keys: write it
 only to a file that only the current user can read, and delete it.
 """
 
@@ -51,6 +51,10 @@ def static_bootstrap(resources: Resources, *, node_id: str = "xds-validate") -> 
                     if secret is not None and secret.HasField("tls_certificate"):
                         common.tls_certificates.add().CopyFrom(secret.tls_certificate)
                 common.ClearField("tls_certificate_sds_secret_configs")
+                if common.HasField("validation_context_sds_secret_config"):
+                    secret = secrets.get(common.validation_context_sds_secret_config.name)
+                    if secret is not None and secret.HasField("validation_context"):
+                        common.validation_context.CopyFrom(secret.validation_context)  # a oneof: clears the SDS one
                 ts.typed_config.CopyFrom(pack(ctx))
         b.static_resources.listeners.append(lst)
     for name in sorted(resources.get(types.CLUSTER, {})):

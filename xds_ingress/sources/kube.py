@@ -12,8 +12,10 @@ One reflector thread per kind (and per namespace when --namespace restricts the 
 - 410 Gone (HTTP status, or an ERROR event with code 410) relists; 429 waits Retry-After;
   other errors back off exponentially with jitter.
 
-Only Secrets of type kubernetes.io/tls are listed; a Secret of another type that a Service
-names (a CA bundle for upstream TLS) is read by name (`SecretFetcher`), `ca.crt` only.
+Only Secrets of type kubernetes.io/tls are listed; a Secret of another type that a Service names
+(a CA bundle for upstream TLS) or an Ingress names (a CA bundle for client certificates, htpasswd
+entries, a JWKS) is read by name (`SecretFetcher`), keeping `ca.crt`, `auth` and `jwks` only, and
+so is the TLS Secret of `--default-certificate` when its namespace is not watched.
 
 `kubernetes.informer.SharedInformer` (client 37.x) was evaluated and not used: it builds
 typed models, sets no client-side timeout and asks for no bookmarks (a stalled stream
@@ -43,6 +45,9 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import ReadTimeoutError
 
 from xds_ingress.model import (
+    CA_KEY,
+    HTPASSWD_KEY,
+    JWKS_KEY,
     KIND_ENDPOINT_SLICE,
     KIND_INGRESS,
     KIND_INGRESS_CLASS,
@@ -55,6 +60,8 @@ from xds_ingress.store import Store
 log = structlog.get_logger("xds_ingress.sources.kube")
 
 PAGE_SIZE = 500
+# The keys of a Secret read by name that are kept (see SecretFetcher).
+KEPT_SECRET_KEYS = frozenset({CA_KEY, HTPASSWD_KEY, JWKS_KEY})
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,14 +293,21 @@ class SecretFetcher:
 
     The Secret reflector lists only TLS Secrets (a field selector: the controller never reads
     other Secrets' data in bulk). A CA bundle (`ca.crt`) is often an Opaque Secret, though, so
-    the Secrets that Services name in `xds-ingress.io/upstream-tls-ca-secret` are read by name
-    (GET), re-read every `interval` seconds, and kept in the store with `ca.crt` only: every other
-    key is dropped before the object is stored.
+    the Secrets that Services name in `xds-ingress.io/upstream-tls-ca-secret` and Ingresses in
+    `xds-ingress.io/client-ca-secret` are read by name (GET), re-read every `interval` seconds, and
+    kept in the store with `ca.crt` only: every other key is dropped before the object is stored.
+    The same goes for the Secrets that Ingresses name for authentication (`basic-auth-secret`:
+    htpasswd entries in `auth`; `jwt-jwks-secret`: a key set in `jwks`), of which only those keys
+    are kept. A change reaches Envoy within `interval`. A wanted TLS Secret (the default
+    certificate) is the reflector's, unless its namespace is not `listed` (`--namespace`): then it
+    is read here too, with `tls.crt`, `tls.key` and `ca.crt`.
     """
 
     def __init__(self, api_client: k8s_client.ApiClient, store: Store, wanted: Callable[[], set[tuple[str, str]]],
-                 stop: threading.Event, *, interval: float = 10.0, timeout: float = 10.0) -> None:
+                 stop: threading.Event, *, interval: float = 10.0, timeout: float = 10.0,
+                 listed: Callable[[str], bool] = lambda _ns: True) -> None:
         self.api = k8s_client.CoreV1Api(api_client)
+        self.listed = listed
         self.store = store
         self.wanted = wanted
         self.stop = stop
@@ -330,12 +344,15 @@ class SecretFetcher:
             except Exception as exc:  # noqa: BLE001
                 log.warning("kube.secret_fetch_failed", namespace=ns, name=name, error=str(exc)[:200])
                 continue
+            kept = KEPT_SECRET_KEYS
             if obj.get("type") == SECRET_TYPE_TLS:
-                continue  # the reflector's (it may not have seen it yet)
+                if self.listed(ns):
+                    continue  # the reflector's (it may not have seen it yet)
+                kept = ("tls.crt", "tls.key", "ca.crt")
             data = obj.get("data") or {}
             obj = {"apiVersion": "v1", "kind": KIND_SECRET, "metadata": obj.get("metadata") or {},
                    "type": obj.get("type") or "Opaque",
-                   "data": {k: v for k, v in data.items() if k == "ca.crt"}}  # nothing else is kept
+                   "data": {k: v for k, v in data.items() if k in kept}}  # nothing else is kept
             self.owned.add(key)
             self.store.upsert(obj)
 
@@ -370,8 +387,10 @@ class KubeSource:
             for ns in (scopes if spec.list_namespaced else [None]):
                 self.reflectors.append(Reflector(spec, ns, api_client, store, self.settings, self._stop,
                                                  self._reflector_synced))
+        watched = set(namespaces) if namespaces else None
         self.secrets = SecretFetcher(api_client, store, wanted_secrets or (lambda: set()), self._stop,
-                                     interval=secret_interval)
+                                     interval=secret_interval,
+                                     listed=lambda ns: watched is None or ns in watched)
         for r in self.reflectors:
             if r.spec.kind == KIND_SECRET:
                 r.keep = self.secrets.keep

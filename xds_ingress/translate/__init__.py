@@ -11,7 +11,8 @@ The Ingress v1 contract lives here:
 - spec.defaultBackend serves what no rule matches (the oldest one wins likewise);
 - backends resolve to Service ports and their EndpointSlices (`services.py`); a missing
   Service, port or resource backend is a 503 on that route, never a broken config;
-- spec.tls: one SNI filter chain per Secret, the certificate sent over SDS;
+- spec.tls: SNI filter chains per Secret and TLS settings, the certificate sent over SDS, each chain with
+  its own route configuration (`tls.py`);
 - traffic policies from annotations (`annotations.py`: the dialect tables; `policy.py`: what
   the policy keys mean): per route from the Ingress, per cluster from the Service; canary
   Ingresses (ingress-nginx's model) add weighted, header and cookie routes to the Ingress
@@ -41,8 +42,10 @@ from xds_ingress.model import (
     Secret,
     Service,
     ServicePort,
+    is_url_path,
 )
-from xds_ingress.translate import annotations, policy
+from xds_ingress.translate import annotations, auth, edge_policies, nginx, policy
+from xds_ingress.translate import tls as edge_tls
 from xds_ingress.translate.annotations import Parsed
 from xds_ingress.translate.classes import is_ours
 from xds_ingress.translate.services import cluster_for, load_assignment, no_ready_endpoints
@@ -83,7 +86,7 @@ class Index:
     clusters: dict[str, ir.Cluster]
     assignments: dict[str, ir.ClusterLoadAssignment]
     default_route: ir.Route | None
-    redirected: frozenset[str]  # hosts whose plain HTTP is redirected to HTTPS
+    tls: edge_tls.TLSState  # what spec.tls made of the listeners: chains, which names select them, redirects
     services: Mapping[tuple[str, str], Service]
     secrets: Mapping[tuple[str, str], Secret]
     classes: Mapping[str, IngressClass]
@@ -123,6 +126,7 @@ class _IngressPolicy:
     canary: policy.Canary | None
     excluded: bool = False  # not served at all (an invalid canary annotation)
     ssl_redirect: bool = True  # plain HTTP to the hosts of its spec.tls is redirected to HTTPS
+    tls: edge_tls.IngressTLS = edge_tls.NO_TLS  # its hosts' TLS settings, HSTS, redirect code
 
 
 def normalize_path(p: HTTPIngressPath) -> ir.PathMatch:
@@ -217,6 +221,8 @@ class _Translator:
         self.assignments: dict[str, ir.ClusterLoadAssignment] = {}
         self._ingress_policies: dict[tuple[str, str], _IngressPolicy] = {}
         self._service_values: dict[tuple[str, str], dict[str, Parsed]] = {}
+        self.tls_claims: list[tuple[str, Ingress, str, str]] = []  # (host, Ingress, secret name, spec.tls field)
+        self.auth = auth.AuthResolver(self)  # authentication of routes (translate/auth.py)
 
     # -- scopes --
 
@@ -261,7 +267,7 @@ class _Translator:
         found = self._ingress_policies.get(key)
         if found is not None:
             return found
-        values, diags = annotations.read(annotations.XDS, KIND_INGRESS, ing.meta)
+        values, diags, present = nginx.read_ingress(self.settings, ing.meta)  # the dialects settings enable
         self.diagnostics.extend(diags)
         report = self._reporter(KIND_INGRESS, *key)
         canary = policy.canary(values, report)
@@ -273,7 +279,7 @@ class _Translator:
                            "is ignored on a canary Ingress: its paths take the policies of the Ingress they are "
                            "a canary of. Set it there.", Severity.WARNING)
             values = {k: v for k, v in values.items() if not k.startswith(policy.ROUTE_PREFIXES)}
-        canary_key = annotations.XDS.prefix + "canary"
+        canary_key = nginx.canary_annotation(self.settings, ing.meta) or annotations.XDS.prefix + "canary"
         excluded = ing.meta.annotation(canary_key) is not None and "canary.enabled" not in values
         if excluded:
             # Served as a plain Ingress, a would-be canary could take all the traffic of its primary.
@@ -282,10 +288,11 @@ class _Translator:
                 f"{canary_key} is not a valid \"true\" or \"false\", so this Ingress is not served at all: as a "
                 "plain Ingress it could take the traffic of the Ingress it is meant to be a canary of.",
                 Severity.WARNING))
-        present = annotations.present_keys(annotations.XDS, ing.meta)
         redirect = values.get("ingress.ssl_redirect")
-        found = _IngressPolicy(route=policy.route_settings(values, report, present), canary=canary,
-                               excluded=excluded, ssl_redirect=redirect is None or redirect.value is not False)
+        found = _IngressPolicy(route=policy.route_settings(values, report, present, settings=self.settings),
+                               canary=canary,
+                               excluded=excluded, ssl_redirect=redirect is None or redirect.value is not False,
+                               tls=edge_tls.ingress_tls(values, report, present))
         self._ingress_policies[key] = found
         return found
 
@@ -294,7 +301,11 @@ class _Translator:
         with self._in(("service", *key)):
             found = self._service_values.get(key)
             if found is None:
-                found, diags = annotations.read(annotations.XDS, "Service", svc.meta)
+                # With nginx compatibility, Ingresses lend upstream settings to the Services they route to.
+                served = [i for i in self.ingresses
+                          if (p := self._ingress_policies.get((i.meta.namespace, i.meta.name))) is not None
+                          and not p.excluded] if self.settings.nginx_compat else []
+                found, diags = nginx.service_values(self.settings, svc, served)
                 self.diagnostics.extend(diags)
                 self._service_values[key] = found
         return found
@@ -475,6 +486,12 @@ class _Translator:
     def _collect_rule(self, ing: Ingress, prefix: str, ri: int, rule, host: str,
                       table: dict[tuple[str, str], _Candidate]) -> None:
         for pi, p in enumerate(rule.paths):
+            if not self.settings.nginx_compat and not is_url_path(p.path):
+                self.diagnostics.append(_diag(
+                    ing, f"{p.field}.path", "InvalidPath",
+                    f"{p.field}.path {p.path!r} has characters a URL path cannot contain; it is read as a regex only "
+                    f"with --nginx-compat on a host with {nginx.PREFIX}use-regex. The path is not served."))
+                continue
             match = normalize_path(p)
             key = (match.type, match.path)
             winner = table.get(key)
@@ -504,15 +521,22 @@ class _Translator:
             with self._in(_GLOBAL, unit=True):
                 default_route = self._route(default)
         with self._in(_GLOBAL, unit=True):
-            route_configs, listeners, secrets, vhosts, http_vhosts, redirected = self._assemble(
+            route_configs, listeners, secrets, validation_secrets, vhosts, http_vhosts, tls_state = self._assemble(
                 hosts, default_route, tls_hosts)
+            if self.settings.nginx_compat:  # regex paths and host settings, host-wide and across hosts
+                route_configs = nginx.finish(route_configs, ours, self.settings, self.diagnostics)
         self._flush()
+        # The listeners' authentication filters, from the routes (translate/auth.py); its service's cluster.
+        listeners = auth.with_listener_auth(listeners, route_configs, self.settings)
+        if self.auth.global_cluster is not None:
+            self.clusters[self.auth.global_cluster.name] = self.auth.global_cluster
         result = ir.IR(
             listeners=listeners,
             route_configurations=route_configs,
             clusters=tuple(self.clusters[k] for k in sorted(self.clusters)),
             endpoints=tuple(self.assignments[k] for k in sorted(self.assignments)),
             secrets=secrets,
+            validation_secrets=validation_secrets,
         )
         touched = {unit: frozenset(used) for unit, used in self.touched.items()}
         uses: Counter = Counter()
@@ -524,7 +548,7 @@ class _Translator:
             host_ingresses={h: frozenset(keys) for h, keys in host_ingresses.items()},
             by_scope=by_scope, touched=touched, uses=uses, host_routes=dict(self.host_routes),
             vhosts=vhosts, http_vhosts=http_vhosts, clusters=dict(self.clusters),
-            assignments=dict(self.assignments), default_route=default_route, redirected=redirected,
+            assignments=dict(self.assignments), default_route=default_route, tls=tls_state,
             services=self.services, secrets=self.secrets, classes=self.classes)
         diagnostics = gather_diagnostics(by_scope, uses)
         assert set(diagnostics) == set(self.diagnostics), "a diagnostic outside every scope"
@@ -608,6 +632,7 @@ class _Translator:
                     "lists no hosts and the Ingress has no rule with a host, so the certificate is not used. "
                     "List the hosts it serves.", Severity.WARNING))
             for host in hosts:
+                self.tls_claims.append((host, ing, tls.secret_name, tls.field))
                 held = tls_hosts.get(host)
                 if held is None:
                     tls_hosts[host] = (ing, tls.secret_name, tls.field)
@@ -636,6 +661,9 @@ class _Translator:
         route_policy = settings.policy
         if settings.mirror is not None:
             route_policy = self._with_mirror(c.ingress, settings.mirror, route_policy)
+        route_policy, denied = self.auth.apply(c.ingress, settings.auth, route_policy)
+        if denied is not None:  # it asks for authentication it cannot have: not served without it
+            return [ir.Route(name=c.route_name, match=c.match, action=denied, source=source, policy=route_policy)]
         if settings.fixed is not None:
             return [ir.Route(name=c.route_name, match=c.match, action=settings.fixed, source=source,
                              policy=route_policy)]
@@ -660,6 +688,8 @@ class _Translator:
         if cs.header is not None:
             if cs.header_value is not None:
                 add("canary-by-header", ir.HeaderCondition(name=cs.header, value=cs.header_value), True)
+            elif cs.header_pattern is not None:
+                add("canary-by-header", ir.HeaderCondition(name=cs.header, value=cs.header_pattern, regex=True), True)
             else:
                 add("canary-by-header", ir.HeaderCondition(name=cs.header, value="always"), True)
                 add("canary-by-header-never", ir.HeaderCondition(name=cs.header, value="never"), False)
@@ -698,31 +728,17 @@ class _Translator:
         if ir.CATCH_ALL_HOST not in vhosts:
             vhosts[ir.CATCH_ALL_HOST] = virtual_host(ir.CATCH_ALL_HOST, (), (), default_route)
 
-        by_secret: dict[tuple[str, str], list[str]] = defaultdict(list)
-        for host, (ing, secret_name, _field) in tls_hosts.items():
-            by_secret[(ing.meta.namespace, secret_name)].append(host)
-        chains = tuple(
-            ir.TLSFilterChain(name=f"{ns}/{name}", server_names=tuple(sorted(hs)), secret_name=f"{ns}/{name}")
-            for (ns, name), hs in sorted(by_secret.items()))
-        secrets = tuple(
-            ir.TLSSecret(name=f"{ns}/{name}", certificate_chain=self.secrets[(ns, name)].certificate_chain,
-                         private_key=self.secrets[(ns, name)].private_key)
-            for (ns, name) in sorted(by_secret))
-
-        # Plain HTTP to a host served with a certificate is redirected to HTTPS, unless the Ingress that
-        # holds its certificate says ssl-redirect: "false".
-        redirected = frozenset(host for host, (ing, _secret, _field) in tls_hosts.items()
-                               if self.ingress_policy(ing).ssl_redirect)
-        http_vhosts = {host: dataclasses.replace(vh, require_tls=True) if host in redirected else vh
-                       for host, vh in vhosts.items()}
-        listeners = [ir.Listener(name=ir.HTTP_LISTENER, address=settings.listen_address, port=settings.http_port,
-                                 route_config_name=ir.HTTP_ROUTE_CONFIG)]
-        if chains:
-            listeners.append(ir.Listener(name=ir.HTTPS_LISTENER, address=settings.listen_address,
-                                         port=settings.https_port, route_config_name=ir.HTTPS_ROUTE_CONFIG,
-                                         tls_chains=chains))
-        route_configs = route_configurations(vhosts, http_vhosts, tuple(listeners))
-        return route_configs, tuple(listeners), secrets, vhosts, http_vhosts, redirected
+        # spec.tls: the HTTPS filter chains with their route configurations, the HTTP redirects (translate/tls.py).
+        policies = {k: p.tls for k, p in self._ingress_policies.items() if not p.excluded}
+        tls_state, listeners, secrets, validation, diags = edge_tls.plan(
+            tls_hosts=tls_hosts, claims=self.tls_claims, policies=policies,
+            ssl_redirect=lambda ing: self.ingress_policy(ing).ssl_redirect, secrets=self.secrets, settings=settings,
+            why_first=_why_first)
+        self.diagnostics.extend(diags)
+        http_vhosts = {host: edge_tls.http_virtual_host(tls_state, vh) for host, vh in vhosts.items()}
+        route_configs = route_configurations(vhosts, http_vhosts, tls_state)
+        listeners = edge_policies.listener_settings(tuple(listeners), settings)
+        return route_configs, listeners, secrets, validation, vhosts, http_vhosts, tls_state
 
 
 _GLOBAL: Scope = ("global",)
@@ -759,20 +775,10 @@ def virtual_host(host: str, own: tuple[ir.Route, ...], catch_all: tuple[ir.Route
     return ir.VirtualHost(name=host, domains=(host,), routes=tuple(routes))
 
 
-def ordered_hosts(vhosts: Mapping[str, ir.VirtualHost]) -> list[str]:
-    """Virtual hosts in their order in a route configuration: by name, the catch-all last."""
-    names = sorted(h for h in vhosts if h != ir.CATCH_ALL_HOST)
-    names.append(ir.CATCH_ALL_HOST)
-    return names
-
-
 def route_configurations(vhosts: Mapping[str, ir.VirtualHost], http_vhosts: Mapping[str, ir.VirtualHost],
-                         listeners: tuple[ir.Listener, ...]) -> tuple[ir.RouteConfiguration, ...]:
-    order = ordered_hosts(vhosts)
-    out = [ir.RouteConfiguration(name=ir.HTTP_ROUTE_CONFIG, virtual_hosts=tuple(http_vhosts[h] for h in order))]
-    if any(lst.is_tls for lst in listeners):
-        out.append(ir.RouteConfiguration(name=ir.HTTPS_ROUTE_CONFIG, virtual_hosts=tuple(vhosts[h] for h in order)))
-    return tuple(out)
+                         tls_state: edge_tls.TLSState) -> tuple[ir.RouteConfiguration, ...]:
+    """http, then one per HTTPS filter chain (translate/tls.py)."""
+    return edge_tls.route_configurations(vhosts, http_vhosts, tls_state)
 
 
 def _guarded(route: ir.Route, guard: ir.AuthorityGuard) -> ir.Route:

@@ -26,6 +26,7 @@ from typing import Any
 
 from xds_ingress.diagnostics import Diagnostic, Severity
 from xds_ingress.model import KIND_INGRESS, KIND_SERVICE, MAX_ANNOTATION_VALUE_LENGTH, ObjectMeta
+from xds_ingress.translate import auth
 from xds_ingress.translate import parsers as p
 
 __all__ = ["Annotation", "Dialect", "Parsed", "XDS", "DIALECTS", "read", "present_keys", "field_of", "markdown"]
@@ -186,6 +187,53 @@ _XDS_TABLE: tuple[Annotation, ...] = (
                example="false",
                doc="Plain-HTTP requests for the hosts of this Ingress's `spec.tls` are redirected to HTTPS "
                    "(301) by default; `false` serves them over HTTP too."),
+    # -- edge TLS: per host of the Ingress's spec.tls (translate/tls.py) --
+    Annotation(name="ssl-redirect-code", on=_ROUTE, parse=lambda v: int(p.one_of("301", "308")(v)),
+               key="https.redirect_code", group="TLS", example="308",
+               doc="Status of the redirect from HTTP to HTTPS: 301 (default) or 308, with which clients repeat "
+                   "the method and body (a POST stays a POST)."),
+    Annotation(name="hsts", on=_ROUTE, parse=p.hsts_max_age, key="https.hsts_max_age", group="TLS",
+               example="31536000",
+               doc="HTTPS responses for the hosts of this Ingress's `spec.tls` carry `Strict-Transport-Security` "
+                   "with this max-age (seconds, or a duration in whole seconds such as `8760h`; `0` makes browsers "
+                   "forget it); plain-HTTP responses never do."),
+    Annotation(name="hsts-include-subdomains", on=_ROUTE, parse=p.boolean, key="https.hsts_include_subdomains",
+               group="TLS", example="true",
+               doc="Adds `includeSubDomains` to the `hsts` header: the policy covers every subdomain too."),
+    Annotation(name="hsts-preload", on=_ROUTE, parse=p.boolean, key="https.hsts_preload", group="TLS",
+               example="true",
+               doc="Adds `preload` to the `hsts` header; browsers' preload lists need a max-age of at least a year "
+                   "and `hsts-include-subdomains`, so it is refused without them."),
+    Annotation(name="tls-min-version", on=_ROUTE, parse=p.tls_version, key="https.min_version", group="TLS",
+               example="1.3",
+               doc="Lowest TLS version accepted from clients of the hosts of this Ingress's `spec.tls`: `1.2` "
+                   "(default) or `1.3`; TLS 1.0 and 1.1 are never offered."),
+    Annotation(name="tls-max-version", on=_ROUTE, parse=p.tls_version, key="https.max_version", group="TLS",
+               example="1.2",
+               doc="Highest TLS version offered: `1.3` (default) or `1.2`."),
+    Annotation(name="tls-cipher-suites", on=_ROUTE, parse=p.cipher_suites, key="https.cipher_suites", group="TLS",
+               example="ECDHE-ECDSA-AES256-GCM-SHA384,ECDHE-RSA-AES256-GCM-SHA384",
+               doc="TLS 1.2 cipher suites offered, in order of preference, among "
+                   + ", ".join(f"`{c}`" for c in p.TLS12_CIPHER_SUITES) + " (all of them by default; TLS 1.3 "
+                   "suites are not configurable). Include one for the certificate's key type (ECDSA or RSA)."),
+    Annotation(name="alpn", on=_ROUTE, parse=p.alpn, key="https.alpn", group="TLS", example="http/1.1",
+               doc="Protocols offered in TLS ALPN, in order of preference: `h2,http/1.1` (default) or `http/1.1`, "
+                   "which refuses HTTP/2 over TLS."),
+    Annotation(name="client-ca-secret", on=_ROUTE, parse=p.own_secret_name, key="https.client_ca_secret",
+               group="Client certificates", example="client-ca",
+               doc="Mutual TLS: clients of the hosts of this Ingress's `spec.tls` are asked for a certificate "
+                   "signed by a CA in `ca.crt` of this Secret of the Ingress's own namespace. While certificates "
+                   "are required, those hosts are never served without them: not over plain HTTP (`ssl-redirect: "
+                   "\"false\"` is overruled) and not over HTTPS while the Secret is missing."),
+    Annotation(name="client-cert-verify", on=_ROUTE, parse=p.one_of("required", "optional"),
+               key="https.client_cert_verify", group="Client certificates", example="optional",
+               doc="`required` (default): a client without a valid certificate fails the handshake; `optional`: "
+                   "a certificate is asked for and, if sent, must be valid."),
+    Annotation(name="client-cert-forward", on=_ROUTE, parse=p.boolean, key="https.client_cert_forward",
+               group="Client certificates", example="true",
+               doc="The verified client certificate reaches the backends in `x-forwarded-client-cert` (Hash, "
+                   "Subject, URI and DNS SANs, and the PEM as Cert). A client-sent `x-forwarded-client-cert` is "
+                   "always removed."),
     Annotation(name="websocket", on=_ROUTE, parse=p.boolean, key="route.websocket", group="Upgrades",
                example="false",
                doc="Websocket upgrades are allowed on every route; `false` refuses them (403) on this "
@@ -203,6 +251,109 @@ _XDS_TABLE: tuple[Annotation, ...] = (
     Annotation(name="redirect-code", on=_ROUTE, parse=lambda v: int(p.one_of("301", "302", "303", "307", "308")(v)),
                key="redirect.code", group="Fixed responses and redirects", example="301",
                doc="Status of `redirect-to`: 301 or 308 (permanent), 302 (default), 303 or 307 (temporary)."),
+    # -- edge policies: rate limits, client addresses, CORS --
+    Annotation(name="rate-limit", on=_ROUTE, parse=p.rate, key="ratelimit.rate", group="Rate limits",
+               example="100/s",
+               doc="Requests per second, minute or hour (`N/s`, `N/m`, `N/h`) on each path of this Ingress, in each "
+                   "Envoy (a token bucket shared by its workers; with several Envoys the edge admits that many "
+                   "times more). Beyond it: 429 with `x-envoy-ratelimited` and the `x-ratelimit-limit`, "
+                   "`-remaining` and `-reset` headers."),
+    Annotation(name="rate-limit-burst", on=_ROUTE, parse=p.integer(1, p.MAX_RATE), key="ratelimit.burst",
+               group="Rate limits", example="20",
+               doc="Requests admitted at once after a quiet time: the bucket's size (default: N of `rate-limit`). "
+                   "It is refilled every 50 ms or more, so it is at least what one refill adds."),
+    Annotation(name="rate-limit-key", on=_ROUTE, parse=p.rate_limit_key, key="ratelimit.key",
+               group="Rate limits", example="client-ip",
+               doc="One bucket per client address (`client-ip`) or per value of a request header (`header:NAME`), "
+                   "each of the full rate, instead of one for everyone; requests without the header share one "
+                   "bucket. Envoy keeps the 10,000 most recently used keys."),
+    Annotation(name="global-rate-limit", on=_ROUTE, parse=p.rate_limit_descriptor, key="ratelimit.global",
+               group="Rate limits", example="generic:shop,client-ip",
+               doc="Ask the rate limit service of `xds serve --rate-limit-service` about every request, with one "
+                   "descriptor of these entries in order: `client-ip` (key `remote_address`), `header:NAME` (key "
+                   "NAME; a request without the header is not limited) and `generic:VALUE` (key `generic_key`). "
+                   "The service's limits apply to the whole fleet; over them: 429."),
+    Annotation(name="allow-source-ranges", on=_ROUTE, parse=p.source_ranges, key="source.allow",
+               group="Client addresses", example="10.0.0.0/8,192.168.1.0/24",
+               doc="Only clients in these IPv4 or IPv6 CIDR ranges are served; others get 403. The client is "
+                   "the connection's peer, or with `xds serve --xff-num-trusted-hops N` the address N hops from "
+                   "the right of X-Forwarded-For."),
+    Annotation(name="deny-source-ranges", on=_ROUTE, parse=p.source_ranges, key="source.deny",
+               group="Client addresses", example="203.0.113.0/24",
+               doc="Clients in these CIDR ranges get 403 (also inside `allow-source-ranges`)."),
+    Annotation(name="cors-allow-origins", on=_ROUTE, parse=p.origins, key="cors.allow_origins", group="CORS",
+               example="https://app.example.com,regex:^https://[a-z]+\\.example\\.com$",
+               doc="Origins allowed to read responses from a browser: exact `scheme://host[:port]`, "
+                   "`regex:RE` (RE2, matching the whole Origin) or `*`. Envoy answers their preflights itself "
+                   "and adds `access-control-allow-origin`; other origins get no CORS headers."),
+    Annotation(name="cors-allow-methods", on=_ROUTE, parse=p.http_methods, key="cors.allow_methods", group="CORS",
+               example="GET,POST,PUT",
+               doc="Methods a preflight allows (`access-control-allow-methods`)."),
+    Annotation(name="cors-allow-headers", on=_ROUTE, parse=p.header_names(request=False), key="cors.allow_headers",
+               group="CORS", example="content-type,authorization",
+               doc="Request headers a preflight allows (`access-control-allow-headers`)."),
+    Annotation(name="cors-expose-headers", on=_ROUTE, parse=p.header_names(request=False),
+               key="cors.expose_headers", group="CORS", example="x-request-id",
+               doc="Response headers the page may read (`access-control-expose-headers`)."),
+    Annotation(name="cors-allow-credentials", on=_ROUTE, parse=p.boolean, key="cors.allow_credentials",
+               group="CORS", example="true",
+               doc="Requests with cookies or HTTP authentication are allowed (`access-control-allow-credentials`); "
+                   "not with `cors-allow-origins: '*'`."),
+    Annotation(name="cors-max-age", on=_ROUTE, parse=p.whole_seconds(max_s=86_400), key="cors.max_age",
+               group="CORS", example="10m",
+               doc="How long a browser may cache a preflight's answer (`access-control-max-age`, at most 24h)."),
+    # -- authentication and external authorization (translate/auth.py) --
+    Annotation(name="basic-auth-secret", on=_ROUTE, parse=p.secret_name, key="basic.secret", group="Authentication",
+               example="shop-users",
+               doc="HTTP basic authentication against the htpasswd entries in the `auth` key of this Secret of the "
+                   "same namespace; Envoy checks SHA-1 entries (`htpasswd -s`: `user:{SHA}...`) only. Without valid "
+                   "credentials a request gets 401; the backend gets the user in `x-forwarded-user`, not the "
+                   "password."),
+    Annotation(name="basic-auth-realm", on=_ROUTE, parse=auth.realm, key="basic.realm", group="Authentication",
+               example="Shop staff",
+               doc="The realm of the 401 answer's `WWW-Authenticate: Basic realm=\"...\"` (default: the request's "
+                   "URL)."),
+    Annotation(name="jwt-jwks-secret", on=_ROUTE, parse=p.secret_name, key="jwt.jwks_secret", group="Authentication",
+               example="issuer-keys",
+               doc="Requests need a JWT (`Authorization: Bearer ...`) signed by a key of the JSON Web Key Set in the "
+                   "`jwks` key of this Secret of the same namespace (public keys only); else 401."),
+    Annotation(name="jwt-jwks-uri", on=_ROUTE, parse=auth.service_url(path_required=True), key="jwt.jwks_uri",
+               group="Authentication", example="keycloak:8080/realms/shop/protocol/openid-connect/certs",
+               doc="Instead of `jwt-jwks-secret`: Envoy fetches the key set from this `service:port/path` of the same "
+                   "namespace (kept 5 minutes); an ExternalName Service with `upstream-tls` reaches an outside "
+                   "issuer over HTTPS."),
+    Annotation(name="jwt-issuer", on=_ROUTE, parse=auth.issuer, key="jwt.issuer", group="Authentication",
+               example="https://issuer.example.com",
+               doc="The `iss` a token must have (default: any)."),
+    Annotation(name="jwt-audiences", on=_ROUTE, parse=auth.audiences, key="jwt.audiences", group="Authentication",
+               example="shop-api,shop-web",
+               doc="One of these must be in the token's `aud` (default: any); another audience gets 403."),
+    Annotation(name="jwt-claims-to-headers", on=_ROUTE, parse=auth.claims_to_headers, key="jwt.claims_to_headers",
+               group="Authentication", example="sub:x-user,email:x-email",
+               doc="Claims of a valid token copied into request headers for the backend, as `claim:header` pairs; "
+                   "the client's own headers of those names are removed first."),
+    Annotation(name="jwt-forward", on=_ROUTE, parse=p.boolean, key="jwt.forward", group="Authentication",
+               example="true",
+               doc="Keep the token in the request sent upstream (default `false`: it is removed once checked)."),
+    Annotation(name="auth-url", on=_ROUTE, parse=auth.service_url(path_required=False), key="auth.url",
+               group="Authentication", example="authz:8080/check",
+               doc="External authorization by this `service:port[/path]` of the same namespace: HTTP (asked "
+                   "`path` + the request's path; a 2xx answer lets the request through, any other is the "
+                   "client's answer) or gRPC when the port speaks gRPC (`envoy.service.auth.v3.Authorization`)."),
+    Annotation(name="auth-request-headers", on=_ROUTE, parse=p.header_names(request=False),
+               key="auth.request_headers", group="Authentication", example="x-api-key,x-tenant",
+               doc="Request headers sent to the authorization service besides Authorization, Cookie, the method, "
+                   "path and Host. Envoy keeps one such list per listener: headers named by any Ingress reach "
+                   "every authorization service."),
+    Annotation(name="auth-response-headers", on=_ROUTE, parse=auth.auth_response_headers,
+               key="auth.response_headers", group="Authentication", example="x-user,x-groups",
+               doc="Headers of the HTTP authorization service's answer copied onto the request sent upstream; the "
+                   "client's own headers of those names are removed first (also with a gRPC service, whose answer "
+                   "sets headers itself)."),
+    Annotation(name="auth", on=_ROUTE, parse=p.one_of("on", "off"), key="auth.mode", group="Authentication",
+               example="off",
+               doc="`off`: the authorization service of every route (`xds serve --auth-service`) does not check "
+                   "this Ingress's paths."),
     # -- per Service: protocol and TLS --
     Annotation(name="upstream-protocol", on=_SVC, parse=p.one_of("http1", "h2c", "grpc"), key="cluster.protocol",
                group="Upstream protocol", example="grpc",

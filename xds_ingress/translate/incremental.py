@@ -10,7 +10,9 @@ Two kinds of change take a short path; anything else is translated from scratch:
   hosts the changed Ingresses had or have are recomputed from every Ingress with a rule for those
   hosts, and spliced into the previous translation; clusters come and go with their use. A change
   that involves what all hosts share (a host-less rule, a default backend, the TLS section, the
-  ssl-redirect setting of an Ingress with TLS, the ingress class) translates from scratch.
+  ssl-redirect setting of an Ingress with TLS, TLS annotations, the ingress class) translates from scratch.
+  The HTTPS route configurations (one per filter chain) and the HTTP redirects are recomputed from the
+  spliced virtual hosts with the TLS state the last full translation kept (translate/tls.py).
 
 Both work on the `Index` a translation keeps: the diagnostics of each scope (an Ingress, a host, a
 Service port...) and which scopes each host uses.
@@ -33,8 +35,10 @@ from xds_ingress.translate import (
     route_configurations,
     virtual_host,
 )
+from xds_ingress.translate import auth
 from xds_ingress.translate.annotations import XDS
 from xds_ingress.translate.classes import is_ours
+from xds_ingress.translate.tls import http_virtual_host
 from xds_ingress.translate.services import load_assignment, no_ready_endpoints
 
 ServiceKey = tuple[str, str]  # (namespace, name)
@@ -125,16 +129,19 @@ class IngressUpdate:
 
 
 _SSL_REDIRECT = XDS.prefix + "ssl-redirect"
+_TLS_ANNOTATIONS = frozenset(XDS.full(a) for a in XDS.table if a.key.startswith("https."))
 
 
 def _shared_part(ing: Ingress | None) -> tuple:
     """What of an Ingress the whole translation shares (not host by host): its TLS section (with what
     decides who wins a host's certificate, and the rule hosts when a TLS entry lists none), and the
-    ssl-redirect setting it gives those hosts."""
-    if ing is None or not ing.tls:
+    ssl-redirect setting and TLS annotations it gives those hosts (translate/tls.py: diagnosed globally,
+    even on an Ingress without TLS)."""
+    tls_annotations = tuple((k, v) for k, v in ing.meta.annotations if k in _TLS_ANNOTATIONS) if ing else ()
+    if ing is None or (not ing.tls and not tls_annotations):
         return ()
     rule_hosts = tuple(sorted({r.host for r in ing.rules if r.host})) if any(not t.hosts for t in ing.tls) else ()
-    return (ing.tls, rule_hosts, _precedence(ing), ing.meta.annotation(_SSL_REDIRECT))
+    return (ing.tls, rule_hosts, _precedence(ing), ing.meta.annotation(_SSL_REDIRECT), tls_annotations)
 
 
 def update_ingresses(previous: Translation, changed: Mapping[IngressKey, Ingress | None],
@@ -144,8 +151,8 @@ def update_ingresses(previous: Translation, changed: Mapping[IngressKey, Ingress
     None when the change involves what every host shares (then translate everything). `slices` gives the
     current EndpointSlices of a Service (for a cluster used for the first time)."""
     index = previous.index
-    if index is None:
-        return None
+    if index is None or settings.nginx_compat:
+        return None  # nginx's host settings (aliases, www redirects) reach across hosts: see nginx.finish
     hosts: set[str] = set()
     now_ours: dict[IngressKey, Ingress] = {}
     for key, new in changed.items():
@@ -251,10 +258,15 @@ def update_ingresses(previous: Translation, changed: Mapping[IngressKey, Ingress
             continue  # the same routes: keep the very same virtual hosts (and their cached bytes)
         vh = virtual_host(h, routes, catch_all, index.default_route)
         vhosts[h] = vh
-        http_vhosts[h] = dataclasses.replace(vh, require_tls=True) if h in index.redirected else vh
-    configs = route_configurations(vhosts, http_vhosts, previous.ir.listeners)
+        http_vhosts[h] = http_virtual_host(index.tls, vh)
+    configs = route_configurations(vhosts, http_vhosts, index.tls)
     changed_configs = tuple(rc for rc, old in zip(configs, previous.ir.route_configurations)
                             if rc.virtual_hosts != old.virtual_hosts)
+    # Authentication filters live in the listeners: a change of them is a change of what all hosts share.
+    if any(auth.has_auth(index.host_routes.get(h, ())) or auth.has_auth(t.host_routes.get(h, ())) for h in only):
+        before = previous.ir.listeners[0].auth if previous.ir.listeners else None
+        if auth.listener_auth(configs, settings) != before:
+            return None
 
     served = previous.served_ingresses
     if ours_all.keys() != index.ours.keys() or any(

@@ -21,6 +21,10 @@ __all__ = [
     "header_names", "header_lines", "grpc_service", "url_path", "regex", "regex_substitution", "host_port", "dns_name",
     "redirect_url", "service_port", "secret_name", "text", "hash_by", "cookie_name", "header_value",
     "re2_program_size", "regex_groups",
+    "rate", "rate_limit_key", "rate_limit_descriptor", "cidr", "source_ranges", "origins", "http_methods",
+    "whole_seconds",
+    "re2_program_size", "regex_groups", "tls_version", "cipher_suites", "alpn", "hsts_max_age", "own_secret_name",
+    "TLS12_CIPHER_SUITES",
 ]
 
 Parser = Callable[[str], Any]
@@ -448,3 +452,240 @@ def regex_substitution(value: str) -> str:
         raise Invalid("a replacement path: starting with '/' or a group reference \\0-\\9, of URL path characters "
                       f"and \\0-\\9 references, at most {MAX_PATH_LENGTH} characters")
     return v
+
+
+# --- edge policies: rate limits, client address ranges, CORS ----------------------------------
+
+_RATE = re.compile(r"(\d{1,7})\s*/\s*(s|m|h)")
+RATE_UNITS_MS = {"s": 1000, "m": 60_000, "h": 3_600_000}
+MAX_RATE = 1_000_000
+
+
+def rate(value: str) -> tuple[int, str]:
+    """'N/s', 'N/m' or 'N/h': (N, unit), N from 1 to 1,000,000 requests."""
+    m = _RATE.fullmatch(value.strip())
+    if m is None or not 1 <= int(m[1]) <= MAX_RATE:
+        raise Invalid(f"requests per unit as 'N/s', 'N/m' or 'N/h' (e.g. '100/s', '6000/m'), N from 1 to {MAX_RATE:,}")
+    return int(m[1]), m[2]
+
+
+def rate_limit_key(value: str) -> tuple[str, str]:
+    """('client_ip', '') | ('header', name): what a local rate limit keeps one bucket per value of."""
+    v = value.strip()
+    kind, sep, name = v.partition(":")
+    kind = kind.strip().lower()
+    accepted = "'client-ip' or 'header:NAME'"
+    if kind == "client-ip" and not sep:
+        return "client_ip", ""
+    if kind == "header" and sep:
+        try:
+            return "header", header_name(name, request=False)
+        except Invalid as exc:
+            raise Invalid(f"{accepted}, with NAME {exc.accepted}") from None
+    raise Invalid(accepted)
+
+
+_GENERIC_VALUE = re.compile(r"[A-Za-z0-9._\-]{1,64}")
+
+
+def _descriptor_entry(value: str) -> tuple[str, str]:
+    kind, sep, name = value.partition(":")
+    kind = kind.strip().lower()
+    if kind == "client-ip" and not sep:
+        return "client_ip", ""
+    if kind == "header" and sep:
+        return "header", header_name(name, request=False)
+    if kind == "generic" and sep and _GENERIC_VALUE.fullmatch(name.strip()):
+        return "generic", name.strip()
+    raise Invalid("'client-ip', 'header:NAME' or 'generic:VALUE' (VALUE: letters, digits and ._-, at most 64)")
+
+
+rate_limit_descriptor = list_of(_descriptor_entry, what="descriptor entries ('client-ip', 'header:NAME', "
+                                                        "'generic:VALUE'), in the order the service reads them",
+                                max_items=8)
+
+MAX_SOURCE_RANGES = 64
+_CIDR_TEXT = re.compile(r"[0-9A-Fa-f:.]{2,45}(/\d{1,3})?")
+
+
+def cidr(value: str) -> str:
+    """An IPv4 or IPv6 network in CIDR form with its host bits zero ('10.0.0.0/8'); an address alone is /32
+    or /128. Returned in Python's normal form."""
+    v = value.strip()
+    accepted = "an IPv4 or IPv6 CIDR range such as '10.0.0.0/8' or '2001:db8::/32'"
+    if not _CIDR_TEXT.fullmatch(v):
+        raise Invalid(accepted)
+    try:
+        net = ipaddress.ip_network(v, strict=True)
+    except ValueError:
+        try:
+            loose = ipaddress.ip_network(v, strict=False)
+        except ValueError:
+            raise Invalid(accepted) from None
+        raise Invalid(f"the network form {loose} (the bits after the prefix length must be zero)") from None
+    if isinstance(net, ipaddress.IPv6Network) and net.subnet_of(ipaddress.IPv6Network("::ffff:0:0/96")):
+        # Envoy reports an IPv4 client as an IPv4 address, even on a dual-stack listener.
+        raise Invalid("the IPv4 form of an IPv4-mapped IPv6 range (Envoy sees IPv4 clients as IPv4 addresses)")
+    return str(net)
+
+
+source_ranges = list_of(cidr, what="CIDR ranges", max_items=MAX_SOURCE_RANGES)
+
+MAX_ORIGINS = 32
+_ORIGIN = re.compile(r"(https?)://([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*"
+                     r"|\[[0-9a-f:.]+\])(:\d{1,5})?")
+_ORIGINS_ACCEPTED = (f"a comma-separated list of at most {MAX_ORIGINS} origins: 'scheme://host[:port]' (http or https, "
+                     "no path), 'regex:RE' (an RE2 regex matching the whole Origin header) or '*' (any origin)")
+
+
+def _split_origins(value: str) -> list[str]:
+    """Split at commas, except inside a regex's (), [] and {} (a regex may hold '{1,3}')."""
+    items, cur, depth, in_class, esc = [], [], 0, False, False
+    for ch in value:
+        if esc:
+            esc = False
+        elif ch == "\\":
+            esc = True
+        elif in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+        elif ch in "({":
+            depth += 1
+        elif ch in ")}":
+            depth = max(depth - 1, 0)
+        elif ch == "," and depth == 0:
+            items.append("".join(cur))
+            cur = []
+            continue
+        cur.append(ch)
+    items.append("".join(cur))
+    return [i.strip() for i in items]
+
+
+def origins(value: str) -> tuple[tuple[str, str], ...]:
+    """(('exact', origin) | ('regex', RE) | ('any', ''), ...)."""
+    parts = _split_origins(value)
+    if not value.strip() or any(not p for p in parts) or len(parts) > MAX_ORIGINS:
+        raise Invalid(_ORIGINS_ACCEPTED)
+    out: list[tuple[str, str]] = []
+    for part in parts:
+        if part == "*":
+            item = ("any", "")
+        elif part.lower().startswith("regex:"):
+            try:
+                item = ("regex", regex(part[len("regex:"):]))
+            except Invalid as exc:
+                raise Invalid(f"{_ORIGINS_ACCEPTED}; {_short(part)} is not: use {exc.accepted}") from None
+        else:
+            origin = part.lower().rstrip("/")
+            m = _ORIGIN.fullmatch(origin)
+            port = m[6] if m else None
+            if m is None or (port is not None and not 1 <= int(port[1:]) <= 65535):
+                raise Invalid(f"{_ORIGINS_ACCEPTED}; {_short(part)} is not one")
+            if m[2].startswith("["):
+                try:
+                    ipaddress.IPv6Address(m[2][1:-1])
+                except ValueError:
+                    raise Invalid(f"{_ORIGINS_ACCEPTED}; {_short(part)} is not one") from None
+            default = {"http": ":80", "https": ":443"}[m[1]]
+            if port == default:  # a browser's Origin leaves the scheme's default port out
+                origin = origin[: -len(default)]
+            item = ("exact", origin)
+        if item in out:
+            raise Invalid(f"{_ORIGINS_ACCEPTED}, each once ({_short(part)} is repeated)")
+        out.append(item)
+    if ("any", "") in out and len(out) > 1:
+        raise Invalid(f"{_ORIGINS_ACCEPTED}; '*' already allows every origin, so list nothing else with it")
+    return tuple(out)
+
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def http_method(value: str) -> str:
+    v = value.strip().upper()
+    if v not in HTTP_METHODS:
+        raise Invalid("one of " + ", ".join(HTTP_METHODS))
+    return v
+
+
+http_methods = list_of(http_method, what="HTTP methods")
+
+
+def whole_seconds(*, max_s: int) -> Parser:
+    """A duration of whole seconds (e.g. '10m', '3600s'), 0 allowed."""
+    parse_ms = duration(max_ms=max_s * 1000)
+
+    def parse(value: str) -> int:
+        try:
+            ms = parse_ms(value)
+        except Invalid as exc:
+            raise Invalid(f"{exc.accepted}, in whole seconds") from None
+        if ms % 1000:
+            raise Invalid(f"a duration in whole seconds, at most {_fmt_ms(max_s * 1000)} (e.g. '10m', '3600s')")
+        return ms // 1000
+
+    return parse
+# --- edge TLS --------------------------------------------------------------------------------
+
+# The TLS 1.2 cipher suites a client may be offered: Envoy's own default server list (forward secret, AEAD).
+# Others that BoringSSL knows (CBC, static RSA key exchange, 3DES) are refused. TLS 1.3 suites are not
+# configurable in BoringSSL.
+TLS12_CIPHER_SUITES = ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-AES128-GCM-SHA256",
+                       "ECDHE-RSA-CHACHA20-POLY1305", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384")
+MAX_HSTS_MAX_AGE_S = 2 * 365 * 86400
+
+
+def tls_version(value: str) -> str:
+    v = value.strip()
+    if v not in ("1.2", "1.3"):
+        raise Invalid("1.2 or 1.3 (TLS 1.0 and 1.1 are deprecated, RFC 8996, and never offered)")
+    return v
+
+
+def cipher_suites(value: str) -> tuple[str, ...]:
+    """TLS 1.2 cipher suites in order of preference, from TLS12_CIPHER_SUITES (BoringSSL's names)."""
+    accepted = ("a comma-separated list of TLS 1.2 cipher suites in order of preference, each once, from "
+                + ", ".join(TLS12_CIPHER_SUITES))
+    parts = [x.strip().upper() for x in value.split(",")]
+    if not value.strip() or any(x not in TLS12_CIPHER_SUITES for x in parts) or len(set(parts)) != len(parts):
+        raise Invalid(accepted)
+    return tuple(parts)
+
+
+def alpn(value: str) -> tuple[str, ...]:
+    """The application protocols offered in TLS ALPN, in order of preference; http/1.1 always among them."""
+    parts = [x.strip().lower() for x in value.split(",")]
+    if any(x not in ("h2", "http/1.1") for x in parts) or len(set(parts)) != len(parts) or "http/1.1" not in parts:
+        raise Invalid("'h2,http/1.1' (the default), 'http/1.1,h2' or 'http/1.1' (no HTTP/2)")
+    return tuple(parts)
+
+
+def hsts_max_age(value: str) -> int:
+    """HSTS max-age in seconds: a number of seconds (31536000) or a duration in whole seconds (8760h)."""
+    v = value.strip()
+    accepted = (f"a max-age from 0 to {MAX_HSTS_MAX_AGE_S} seconds (two years): seconds ('31536000') or a duration "
+                "in whole seconds ('8760h', '30m'); 0 tells browsers to forget the policy")
+    if re.fullmatch(r"\d{1,10}", v):
+        seconds = int(v)
+    else:
+        try:
+            ms = duration(max_ms=MAX_HSTS_MAX_AGE_S * 1000)(v)
+        except Invalid:
+            raise Invalid(accepted) from None
+        if ms % 1000:
+            raise Invalid(accepted)
+        seconds = ms // 1000
+    if seconds > MAX_HSTS_MAX_AGE_S:
+        raise Invalid(accepted)
+    return seconds
+
+
+def own_secret_name(value: str) -> str:
+    """The name of a Secret of the object's own namespace; a 'namespace/name' reference is refused."""
+    v = value.strip()
+    if "/" in v:
+        raise Invalid("the name of a Secret of this object's own namespace (a Secret of another namespace is never "
+                      "read: copy it into this namespace)")
+    return secret_name(v)

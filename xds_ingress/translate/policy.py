@@ -15,16 +15,20 @@ from dataclasses import dataclass
 
 from xds_ingress import ir
 from xds_ingress.diagnostics import Severity
+from xds_ingress.translate import edge_policies
 from xds_ingress.translate.annotations import Parsed
+from xds_ingress.translate.auth import AuthAsk, auth_ask
 from xds_ingress.translate.parsers import MAX_RE2_PROGRAM_SIZE, re2_program_size, regex_groups
+from xds_ingress.translate.settings import TranslateSettings
 
 Values = Mapping[str, Parsed]
 # report(parsed value at fault, reason, message, severity)
 Report = Callable[[Parsed, str, str, Severity], None]
 
-CANARY_KEYS = ("canary.weight", "canary.weight_total", "canary.header", "canary.header_value", "canary.cookie")
+CANARY_KEYS = ("canary.weight", "canary.weight_total", "canary.header", "canary.header_value", "canary.cookie",
+               "canary.header_pattern")
 ROUTE_PREFIXES = ("route.", "retry.", "rewrite.", "request_headers.", "response_headers.", "mirror.", "direct.",
-                  "redirect.")
+                  "redirect.", "auth.", "basic.", "jwt.") + edge_policies.KEY_PREFIXES
 
 _APP_PROTOCOLS = {"kubernetes.io/h2c": ir.PROTOCOL_H2C, "h2c": ir.PROTOCOL_H2C, "grpc": ir.PROTOCOL_GRPC,
                   "http": ir.PROTOCOL_HTTP1, "kubernetes.io/http": ir.PROTOCOL_HTTP1}
@@ -52,11 +56,14 @@ class RouteSettings:
     policy: ir.RoutePolicy | None
     mirror: MirrorRequest | None
     fixed: ir.RouteAction | None  # a direct response or redirect instead of the backends
+    auth: AuthAsk | None = None  # authentication asked for (resolved against Secrets and Services: auth.py)
 
 
-def route_settings(values: Values, report: Report, present: frozenset[str] = frozenset()) -> RouteSettings:
+def route_settings(values: Values, report: Report, present: frozenset[str] = frozenset(), *,
+                   settings: TranslateSettings = TranslateSettings()) -> RouteSettings:
     """`present`: the policy keys whose annotation is there, valid or not (an invalid one was reported
-    already; what depends on it is then ignored without a second diagnostic)."""
+    already; what depends on it is then ignored without a second diagnostic). `settings`: what the
+    control plane offers (a rate limit service)."""
     retry = _retry(values, report)
     prefix, regex_rw = _rewrite(values, report, present)
     req = _headers(values, "request_headers", report)
@@ -73,9 +80,10 @@ def route_settings(values: Values, report: Report, present: frozenset[str] = fro
         timeout_ms=_v(values, "route.timeout"), idle_timeout_ms=_v(values, "route.idle_timeout"), retry=retry,
         prefix_rewrite=prefix, regex_rewrite=regex_rw, host_rewrite=_v(values, "rewrite.host"),
         request_headers=req, response_headers=resp,
-        websocket_disabled=_v(values, "route.websocket", True) is False)
+        websocket_disabled=_v(values, "route.websocket", True) is False, rewrite_target=_v(values, "rewrite.target"),
+        **edge_policies.route_fields(values, report, settings, present))
     return RouteSettings(policy=None if policy == ir.RoutePolicy() else policy, mirror=mirror,
-                         fixed=_fixed(values, report))
+                         fixed=_fixed(values, report), auth=auth_ask(values, report, present))
 
 
 def _retry(values: Values, report: Report) -> ir.RetryPolicy | None:
@@ -193,6 +201,7 @@ class Canary:
     header: str | None = None
     header_value: str | None = None
     cookie: str | None = None
+    header_pattern: str | None = None  # an RE2 pattern matching the whole value of `header`
 
 
 def canary(values: Values, report: Report) -> Canary | None:
@@ -221,6 +230,12 @@ def canary(values: Values, report: Report) -> Canary | None:
         report(values["canary.header_value"], "InvalidAnnotation",
                "is empty, so it is ignored (always/never apply); give the exact value.", Severity.ERROR)
         value = None
+    pattern = _v(values, "canary.header_pattern")
+    if pattern is not None and (header is None or value is not None):
+        report(values["canary.header_pattern"], "IgnoredAnnotation",
+               "is ignored without canary-by-header (the header it matches)" if header is None else
+               "is ignored because canary-by-header-value is set, which takes precedence.", Severity.WARNING)
+        pattern = None
     cookie = _v(values, "canary.cookie")
     if cookie is not None:
         size = re2_program_size(ir.cookie_regex(cookie, "always"))
@@ -228,7 +243,8 @@ def canary(values: Values, report: Report) -> Canary | None:
             report(values["canary.cookie"], "InvalidAnnotation", "is too long to be matched; use a shorter name.",
                    Severity.ERROR)
             cookie = None
-    return Canary(weight=weight, total=total, header=header, header_value=value, cookie=cookie)
+    return Canary(weight=weight, total=total, header=header, header_value=value, cookie=cookie,
+                  header_pattern=pattern)
 
 
 # --- clusters --------------------------------------------------------------------------------

@@ -1,0 +1,250 @@
+"""The ingress-nginx dialect: its table, a refused value for every annotation it translates, the generated
+docs page, what ours winning means, the class claim, explain over regex paths, and Envoy's verdict on any
+values (hypothesis, as tests/test_annotations.py does for our dialect)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.harness import envoy_binary, k8s
+from tests.test_annotations import HOSTILE, _rename, _renamed
+from xds_ingress import cli, envoy
+from xds_ingress.diagnostics import Severity
+from xds_ingress.explain import explain
+from xds_ingress.model import parse_objects
+from xds_ingress.ops import envoy_validate
+from xds_ingress.translate import TranslateSettings, nginx, translate
+from xds_ingress.translate.settings import CONTROLLER_NAME, NGINX_CONTROLLER_NAME
+
+N = nginx.PREFIX
+COMPAT = TranslateSettings(nginx_compat=True, ingress_class="nginx", controller=NGINX_CONTROLLER_NAME)
+DOCS = Path(__file__).parent.parent / "docs" / "moving-from-ingress-nginx.md"
+BEGIN = "<!-- BEGIN GENERATED NGINX ANNOTATION TABLE -->\n"
+END = "<!-- END GENERATED NGINX ANNOTATION TABLE -->"
+
+SNIPPETS = {"configuration-snippet", "server-snippet", "auth-snippet", "stream-snippet", "modsecurity-snippet"}
+
+
+def _objects(annotations: dict[str, str], *, path: str = "/", path_type: str = "Prefix") -> list:
+    objs, _ = parse_objects([
+        k8s.ingress_class("nginx", controller=NGINX_CONTROLLER_NAME),
+        k8s.ingress("web", k8s.rule("a.example.com", k8s.path(path, "web", path_type=path_type)), class_name="nginx",
+                    annotations=annotations),
+        *k8s.backend_service("web", [80]), *k8s.backend_service("shadow", [80])])
+    return objs
+
+
+def test_table_rows_are_complete() -> None:
+    names = [r.name for r in nginx.TABLE]
+    assert len(names) == len(set(names))
+    for r in nginx.TABLE:
+        assert r.status in (nginx.EXACT, nginx.DIFFERENCE, nginx.UNSUPPORTED) and r.group and r.doc.endswith("."), r
+        if r.status == nginx.UNSUPPORTED:
+            assert r.parse is None and r.note, r.name  # why not
+        else:
+            assert r.parse is not None and r.key and r.example, r.name
+            r.parse(r.example)
+        if r.status == nginx.DIFFERENCE:
+            assert r.note, r.name  # the difference is stated
+        if r.pending:
+            assert r.note.startswith("needs xds-ingress.io/") and r.note.endswith(", planned"), r.name
+    assert {r.name for r in nginx.TABLE if r.snippet} == SNIPPETS
+    # What issue 10 names is in the table, translated or not.
+    for name in ("rewrite-target", "use-regex", "app-root", "ssl-redirect", "force-ssl-redirect", "permanent-redirect",
+                 "permanent-redirect-code", "temporal-redirect", "from-to-www-redirect", "server-alias",
+                 "backend-protocol", "upstream-vhost", "x-forwarded-prefix", "proxy-connect-timeout",
+                 "proxy-read-timeout", "proxy-send-timeout", "proxy-next-upstream", "proxy-next-upstream-tries",
+                 "proxy-body-size", "enable-cors", "cors-allow-origin", "auth-url", "auth-signin",
+                 "auth-response-headers", "auth-method", "auth-type", "auth-secret", "auth-realm", "auth-tls-secret",
+                 "auth-tls-verify-client", "auth-tls-pass-certificate-to-upstream", "proxy-ssl-secret",
+                 "proxy-ssl-verify", "proxy-ssl-name", "whitelist-source-range", "denylist-source-range", "limit-rps",
+                 "limit-rpm", "limit-connections", "limit-burst-multiplier", "canary", "canary-weight",
+                 "canary-weight-total", "canary-by-header", "canary-by-header-value", "canary-by-header-pattern",
+                 "canary-by-cookie", "affinity", "session-cookie-name", "session-cookie-max-age", "upstream-hash-by",
+                 "load-balance", "service-upstream", "mirror-target", "custom-headers", "ssl-passthrough",
+                 "default-backend", "custom-http-errors"):
+        assert nginx.row(name) is not None, name
+
+
+BAD = {
+    "rewrite-target": "$host/x", "use-regex": "yes", "app-root": "app1", "x-forwarded-prefix": "a\x01b",
+    "upstream-vhost": "a b", "preserve-trailing-slash": "maybe", "permanent-redirect": "ftp://a.example.com/",
+    "permanent-redirect-code": "300", "temporal-redirect": "/relative", "ssl-redirect": "1",
+    "force-ssl-redirect": "1", "from-to-www-redirect": "1", "server-alias": "bad_host!", "backend-protocol": "AJP",
+    "service-upstream": "1", "load-balance": "chash", "upstream-hash-by": "$request_uri$host", "affinity": "ip",
+    "affinity-mode": "sticky", "session-cookie-name": "a b", "session-cookie-max-age": "-1",
+    "session-cookie-expires": "soon", "proxy-ssl-secret": "a/b/c", "proxy-ssl-verify": "yes",
+    "proxy-ssl-name": "1.2.3.4", "proxy-ssl-server-name": "yes", "proxy-read-timeout": "60m",
+    "proxy-send-timeout": "0", "proxy-next-upstream": "error,timeout", "proxy-next-upstream-tries": "0",
+    "canary": "yes", "canary-weight": "-5", "canary-weight-total": "0", "canary-by-header": "host",
+    "canary-by-header-value": "a\x01b", "canary-by-header-pattern": "(?=x)", "canary-by-cookie": "a b",
+    "mirror-target": "http://shadow/path", "mirror-request-body": "yes", "http2-push-preload": "1",
+    "enable-access-log": "1", "enable-rewrite-log": "1", "enable-opentracing": "1", "enable-opentelemetry": "1",
+    "opentracing-trust-incoming-span": "1", "opentelemetry-trust-incoming-span": "1",
+}
+
+
+@pytest.mark.parametrize("row", [r for r in nginx.TABLE if r.parse is not None], ids=lambda r: r.name)
+def test_a_refused_value_is_one_diagnostic_and_the_rest_is_served(row) -> None:
+    bad = BAD.get(row.name, "x" * 5000)  # the no-op text annotations: only their length is bounded
+    t = translate(_objects({N + row.name: bad, N + "upstream-vhost": "kept.internal"} if row.name != "upstream-vhost"
+                           else {N + row.name: bad}), COMPAT)
+    found = [d for d in t.diagnostics if d.field == f"metadata.annotations['{N}{row.name}']"
+             and d.reason == "InvalidAnnotation"]
+    assert len(found) == 1 and found[0].severity == Severity.ERROR, t.diagnostics
+    assert (N + row.name) in found[0].message
+    routes = [r for rc in t.ir.route_configurations for vh in rc.virtual_hosts for r in vh.routes]
+    if row.name == "canary":
+        assert not routes  # a would-be canary is not served at all (it could take its primary's traffic)
+    else:
+        assert routes and routes[0].action.cluster == "default/web/80"
+
+
+@pytest.mark.parametrize("row", [r for r in nginx.TABLE if r.parse is None], ids=lambda r: r.name)
+def test_an_untranslated_annotation_says_why_and_what_instead(row) -> None:
+    t = translate(_objects({N + row.name: "value"}), COMPAT)
+    (d,) = [d for d in t.diagnostics if d.field == f"metadata.annotations['{N}{row.name}']"]
+    assert d.reason == ("SnippetIgnored" if row.snippet else "UnsupportedAnnotation") and d.severity == Severity.WARNING
+    assert row.note in d.message or "never executes" in d.message
+    if row.replacement and not row.snippet:
+        assert row.replacement in d.message
+
+
+def test_without_compat_nginx_annotations_are_not_read() -> None:
+    objs, _ = parse_objects([k8s.ingress_class(), *k8s.backend_service("web", [80]),
+                             k8s.ingress("web", k8s.rule("a.example.com", k8s.path("/", "web")),
+                                         annotations={N + "upstream-vhost": "x.internal", N + "bogus": "1"})])
+    t = translate(objs)
+    assert not t.diagnostics or all(N not in d.field for d in t.diagnostics)
+    assert t.ir.route_configurations[0].virtual_hosts[0].routes[0].policy is None
+
+
+def test_ours_win_over_nginx_and_say_so() -> None:
+    t = translate(_objects({N + "upstream-vhost": "nginx.internal", "xds-ingress.io/rewrite-host": "ours.internal",
+                            N + "canary-weight": "10"}), COMPAT)
+    route = t.ir.route_configurations[0].virtual_hosts[0].routes[0]
+    assert route.policy.host_rewrite == "ours.internal"
+    (d,) = [d for d in t.diagnostics if d.reason == "OverriddenAnnotation"]
+    assert "xds-ingress.io/rewrite-host" in d.message and d.field.endswith("upstream-vhost']")
+
+
+def test_the_docs_page_is_generated_from_the_table() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    section = text[text.index(BEGIN) + len(BEGIN):text.index(END)]
+    assert section == nginx.markdown(), ("docs/moving-from-ingress-nginx.md differs from the table; regenerate it "
+                                         "with python -m xds_ingress.translate --nginx-markdown")
+    for r in nginx.TABLE:
+        assert f"| `{r.name}` |" in section
+
+
+def test_the_class_claim_follows_the_flags() -> None:
+    def settings(*argv: str) -> TranslateSettings:
+        return cli._translate_settings(cli.parser().parse_args(["translate", "-f", "x", *argv]))
+
+    assert settings("--nginx-compat", "--ingress-class", "nginx").controller == NGINX_CONTROLLER_NAME
+    assert settings("--nginx-compat", "--ingress-class", "nginx").nginx_compat
+    assert settings("--ingress-class", "nginx").controller == CONTROLLER_NAME  # no compat: our controller
+    assert settings("--nginx-compat").controller == CONTROLLER_NAME
+    assert settings("--nginx-compat", "--controller", "example.com/x").controller == "example.com/x"
+
+
+def test_explain_follows_regex_paths_and_rewrite_target() -> None:
+    t = translate(_objects({N + "rewrite-target": "/$2"}, path="/something(/|$)(.*)",
+                           path_type="ImplementationSpecific"), COMPAT)
+    e = explain(t.ir, t.diagnostics, host="a.example.com", path="/SomeThing/new?x=1")
+    assert e.status is None or e.outcome != "no_route"
+    assert e.route is not None and e.route.match.type == "Regex"
+    assert e.upstream_path == "/new?x=1"
+    assert explain(t.ir, host="a.example.com", path="/somethingelse").outcome == "no_route"
+
+
+@pytest.mark.parametrize(("path", "yes", "no"), [
+    ("/api/v[0-9]+/", ["/api/v1/", "/API/V22/x"], ["/api/v/", "/x/api/v1/"]),
+    ("/[a-c]at", ["/bat", "/CAT/x"], ["/dat"]),
+    ("/[^a-c]at", ["/dat", "/Dat"], ["/bat", "/Bat"]),
+    ("/(?P<id>[0-9]+)$", ["/12"], ["/12/x"]),
+])
+def test_path_regex_is_case_insensitive_and_anchored_at_the_start(path: str, yes: list[str], no: list[str]) -> None:
+    import re
+
+    rx, why = nginx.path_regex(path)
+    assert rx and not why
+    assert all(re.fullmatch(rx, s) for s in yes) and not any(re.fullmatch(rx, s) for s in no)
+
+
+def test_a_path_regex_too_large_for_envoy_is_refused() -> None:
+    rx, why = nginx.path_regex("/" + "a" * 95)  # fits as written (program size 100), not with ".*" after it
+    assert not rx and "program size" in why
+
+
+# --- no nginx annotation value makes Envoy reject the configuration ---------------------------------------
+
+NEAR = ["/something(/|$)(.*)", "/$1", "/$9", "$2", "https://a.example.com$request_uri", "GRPCS", "HTTPS",
+        "$http_x_user", "$cookie_x", "cookie", "error timeout http_502", "^(a|b)$", "(a{10}){10}", "x.example.com",
+        "*.example.com", "http://shadow$request_uri", "default/ca", "on"]
+
+
+@pytest.mark.envoy
+def test_no_nginx_annotation_value_makes_envoy_reject_the_configuration() -> None:
+    drawn: list = []
+    rows = [r for r in nginx.TABLE if r.parse is not None]
+    rare = {"permanent-redirect", "temporal-redirect", "canary"}
+
+    @settings(max_examples=80, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(ann=st.fixed_dictionaries({N + r.name: st.one_of(
+        *[st.none()] * (8 if r.name in rare else 2), st.just(r.example), st.just(r.example),
+        st.sampled_from(HOSTILE + NEAR), st.text(max_size=30)) for r in rows}).map(
+            lambda d: {k: v for k, v in d.items() if v is not None}),
+        path=st.sampled_from(["/", "/api", "/something(/|$)(.*)", "/v[0-9]+/(.*)", "/a|/b", "/x{2}"]))
+    def draw(ann: dict, path: str) -> None:
+        objs, _ = parse_objects([
+            k8s.ingress_class("nginx", controller=NGINX_CONTROLLER_NAME), *k8s.backend_service("web", [80]),
+            *k8s.backend_service("shadow", [80]),
+            k8s.ingress("main", k8s.rule("a.example.com", k8s.path(path, "web", path_type="ImplementationSpecific"),
+                                         k8s.path("/", "web")), class_name="nginx", annotations=ann),
+            k8s.ingress("canary", k8s.rule("a.example.com", k8s.path("/", "shadow")), class_name="nginx",
+                        annotations={**ann, N + "canary": "true"})])
+        drawn.append(envoy.build(translate(objs, COMPAT).ir))
+
+    draw()
+    binary = envoy_binary()
+    for b in range(3):
+        merged: dict = {}
+        for i, resources in enumerate(drawn[b::3]):
+            for type_url, msgs in resources.items():
+                for name, msg in msgs.items():
+                    copy = type(msg)()
+                    copy.CopyFrom(msg)
+                    _rename(type_url, copy, i)
+                    merged.setdefault(type_url, {})[_renamed(type_url, name, i)] = copy
+        verdict = envoy_validate(binary, merged)
+        assert verdict.ok, verdict.reason
+
+
+def test_host_settings_apply_to_every_route_configuration_without_a_domain_twice() -> None:
+    from xds_ingress import ir
+
+    objs, _ = parse_objects([k8s.ingress("web", k8s.rule("a.example.com", k8s.path("/", "web")), class_name="nginx",
+                                         annotations={N + "server-alias": "b.example.com,www.a.example.com",
+                                                      N + "from-to-www-redirect": "true",
+                                                      N + "force-ssl-redirect": "true"})])
+    (ing,) = objs
+    src = ir.Source(kind="Ingress", namespace="default", name="web", field="spec.rules[0].http.paths[0].backend")
+    vh = ir.VirtualHost(name="a.example.com", domains=("a.example.com",), routes=(ir.Route(
+        name="r", match=ir.PathMatch(type="Prefix", path="/"), action=ir.RouteAction(cluster="c"), source=src),))
+    configs = tuple(ir.RouteConfiguration(name=n, virtual_hosts=(vh,)) for n in (ir.HTTP_ROUTE_CONFIG,
+                                                                                  ir.HTTPS_ROUTE_CONFIG))
+    diags: list = []
+    out = nginx.finish(configs, [ing], COMPAT, diags)
+    for rc in out:
+        domains = [d for v in rc.virtual_hosts for d in v.domains]
+        assert len(domains) == len(set(domains)) and set(domains) == {"a.example.com", "b.example.com",
+                                                                     "www.a.example.com"}, rc
+        main = next(v for v in rc.virtual_hosts if v.name == "a.example.com")
+        assert main.require_tls == (rc.name == ir.HTTP_ROUTE_CONFIG)  # force-ssl-redirect: plain HTTP only
+    assert diags == []  # the alias www.a.example.com came first; from-to-www then has nothing to add

@@ -1,0 +1,225 @@
+"""Edge policies as HTTP filters: CORS, client address ranges (RBAC), local and global rate limits.
+
+Each filter is in every HTTP connection manager, switched off for a route without a policy, and
+switched on per route with `typed_per_filter_config` (routes.py). So adding or changing a policy
+is a route configuration update only: the listeners (and the connections they hold) stay as they
+are. With its listener-level configuration each filter does nothing:
+
+| filter | listener level | per route |
+|---|---|---|
+| envoy.filters.http.cors | no policy: passes everything | CorsPolicy (origins, methods, headers, max age, credentials) |
+| envoy.filters.http.rbac | no rules: enforces nothing | RBACPerRoute: ALLOW the `remote_ip` ranges, minus the denied ones; else 403 |
+| envoy.filters.http.local_ratelimit | filter_enabled 0%: off | a token bucket, enabled and enforced for 100%; per key: wildcard descriptors |
+| envoy.filters.http.ratelimit | only with a rate limit service; no descriptors: no call | RateLimitPerRoute with the route's descriptor |
+
+`remote_ip` and `remote_address` are the client address as Envoy determined it: the peer, or the
+X-Forwarded-For hop chosen by the listener's `xff_num_trusted_hops` (never a client-sent header
+when that is 0).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2
+from envoy.config.rbac.v3 import rbac_pb2 as rbac_config_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2 as common_rl_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
+from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.v3 import token_bucket_pb2
+from google.protobuf import any_pb2
+
+from xds_ingress import ir
+from xds_ingress.envoy.defaults import harden_cluster, seconds
+from xds_ingress.envoy.endpoints import socket_address
+
+CORS = "envoy.filters.http.cors"
+RBAC = "envoy.filters.http.rbac"
+LOCAL_RATE_LIMIT = "envoy.filters.http.local_ratelimit"
+RATE_LIMIT = "envoy.filters.http.ratelimit"
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+LOCAL_RATE_LIMIT_STAT_PREFIX = "local_rate_limit"
+RATE_LIMIT_STAT_PREFIX = "rate_limit"
+SOURCE_RANGES_POLICY = "source-ranges"
+# Keys of a local rate limit per client address or header value that each Envoy keeps (least recently used
+# out); Envoy's own default is 20.
+MAX_DYNAMIC_DESCRIPTORS = 10_000
+REMOTE_ADDRESS_KEY = "remote_address"  # the descriptor key Envoy's remote_address action writes
+GENERIC_KEY = "generic_key"  # the descriptor key of generic_key without descriptor_key
+
+
+def pack(msg) -> any_pb2.Any:
+    a = any_pb2.Any()
+    a.Pack(msg, deterministic=True)
+    return a
+
+
+# --- the listener level: present in every HCM, doing nothing by themselves --------------------
+
+def cors_filter(_lst: ir.Listener) -> hcm_pb2.HttpFilter:
+    return hcm_pb2.HttpFilter(name=CORS, typed_config=pack(cors_pb2.Cors()))
+
+
+def rbac_filter(_lst: ir.Listener) -> hcm_pb2.HttpFilter:
+    return hcm_pb2.HttpFilter(name=RBAC, typed_config=pack(rbac_pb2.RBAC()))
+
+
+def local_rate_limit_filter(_lst: ir.Listener) -> hcm_pb2.HttpFilter:
+    cfg = local_rate_limit_pb2.LocalRateLimit(stat_prefix=LOCAL_RATE_LIMIT_STAT_PREFIX)
+    return hcm_pb2.HttpFilter(name=LOCAL_RATE_LIMIT, typed_config=pack(cfg))
+
+
+def rate_limit_filter(lst: ir.Listener) -> hcm_pb2.HttpFilter | None:
+    rls = lst.rate_limit_service
+    if rls is None:
+        return None
+    cfg = rate_limit_pb2.RateLimit(domain=rls.domain, failure_mode_deny=rls.failure_mode_deny,
+                                   stat_prefix=RATE_LIMIT_STAT_PREFIX)
+    cfg.timeout.CopyFrom(seconds(rls.timeout_ms / 1000))
+    cfg.enable_x_ratelimit_headers = common_rl_pb2.DRAFT_VERSION_03
+    cfg.rate_limit_service.transport_api_version = config_source_pb2.ApiVersion.V3
+    cfg.rate_limit_service.grpc_service.CopyFrom(grpc_service_pb2.GrpcService(
+        envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=rls.cluster)))
+    return hcm_pb2.HttpFilter(name=RATE_LIMIT, typed_config=pack(cfg))
+
+
+def rate_limit_service_cluster(rls: ir.RateLimitService) -> cluster_pb2.Cluster:
+    """The cluster of the rate limit service: gRPC (HTTP/2), STATIC for an IP address, STRICT_DNS for a name."""
+    msg = cluster_pb2.Cluster(name=rls.cluster)
+    try:
+        ipaddress.ip_address(rls.address)
+        msg.type = cluster_pb2.Cluster.STATIC
+    except ValueError:
+        msg.type = cluster_pb2.Cluster.STRICT_DNS
+        msg.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
+    msg.load_assignment.cluster_name = rls.cluster
+    msg.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.CopyFrom(
+        socket_address(rls.address, rls.port))
+    harden_cluster(msg)
+    opts = http_protocol_options_pb2.HttpProtocolOptions()
+    opts.explicit_http_config.http2_protocol_options.SetInParent()
+    msg.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].CopyFrom(pack(opts))
+    return msg
+
+
+# --- per route -------------------------------------------------------------------------------
+
+def route_filter_config(p: ir.RoutePolicy, msg: rc.Route) -> None:
+    """Switch the edge policy filters on for route `msg` as policy `p` says."""
+    cfg = msg.typed_per_filter_config
+    if p.cors is not None:
+        cfg[CORS].CopyFrom(pack(cors_policy(p.cors)))
+    if p.source_ranges is not None:
+        cfg[RBAC].CopyFrom(pack(source_ranges(p.source_ranges)))
+    if p.local_rate_limit is not None:
+        cfg[LOCAL_RATE_LIMIT].CopyFrom(pack(local_rate_limit(p.local_rate_limit)))
+    if p.global_rate_limit is not None:
+        cfg[RATE_LIMIT].CopyFrom(pack(rate_limit_pb2.RateLimitPerRoute(
+            rate_limits=[rate_limit_actions(p.global_rate_limit.entries)])))
+
+
+def cors_policy(c: ir.CorsPolicy) -> cors_pb2.CorsPolicy:
+    msg = cors_pb2.CorsPolicy()
+    for o in c.allow_origins:
+        if o.type == "exact":
+            m = string_pb2.StringMatcher(exact=o.value)
+        else:
+            m = string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=o.value if o.type == "regex" else ".*"))
+        msg.allow_origin_string_match.append(m)
+    if c.allow_methods:
+        msg.allow_methods = ",".join(c.allow_methods)
+    if c.allow_headers:
+        msg.allow_headers = ",".join(c.allow_headers)
+    if c.expose_headers:
+        msg.expose_headers = ",".join(c.expose_headers)
+    if c.max_age_s is not None:
+        msg.max_age = str(c.max_age_s)
+    if c.allow_credentials:
+        msg.allow_credentials.value = True
+    return msg
+
+
+def _ranges(cidrs: tuple[str, ...]) -> rbac_config_pb2.Principal:
+    out = rbac_config_pb2.Principal()
+    for cidr in cidrs:
+        prefix, _, length = cidr.partition("/")
+        p = out.or_ids.ids.add()
+        p.remote_ip.address_prefix = prefix
+        p.remote_ip.prefix_len.value = int(length)
+    return out
+
+
+def source_ranges(s: ir.SourceRanges) -> rbac_pb2.RBACPerRoute:
+    """ALLOW one principal: in an allowed range (when there are any) and in no denied range. Anything else
+    gets Envoy's 403."""
+    parts = []
+    if s.allow:
+        parts.append(_ranges(s.allow))
+    if s.deny:
+        parts.append(rbac_config_pb2.Principal(not_id=_ranges(s.deny)))
+    if len(parts) == 1:
+        principal = parts[0]
+    else:
+        principal = rbac_config_pb2.Principal()
+        principal.and_ids.ids.extend(parts)
+    policy = rbac_config_pb2.Policy(permissions=[rbac_config_pb2.Permission(any=True)], principals=[principal])
+    msg = rbac_pb2.RBACPerRoute()
+    msg.rbac.rules.action = rbac_config_pb2.RBAC.ALLOW
+    msg.rbac.rules.policies[SOURCE_RANGES_POLICY].CopyFrom(policy)
+    return msg
+
+
+def _action(e: ir.RateLimitEntry) -> rc.RateLimit.Action:
+    a = rc.RateLimit.Action()
+    if e.type == "client_ip":
+        a.remote_address.SetInParent()
+    elif e.type == "header":
+        a.request_headers.header_name = e.name
+        a.request_headers.descriptor_key = e.name
+    else:
+        a.generic_key.descriptor_value = e.name
+    return a
+
+
+def _descriptor_key(e: ir.RateLimitEntry) -> str:
+    return {"client_ip": REMOTE_ADDRESS_KEY, "header": e.name}.get(e.type, GENERIC_KEY)
+
+
+def rate_limit_actions(entries: tuple[ir.RateLimitEntry, ...]) -> rc.RateLimit:
+    return rc.RateLimit(actions=[_action(e) for e in entries])
+
+
+def _bucket(r: ir.LocalRateLimit) -> token_bucket_pb2.TokenBucket:
+    b = token_bucket_pb2.TokenBucket(max_tokens=r.max_tokens)
+    b.tokens_per_fill.value = r.tokens_per_fill
+    b.fill_interval.CopyFrom(seconds(r.fill_interval_ms / 1000))
+    return b
+
+
+def local_rate_limit(r: ir.LocalRateLimit) -> local_rate_limit_pb2.LocalRateLimit:
+    msg = local_rate_limit_pb2.LocalRateLimit(stat_prefix=LOCAL_RATE_LIMIT_STAT_PREFIX)
+    msg.token_bucket.CopyFrom(_bucket(r))
+    for f in (msg.filter_enabled, msg.filter_enforced):  # no runtime key: always 100%
+        f.default_value.numerator = 100
+    msg.enable_x_ratelimit_headers = common_rl_pb2.DRAFT_VERSION_03
+    msg.response_headers_to_add.append(base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key="x-envoy-ratelimited", value="true"),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD))
+    if r.key is not None:
+        # One bucket per value: a wildcard descriptor (its value left empty); the route's bucket serves only
+        # the requests that produce no descriptor (a header missing).
+        msg.rate_limits.append(rate_limit_actions((r.key,)))
+        d = msg.descriptors.add()
+        d.entries.add(key=_descriptor_key(r.key))
+        d.token_bucket.CopyFrom(_bucket(r))
+        msg.always_consume_default_token_bucket.value = False
+        msg.max_dynamic_descriptors.value = MAX_DYNAMIC_DESCRIPTORS
+    return msg

@@ -1,0 +1,1156 @@
+"""ingress-nginx's annotations (`nginx.ingress.kubernetes.io/`), read with `--nginx-compat`.
+
+One table, `TABLE`, says for every annotation ingress-nginx documents how it is treated here:
+
+- `exact`: translated with ingress-nginx's observable behaviour;
+- `difference`: translated, with a stated difference (the row's `note`, also in the diagnostics of
+  `xds migrate` and in docs/moving-from-ingress-nginx.md, which is generated from this table);
+- `unsupported`: never translated; the row says why and what replaces it. Snippet annotations
+  (text spliced into nginx's configuration) are never executed. A `pending` row names the
+  xds-ingress.io annotation whose policy is planned; wiring it is filling in that one row
+  (`parse`, `key`, `status`).
+
+Reading (`read_ingress`) gives the dialect-neutral policy keys of `policy.py`. Most rows map onto
+one key directly; a few nginx-only keys (`nginx.*`) are expanded into several (backend-protocol:
+protocol and TLS; affinity: a cookie hash; proxy-next-upstream: retry conditions). When our own
+`xds-ingress.io/` annotations set the same policy, ours win and the nginx annotation gets a
+diagnostic.
+
+What ingress-nginx applies per upstream (backend-protocol, load-balance, upstream-hash-by,
+affinity, service-upstream, proxy-ssl-*) is applied here to the clusters of the Services the
+Ingress routes to (`service_values`): a Service's clusters are shared by every Ingress that
+routes to it, so when two Ingresses disagree the oldest wins (ingress-nginx does the same for
+its upstream settings) and the other gets a diagnostic.
+
+What concerns a whole host (use-regex, app-root, server-alias, from-to-www-redirect,
+force-ssl-redirect) and the regex paths are applied on the assembled route configurations
+(`finish`): ingress-nginx's rule that `use-regex` or `rewrite-target` on one Ingress of a host
+makes every path of that host a case-insensitive regex (`location ~* "^path"`) holds here too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from xds_ingress import ir
+from xds_ingress.diagnostics import Diagnostic, Severity
+from xds_ingress.model import KIND_INGRESS, Ingress, ObjectMeta, Service, is_url_path, valid_host
+from xds_ingress.translate import parsers as p
+from xds_ingress.translate.annotations import XDS, Annotation, Dialect, Parsed, field_of, present_keys, read
+from xds_ingress.translate.settings import TranslateSettings
+
+__all__ = ["PREFIX", "Row", "TABLE", "NGINX", "EXACT", "DIFFERENCE", "UNSUPPORTED", "row", "read_ingress",
+           "service_values", "finish", "path_regex", "canary_annotation", "markdown"]
+
+PREFIX = "nginx.ingress.kubernetes.io/"
+EXACT, DIFFERENCE, UNSUPPORTED = "exact", "difference", "unsupported"
+NOOP = "nginx.noop"  # a key nothing reads: the value is checked and has no effect
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Row:
+    """One ingress-nginx annotation and how it is treated."""
+
+    name: str  # without the prefix
+    status: str  # EXACT | DIFFERENCE | UNSUPPORTED
+    group: str
+    doc: str  # what it does in ingress-nginx (one sentence)
+    note: str = ""  # DIFFERENCE: what differs here; UNSUPPORTED: why
+    replacement: str = ""  # what to use instead (UNSUPPORTED), or the xds-ingress.io equivalent
+    parse: p.Parser | None = None  # None: not translated (UNSUPPORTED)
+    key: str = ""  # the policy key (policy.py or an nginx.* key expanded here)
+    example: str = ""
+    snippet: bool = False  # nginx configuration text: never executed
+    pending: bool = False  # the policy it needs is planned: wire it by filling in parse, key and status
+
+
+# --- parsers for ingress-nginx's value syntax ----------------------------------------------------------------
+
+def _seconds(lo: int, hi: int) -> p.Parser:
+    """nginx's timeouts: whole seconds, optionally with an `s` (ingress-nginx reads an integer)."""
+    accepted = f"a whole number of seconds from {lo} to {hi} (e.g. '60')"
+
+    def parse(value: str) -> int:
+        v = value.strip().lower().removesuffix("s")
+        if not re.fullmatch(r"\d{1,7}", v) or not lo <= int(v) <= hi:
+            raise p.Invalid(accepted)
+        return int(v) * 1000
+    return parse
+
+
+def _tries(value: str) -> int:
+    """proxy-next-upstream-tries counts every attempt (the first one too): retries = tries - 1."""
+    v = value.strip()
+    if not re.fullmatch(r"\d{1,3}", v) or not 1 <= int(v) <= 11:
+        raise p.Invalid("a whole number of attempts from 1 to 11 (0, nginx's 'unlimited', is not accepted)")
+    return int(v) - 1
+
+
+_NEXT_UPSTREAM = {
+    "error": ("connect-failure", "refused-stream", "reset"),
+    "timeout": ("connect-failure", "reset"),
+    "invalid_header": ("reset",),
+    "http_500": (), "http_502": (), "http_503": (), "http_504": (), "http_403": (), "http_404": (), "http_429": (),
+    "non_idempotent": (), "off": (),
+}
+
+
+def _next_upstream(value: str) -> tuple[tuple[str, ...], tuple[int, ...], bool]:
+    """(retry conditions, retriable status codes, off) of a space-separated proxy-next-upstream list."""
+    parts = value.split()
+    accepted = "a space-separated list of " + ", ".join(_NEXT_UPSTREAM)
+    if not parts or len(parts) > 12 or any(x not in _NEXT_UPSTREAM for x in parts):
+        raise p.Invalid(accepted)
+    if "off" in parts:
+        if len(parts) > 1:
+            raise p.Invalid(accepted + " ('off' alone)")
+        return (), (), True
+    conds: list[str] = []
+    codes: list[int] = []
+    for x in parts:
+        for c in _NEXT_UPSTREAM[x]:
+            if c not in conds:
+                conds.append(c)
+        if x.startswith("http_"):
+            codes.append(int(x[5:]))
+    return tuple(conds), tuple(sorted(set(codes))), False
+
+
+def _rewrite_target(value: str) -> str:
+    """A path with $1-$9 group references, as an RE2 substitution (\\1-\\9)."""
+    v = value.strip()
+    if len(v) > p.MAX_PATH_LENGTH or not re.fullmatch(r"(?:[A-Za-z0-9\-._~!&'()*+,;=:@/%]|\$[1-9]|\$\{[1-9]\})*", v) \
+            or not v.startswith(("/", "$")) or re.search(r"%(?![0-9A-Fa-f]{2})", v):
+        raise p.Invalid("a path starting with '/' or a group reference, of URL path characters and $1-$9 references "
+                        "to the groups of the path's regex (no other nginx variables, no query)")
+    return re.sub(r"\$\{?([1-9])\}?", r"\\\1", v)
+
+
+def _redirect(value: str) -> tuple[str, str, int | None, str | None]:
+    """An absolute URL; a URL with no path redirects to exactly that (nginx's `return`), and a URL ending in
+    `$request_uri` keeps the request's path and query."""
+    v = value.strip()
+    keep = v.endswith("$request_uri")
+    if keep:
+        v = v[: -len("$request_uri")]
+    scheme, host, port, path = p.redirect_url(v)
+    if keep:
+        if path not in (None, "/"):
+            raise p.Invalid("an absolute URL; '$request_uri' only right after the host (https://host$request_uri)")
+        return scheme, host, port, None
+    return scheme, host, port, path or "/"
+
+
+def _redirect_code(value: str) -> int:
+    return int(p.one_of("301", "302", "303", "307", "308")(value))
+
+
+def _backend_protocol(value: str) -> str:
+    v = value.strip().upper()
+    if v in ("AJP", "FCGI"):
+        raise p.Invalid(f"HTTP, HTTPS, GRPC, GRPCS or AUTO_HTTP ({v} backends are not supported)")
+    if v not in ("HTTP", "HTTPS", "GRPC", "GRPCS", "AUTO_HTTP"):
+        raise p.Invalid("HTTP, HTTPS, GRPC, GRPCS or AUTO_HTTP")
+    return v
+
+
+def _load_balance(value: str) -> str:
+    v = value.strip().lower()
+    out = {"round_robin": "round-robin", "ewma": "least-request", "least_conn": "least-request"}.get(v)
+    if out is None:
+        raise p.Invalid("round_robin or ewma")
+    return out
+
+
+def _service_upstream(value: str) -> str:
+    return "service" if p.boolean(value) else "endpoints"
+
+
+def _hash_by(value: str) -> tuple[str, str]:
+    """One nginx variable: $remote_addr, $binary_remote_addr, $request_uri, $host, $http_NAME, $cookie_NAME."""
+    v = value.strip()
+    m = re.fullmatch(r"\$\{?([a-z0-9_]+)\}?", v)
+    accepted = ("one nginx variable: $remote_addr, $binary_remote_addr, $request_uri, $uri, $host, $http_NAME or "
+                "$cookie_NAME (combinations of variables and text are not supported)")
+    if m is None:
+        raise p.Invalid(accepted)
+    var = m[1]
+    if var in ("remote_addr", "binary_remote_addr"):
+        return "source_ip", ""
+    if var in ("request_uri", "uri"):
+        return "header", ":path"
+    if var in ("host", "http_host"):
+        return "header", ":authority"
+    try:
+        if var.startswith("http_"):
+            return "header", p.header_name(var[5:].replace("_", "-"), request=False)
+        if var.startswith("cookie_"):
+            return "cookie", p.cookie_name(var[7:])
+    except p.Invalid:
+        raise p.Invalid(accepted) from None
+    raise p.Invalid(accepted)
+
+
+def _affinity(value: str) -> str:
+    return p.one_of("cookie")(value)
+
+
+def _mirror_target(value: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of `scheme://host[:port]$request_uri` (the copy keeps the request's URI)."""
+    v = value.strip()
+    if not v.endswith("$request_uri"):
+        raise p.Invalid("'http://SERVICE[.NAMESPACE[.svc[.cluster.local]]][:PORT]$request_uri': a Service of the "
+                        "Ingress's namespace, the request's URI kept")
+    scheme, host, port, path = p.redirect_url(v[: -len("$request_uri")])
+    if path not in (None, "/"):
+        raise p.Invalid("a URL whose path is only '$request_uri'")
+    return scheme, host, port
+
+
+def _namespaced_secret(value: str) -> tuple[str, str]:
+    v = value.strip()
+    ns, sep, name = v.rpartition("/")
+    try:
+        if sep and not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", ns):
+            raise p.Invalid("")
+        return ns if sep else "", p.secret_name(name)
+    except p.Invalid:
+        raise p.Invalid("'NAMESPACE/NAME' or 'NAME' of a Secret") from None
+
+
+def _on_off(value: str) -> bool:
+    return p.one_of("on", "off")(value) == "on"
+
+
+def _aliases(value: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for part in value.split(","):
+        h = part.strip().lower()
+        if not h or valid_host(h) or len(out) >= 16:
+            raise p.Invalid("a comma-separated list of at most 16 host names (an exact name or '*.' and a name)")
+        if h not in out:
+            out.append(h)
+    return tuple(out)
+
+
+def _header_pattern(value: str) -> str:
+    """nginx matches a PCRE anywhere in the value; Envoy's regex must match the whole value."""
+    v = p.regex(value)
+    wrapped = f".*(?:{v}).*"
+    size = p.re2_program_size(wrapped)
+    if size is None or size > p.MAX_RE2_PROGRAM_SIZE:
+        raise p.Invalid(f"a shorter regular expression (it must fit Envoy's limit of {p.MAX_RE2_PROGRAM_SIZE})")
+    return wrapped
+
+
+def _any(value: str) -> str:
+    return value
+
+
+def _boolean_text(value: str) -> bool:
+    return p.boolean(value)
+
+
+# --- the table -------------------------------------------------------------------------------------------------
+
+_X = "xds-ingress.io/"
+_SVC_NOTE = ("applied to the clusters of the Services this Ingress routes to, which every Ingress routing to them "
+             "shares (the oldest Ingress wins when they disagree, as ingress-nginx's upstreams)")
+
+
+def _pending(name: str, group: str, doc: str, needs: str) -> Row:
+    return Row(name=name, status=UNSUPPORTED, group=group, doc=doc, pending=True,
+               note=f"needs {_X}{needs}, planned", replacement=f"{_X}{needs} (planned)")
+
+
+def _snippet(name: str, doc: str, replacement: str) -> Row:
+    return Row(name=name, status=UNSUPPORTED, group="Snippets", doc=doc, snippet=True,
+               note="nginx configuration text is never executed", replacement=replacement)
+
+
+def _none(name: str, group: str, doc: str, why: str, replacement: str = "") -> Row:
+    return Row(name=name, status=UNSUPPORTED, group=group, doc=doc, note=why, replacement=replacement)
+
+
+def _noop(name: str, group: str, doc: str, why: str, parse: p.Parser = _any, example: str = "") -> Row:
+    """Accepted with no effect: what it tunes does not exist in Envoy (a stated difference)."""
+    return Row(name=name, status=DIFFERENCE, group=group, doc=doc, note=why, parse=parse, key=NOOP, example=example)
+
+
+TABLE: tuple[Row, ...] = (
+    # -- paths and rewrites --
+    Row(name="rewrite-target", status=DIFFERENCE, group="Paths and rewrites", parse=_rewrite_target,
+        key="rewrite.target", example="/$2",
+        doc="The whole path sent upstream is replaced by this, $1-$9 taken from the groups of the path's regex.",
+        note="regexes are RE2 (the subset RE2 and PCRE read alike: no lookaround or backreferences); only $1-$9 "
+             "of the nginx variables; makes every path of the host a case-insensitive regex, as ingress-nginx",
+        replacement=f"{_X}rewrite-regex and rewrite-regex-substitution"),
+    Row(name="use-regex", status=DIFFERENCE, group="Paths and rewrites", parse=p.boolean, key="nginx.use_regex",
+        example="true",
+        doc="The paths of the host are case-insensitive regexes anchored at the start, on every Ingress of the host.",
+        note="RE2 instead of PCRE (no lookaround, backreferences or possessive repetition); a regex that is too "
+             "large for Envoy is refused with a diagnostic"),
+    Row(name="app-root", status=EXACT, group="Paths and rewrites", parse=p.url_path, key="nginx.app_root",
+        example="/app1", doc="A request for `/` on the Ingress's hosts is redirected (302) to this path."),
+    Row(name="x-forwarded-prefix", status=EXACT, group="Paths and rewrites", parse=p.header_value,
+        key="nginx.x_forwarded_prefix", example="/api",
+        doc="The header X-Forwarded-Prefix is set to this value on requests sent upstream.",
+        replacement=f"{_X}request-headers-set"),
+    Row(name="upstream-vhost", status=EXACT, group="Paths and rewrites", parse=p.host_port, key="rewrite.host",
+        example="internal.example.com", doc="The Host header sent upstream.", replacement=f"{_X}rewrite-host"),
+    Row(name="preserve-trailing-slash", status=DIFFERENCE, group="Paths and rewrites", parse=p.boolean, key=NOOP,
+        example="true", doc="Keeps a trailing slash in the HTTPS redirect.",
+        note="the HTTPS redirect always keeps the path as requested"),
+    # -- redirects --
+    Row(name="permanent-redirect", status=EXACT, group="Redirects", parse=_redirect, key="nginx.permanent_redirect",
+        example="https://new.example.com$request_uri",
+        doc="Every path of the Ingress redirects (301) to this URL; a URL ending in $request_uri keeps the "
+            "request's path.", replacement=f"{_X}redirect-to"),
+    Row(name="permanent-redirect-code", status=DIFFERENCE, group="Redirects", parse=_redirect_code,
+        key="nginx.permanent_redirect_code", example="308", doc="The status of permanent-redirect.",
+        note="301, 302, 303, 307 or 308 (not 300, 304, 305 or 306)", replacement=f"{_X}redirect-code"),
+    Row(name="temporal-redirect", status=EXACT, group="Redirects", parse=_redirect, key="nginx.temporal_redirect",
+        example="https://maintenance.example.com",
+        doc="Every path of the Ingress redirects (302) to this URL; it takes precedence over permanent-redirect.",
+        replacement=f"{_X}redirect-to"),
+    Row(name="ssl-redirect", status=DIFFERENCE, group="Redirects", parse=p.boolean, key="ingress.ssl_redirect",
+        example="false", doc="Plain HTTP to the hosts of the Ingress's spec.tls is redirected to HTTPS (default true).",
+        note="the redirect is a 301, not ingress-nginx's 308", replacement=f"{_X}ssl-redirect"),
+    Row(name="force-ssl-redirect", status=DIFFERENCE, group="Redirects", parse=p.boolean,
+        key="nginx.force_ssl_redirect", example="true",
+        doc="Plain HTTP to the Ingress's hosts is redirected to HTTPS even without a certificate here.",
+        note="the redirect is a 301, not ingress-nginx's 308"),
+    Row(name="from-to-www-redirect", status=DIFFERENCE, group="Redirects", parse=p.boolean,
+        key="nginx.from_to_www", example="true",
+        doc="Requests for www.HOST redirect (308) to HOST, or for HOST to www.HOST, whichever the Ingress does not "
+            "serve.",
+        note="over HTTPS only when a certificate of spec.tls covers the other name too"),
+    Row(name="server-alias", status=DIFFERENCE, group="Redirects", parse=_aliases, key="nginx.server_alias",
+        example="www.example.com,example.net",
+        doc="More host names served exactly like the Ingress's hosts.",
+        note="over HTTPS only when a certificate of spec.tls covers the alias; an alias that another host or "
+             "alias already has is ignored with a diagnostic"),
+    # -- upstream --
+    Row(name="backend-protocol", status=DIFFERENCE, group="Upstream", parse=_backend_protocol,
+        key="nginx.backend_protocol", example="GRPC",
+        doc="HTTP, HTTPS, GRPC, GRPCS or AUTO_HTTP to the backends.",
+        note=_SVC_NOTE + "; HTTPS and GRPCS backends' certificates are not verified unless proxy-ssl-verify is on "
+             "(as nginx); AUTO_HTTP is HTTP/1.1; AJP and FCGI are refused",
+        replacement=f"{_X}upstream-protocol and upstream-tls on the Service"),
+    Row(name="service-upstream", status=DIFFERENCE, group="Upstream", parse=_service_upstream,
+        key="cluster.discovery", example="true",
+        doc="The Service's ClusterIP is the upstream instead of its pods.", note=_SVC_NOTE,
+        replacement=f"{_X}upstream: service on the Service"),
+    Row(name="load-balance", status=DIFFERENCE, group="Upstream", parse=_load_balance, key="cluster.lb_policy",
+        example="ewma", doc="round_robin or ewma.",
+        note=_SVC_NOTE + "; ewma becomes Envoy's least-request (fewest active requests of two picked at random, "
+             "not a latency average)", replacement=f"{_X}load-balancer on the Service"),
+    Row(name="upstream-hash-by", status=DIFFERENCE, group="Upstream", parse=_hash_by, key="nginx.upstream_hash_by",
+        example="$remote_addr",
+        doc="Consistent hashing of the requests by an nginx variable.",
+        note=_SVC_NOTE + "; one variable only ($remote_addr, $request_uri, $host, $http_NAME, $cookie_NAME); Envoy's "
+             "ring hash; $cookie_NAME sets the cookie when the request has none",
+        replacement=f"{_X}hash-by on the Service"),
+    Row(name="affinity", status=DIFFERENCE, group="Upstream", parse=_affinity, key="nginx.affinity",
+        example="cookie",
+        doc="Session affinity by a cookie the proxy sets (INGRESSCOOKIE unless session-cookie-name).",
+        note=_SVC_NOTE + "; the cookie's value is Envoy's hash, and its path is always /",
+        replacement=f"{_X}hash-by: cookie:NAME on the Service"),
+    Row(name="affinity-mode", status=DIFFERENCE, group="Upstream", parse=p.one_of("balanced", "persistent"),
+        key=NOOP, example="persistent", doc="balanced (default) or persistent stickiness.",
+        note="Envoy's ring hash behaves as balanced: when endpoints are added a few sessions move"),
+    Row(name="session-cookie-name", status=EXACT, group="Upstream", parse=p.cookie_name,
+        key="nginx.session_cookie_name", example="route", doc="The name of the affinity cookie."),
+    Row(name="session-cookie-max-age", status=EXACT, group="Upstream", parse=_seconds(0, 31_536_000),
+        key="nginx.session_cookie_max_age", example="172800", doc="The affinity cookie's lifetime in seconds."),
+    Row(name="session-cookie-expires", status=DIFFERENCE, group="Upstream", parse=_seconds(0, 31_536_000),
+        key="nginx.session_cookie_expires", example="172800",
+        doc="The affinity cookie's lifetime in seconds (legacy).", note="sets Max-Age, like session-cookie-max-age"),
+    _pending("session-cookie-path", "Upstream", "The path of the affinity cookie.", "hash-cookie-attributes"),
+    _pending("session-cookie-samesite", "Upstream", "The SameSite attribute of the affinity cookie.",
+             "hash-cookie-attributes"),
+    _pending("session-cookie-secure", "Upstream", "The Secure attribute of the affinity cookie.",
+             "hash-cookie-attributes"),
+    _pending("session-cookie-domain", "Upstream", "The Domain attribute of the affinity cookie.",
+             "hash-cookie-attributes"),
+    _none("session-cookie-change-on-failure", "Upstream", "A new affinity cookie after the backend failed.",
+          "Envoy's cookie hash keeps the cookie; a failed endpoint is skipped by the ring"),
+    _none("session-cookie-conditional-samesite-none", "Upstream", "SameSite=None only for browsers that accept it.",
+          "browser sniffing is not done"),
+    _none("affinity-canary-behavior", "Upstream", "Whether affinity keeps users on a canary.",
+          "a canary's share is chosen per request, before affinity"),
+    _none("upstream-hash-by-subset", "Upstream", "Hashes to a subset of the endpoints.",
+          "Envoy's ring hash picks one endpoint", f"{_X}hash-by"),
+    _none("upstream-hash-by-subset-size", "Upstream", "The size of the subsets of upstream-hash-by-subset.",
+          "Envoy's ring hash picks one endpoint", f"{_X}hash-by"),
+    Row(name="proxy-ssl-secret", status=DIFFERENCE, group="Upstream", parse=_namespaced_secret,
+        key="nginx.proxy_ssl_secret", example="default/backend-ca",
+        doc="A Secret whose ca.crt verifies HTTPS backends (with proxy-ssl-verify on) and whose tls.crt and tls.key "
+            "are a client certificate.",
+        note=_SVC_NOTE + "; the Secret must be in the Ingress's namespace; its client certificate is not sent",
+        replacement=f"{_X}upstream-tls-ca-secret on the Service"),
+    Row(name="proxy-ssl-verify", status=EXACT, group="Upstream", parse=_on_off, key="nginx.proxy_ssl_verify",
+        example="on", doc="Verify HTTPS backends' certificates against proxy-ssl-secret's ca.crt (default off)."),
+    Row(name="proxy-ssl-name", status=DIFFERENCE, group="Upstream", parse=p.dns_name, key="tls.sni",
+        example="api.internal", doc="The name sent (SNI) to, and verified in the certificate of, HTTPS backends.",
+        note=_SVC_NOTE, replacement=f"{_X}upstream-tls-sni on the Service"),
+    Row(name="proxy-ssl-server-name", status=DIFFERENCE, group="Upstream", parse=_on_off, key=NOOP, example="on",
+        doc="Send SNI to HTTPS backends.", note="SNI is sent whenever proxy-ssl-name gives a name"),
+    _none("proxy-ssl-verify-depth", "Upstream", "Depth of backend certificate chains.",
+          "Envoy verifies chains of any depth up to its CA"),
+    _none("proxy-ssl-ciphers", "Upstream", "Ciphers towards HTTPS backends.", "Envoy's defaults (TLS 1.2+) are used"),
+    _none("proxy-ssl-protocols", "Upstream", "TLS versions towards HTTPS backends.",
+          "Envoy uses TLS 1.2 and 1.3 towards backends"),
+    # -- timeouts and retries --
+    _pending("proxy-connect-timeout", "Timeouts and retries", "Time to connect to a backend (seconds).",
+             "connect-timeout"),
+    Row(name="proxy-read-timeout", status=DIFFERENCE, group="Timeouts and retries", parse=_seconds(1, 86_400),
+        key="nginx.proxy_read_timeout", example="120",
+        doc="Longest wait between two reads from the backend (seconds, default 60).",
+        note="becomes the stream's idle timeout (no data either way for this long), the larger of "
+             "proxy-read-timeout and proxy-send-timeout; the whole-request timeout is then off, as nginx has none",
+        replacement=f"{_X}idle-timeout"),
+    Row(name="proxy-send-timeout", status=DIFFERENCE, group="Timeouts and retries", parse=_seconds(1, 86_400),
+        key="nginx.proxy_send_timeout", example="120",
+        doc="Longest wait between two writes to the backend (seconds, default 60).",
+        note="becomes the stream's idle timeout, the larger of proxy-read-timeout and proxy-send-timeout",
+        replacement=f"{_X}idle-timeout"),
+    Row(name="proxy-next-upstream", status=DIFFERENCE, group="Timeouts and retries", parse=_next_upstream,
+        key="nginx.next_upstream", example="error timeout http_502",
+        doc="When a request is passed to the next backend: error, timeout, invalid_header, http_5xx codes, off.",
+        note="error and timeout become Envoy's connect-failure, refused-stream and reset; http_NNN retriable status "
+             "codes; Envoy retries non-idempotent requests (POST) too, and retries only what was set here "
+             "(nginx's default 'error timeout' is not implied)",
+        replacement=f"{_X}retry-on and retriable-status-codes"),
+    Row(name="proxy-next-upstream-tries", status=EXACT, group="Timeouts and retries", parse=_tries,
+        key="retry.num_retries", example="3", doc="Attempts in all, the first one included (0 is not accepted).",
+        replacement=f"{_X}retries (one less)"),
+    _none("proxy-next-upstream-timeout", "Timeouts and retries", "Time limit for passing a request on.",
+          "Envoy bounds every attempt with the request timeout", f"{_X}request-timeout and per-try-timeout"),
+    # -- canary --
+    Row(name="canary", status=EXACT, group="Canary", parse=p.boolean, key="canary.enabled", example="true",
+        doc="This Ingress is the canary of the Ingress with the same host and path.", replacement=f"{_X}canary"),
+    Row(name="canary-weight", status=EXACT, group="Canary", parse=p.integer(0, 1_000_000), key="canary.weight",
+        example="20", doc="Share of requests sent to the canary, out of canary-weight-total."),
+    Row(name="canary-weight-total", status=EXACT, group="Canary", parse=p.integer(1, 1_000_000),
+        key="canary.weight_total", example="100", doc="What canary-weight is a share of (default 100)."),
+    Row(name="canary-by-header", status=EXACT, group="Canary", parse=lambda v: p.header_name(v, request=True),
+        key="canary.header", example="x-canary",
+        doc="A request with this header `always` goes to the canary, `never` never does."),
+    Row(name="canary-by-header-value", status=EXACT, group="Canary", parse=p.header_value,
+        key="canary.header_value", example="beta", doc="The value of canary-by-header that selects the canary."),
+    Row(name="canary-by-header-pattern", status=DIFFERENCE, group="Canary", parse=_header_pattern,
+        key="canary.header_pattern", example="^(beta|alpha)$",
+        doc="A regex the value of canary-by-header matches to select the canary.",
+        note="RE2 instead of PCRE; a regex nginx could not compile is refused here instead of never matching"),
+    Row(name="canary-by-cookie", status=EXACT, group="Canary", parse=p.cookie_name, key="canary.cookie",
+        example="canary", doc="A request with this cookie `always` goes to the canary, `never` never does."),
+    # -- mirroring --
+    Row(name="mirror-target", status=DIFFERENCE, group="Mirroring", parse=_mirror_target, key="nginx.mirror_target",
+        example="http://shadow.default.svc.cluster.local:8080$request_uri",
+        doc="A copy of each request goes to this URL; its answers are discarded.",
+        note="only a Service of the Ingress's namespace (SERVICE[.NAMESPACE[.svc[.cluster.local]]]); the copy's "
+             "Host is the request's with -shadow appended",
+        replacement=f"{_X}mirror-service"),
+    Row(name="mirror-request-body", status=DIFFERENCE, group="Mirroring", parse=_on_off, key=NOOP, example="on",
+        doc="Whether the copy carries the body (default on).", note="the body is always mirrored"),
+    _none("mirror-host", "Mirroring", "The Host of the mirrored copy.",
+          "the copy's Host is the request's with -shadow appended"),
+    # -- headers, errors, backends --
+    _none("custom-headers", "Headers and errors", "Response headers from a ConfigMap (namespace/name).",
+          "ConfigMaps are not read", f"{_X}response-headers-set with the headers written out"),
+    _pending("custom-http-errors", "Headers and errors", "Error statuses answered by the default backend.",
+             "custom-http-errors"),
+    _pending("default-backend", "Headers and errors",
+             "A Service for this Ingress's unmatched paths, backends without endpoints and custom-http-errors.",
+             "default-backend"),
+    _none("proxy-intercept-errors", "Headers and errors", "Errors answered by nginx instead of the backend.",
+          "needs custom-http-errors"),
+    _none("disable-proxy-intercept-errors", "Headers and errors", "No error interception for this Ingress.",
+          "errors are never intercepted"),
+    _none("proxy-cookie-domain", "Headers and errors", "Rewrites the Domain of Set-Cookie headers.",
+          "Set-Cookie headers are not rewritten"),
+    _none("proxy-cookie-path", "Headers and errors", "Rewrites the Path of Set-Cookie headers.",
+          "Set-Cookie headers are not rewritten"),
+    _none("proxy-redirect-from", "Headers and errors", "Rewrites Location headers of the backend's redirects.",
+          "Location headers are not rewritten"),
+    _none("proxy-redirect-to", "Headers and errors", "Rewrites Location headers of the backend's redirects.",
+          "Location headers are not rewritten"),
+    _noop("connection-proxy-header", "Headers and errors", "The Connection header sent upstream.",
+          "Envoy manages connection headers itself", example="keep-alive"),
+    # -- security (being built for xds-ingress.io/ on other branches) --
+    _pending("enable-cors", "CORS", "Answers CORS preflights and adds CORS headers.", "cors"),
+    _pending("cors-allow-origin", "CORS", "Origins allowed.", "cors-allow-origins"),
+    _pending("cors-allow-methods", "CORS", "Methods allowed.", "cors-allow-methods"),
+    _pending("cors-allow-headers", "CORS", "Request headers allowed.", "cors-allow-headers"),
+    _pending("cors-expose-headers", "CORS", "Response headers exposed.", "cors-expose-headers"),
+    _pending("cors-allow-credentials", "CORS", "Whether credentials are allowed.", "cors-allow-credentials"),
+    _pending("cors-max-age", "CORS", "How long a preflight is cached.", "cors-max-age"),
+    _pending("auth-url", "Authentication", "An external service that authorizes each request.", "auth-url"),
+    _pending("auth-signin", "Authentication", "Where a request the auth-url refuses is redirected.", "auth-signin"),
+    _pending("auth-response-headers", "Authentication", "Headers of the auth-url's answer passed upstream.",
+             "auth-response-headers"),
+    _pending("auth-method", "Authentication", "The method of the auth-url request.", "auth-method"),
+    _pending("auth-request-redirect", "Authentication", "X-Auth-Request-Redirect sent to the auth-url.",
+             "auth-url"),
+    _pending("auth-signin-redirect-param", "Authentication", "The parameter carrying the original URL.",
+             "auth-signin"),
+    _none("auth-cache-key", "Authentication", "Caches auth-url answers.", "auth-url answers are not cached"),
+    _none("auth-cache-duration", "Authentication", "How long auth-url answers are cached.",
+          "auth-url answers are not cached"),
+    _none("auth-proxy-set-headers", "Authentication", "Headers for the auth-url from a ConfigMap.",
+          "ConfigMaps are not read"),
+    _none("enable-global-auth", "Authentication", "Whether the ConfigMap's global auth-url applies.",
+          "there is no global auth-url"),
+    _pending("auth-type", "Authentication", "basic (or digest) authentication against auth-secret.", "basic-auth"),
+    _pending("auth-secret", "Authentication", "The Secret holding the htpasswd users.", "basic-auth-secret"),
+    _pending("auth-secret-type", "Authentication", "auth-file or auth-map.", "basic-auth-secret"),
+    _pending("auth-realm", "Authentication", "The realm of basic authentication.", "basic-auth-realm"),
+    _pending("auth-tls-secret", "Client certificates", "The CA that client certificates must be signed by.",
+             "client-ca-secret"),
+    _pending("auth-tls-verify-client", "Client certificates", "on, off, optional or optional_no_ca.",
+             "client-verify"),
+    _pending("auth-tls-verify-depth", "Client certificates", "Depth of client certificate chains.",
+             "client-ca-secret"),
+    _pending("auth-tls-pass-certificate-to-upstream", "Client certificates",
+             "The client certificate is sent upstream in ssl-client-cert.", "client-cert-header"),
+    _none("auth-tls-error-page", "Client certificates", "Where a failed client certificate is redirected.",
+          "a failed client certificate fails the request"),
+    _pending("whitelist-source-range", "Access and rate limits", "Client addresses allowed (CIDRs).",
+             "allow-source-ranges"),
+    _pending("allowlist-source-range", "Access and rate limits", "Client addresses allowed (CIDRs).",
+             "allow-source-ranges"),
+    _pending("denylist-source-range", "Access and rate limits", "Client addresses refused (CIDRs).",
+             "deny-source-ranges"),
+    _pending("limit-rps", "Access and rate limits", "Requests per second from one client address.", "rate-limit"),
+    _pending("limit-rpm", "Access and rate limits", "Requests per minute from one client address.", "rate-limit"),
+    _pending("limit-burst-multiplier", "Access and rate limits", "Burst size as a multiple of the rate.",
+             "rate-limit-burst"),
+    _pending("limit-connections", "Access and rate limits", "Concurrent connections from one client address.",
+             "connection-limit"),
+    _pending("limit-whitelist", "Access and rate limits", "Client addresses exempt from the rate limits.",
+             "rate-limit"),
+    _none("limit-rate", "Access and rate limits", "Kilobytes per second sent to one connection.",
+          "bandwidth limits are not supported"),
+    _none("limit-rate-after", "Access and rate limits", "Kilobytes sent before limit-rate applies.",
+          "bandwidth limits are not supported"),
+    _none("global-rate-limit", "Access and rate limits", "Requests per window counted in memcached.",
+          "no shared rate limit service", f"{_X}rate-limit (per Envoy, planned)"),
+    _none("global-rate-limit-window", "Access and rate limits", "The window of global-rate-limit.",
+          "no shared rate limit service"),
+    _none("global-rate-limit-key", "Access and rate limits", "The key of global-rate-limit.",
+          "no shared rate limit service"),
+    _none("global-rate-limit-ignored-cidrs", "Access and rate limits", "Addresses exempt from global-rate-limit.",
+          "no shared rate limit service"),
+    _none("satisfy", "Access and rate limits", "any: either the address list or authentication admits a request.",
+          "every configured check applies (all)"),
+    _pending("proxy-body-size", "Bodies and buffers", "Largest request body accepted (413 above).",
+             "max-request-body"),
+    _noop("client-body-buffer-size", "Bodies and buffers", "Memory buffer for request bodies.",
+          "Envoy streams bodies through bounded buffers", example="1m"),
+    _noop("proxy-buffering", "Bodies and buffers", "Whether responses are buffered.",
+          "Envoy streams responses", example="off"),
+    _noop("proxy-request-buffering", "Bodies and buffers", "Whether request bodies are buffered.",
+          "Envoy streams requests", example="off"),
+    _noop("proxy-buffer-size", "Bodies and buffers", "Buffer for the response headers.",
+          "Envoy's header limits apply", example="8k"),
+    _noop("proxy-buffers-number", "Bodies and buffers", "Number of response buffers.", "Envoy streams responses",
+          example="4"),
+    _noop("proxy-max-temp-file-size", "Bodies and buffers", "Largest response spooled to disk.",
+          "Envoy never spools to disk", example="1024m"),
+    _noop("proxy-http-version", "Bodies and buffers", "HTTP version to the backends (1.0 or 1.1).",
+          "HTTP/1.1 (or HTTP/2 with backend-protocol GRPC)", example="1.1"),
+    # -- TLS and other listeners --
+    _pending("ssl-passthrough", "TLS", "TLS connections go to the backend undecrypted, routed by SNI.",
+             "ssl-passthrough"),
+    _none("ssl-ciphers", "TLS", "Ciphers offered to clients for the Ingress's hosts.",
+          "the listener's TLS parameters apply to every host"),
+    _none("ssl-prefer-server-ciphers", "TLS", "Server cipher preference.", "the listener's TLS parameters apply"),
+    _noop("http2-push-preload", "TLS", "HTTP/2 server push of preload links.", "browsers dropped HTTP/2 push",
+          parse=p.boolean, example="false"),
+    # -- observability --
+    _noop("enable-access-log", "Observability", "Access logs of this Ingress.",
+          "Envoy's access log is configured for the whole proxy", parse=p.boolean, example="false"),
+    _noop("enable-rewrite-log", "Observability", "Logs of rewrites.", "there is no rewrite log",
+          parse=p.boolean, example="true"),
+    _noop("enable-opentracing", "Observability", "OpenTracing spans.", "tracing is configured for the whole proxy",
+          parse=p.boolean, example="true"),
+    _noop("enable-opentelemetry", "Observability", "OpenTelemetry spans.", "tracing is configured for the whole "
+          "proxy", parse=p.boolean, example="true"),
+    _noop("opentracing-trust-incoming-span", "Observability", "Continue incoming traces.",
+          "tracing is configured for the whole proxy", parse=p.boolean, example="true"),
+    _noop("opentelemetry-trust-incoming-span", "Observability", "Continue incoming traces.",
+          "tracing is configured for the whole proxy", parse=p.boolean, example="true"),
+    _none("enable-influxdb", "Observability", "Sends metrics to InfluxDB.", "metrics come from Envoy's stats",
+          "Envoy's /stats/prometheus"),
+    _none("influxdb-measurement", "Observability", "InfluxDB measurement.", "metrics come from Envoy's stats"),
+    _none("influxdb-port", "Observability", "InfluxDB port.", "metrics come from Envoy's stats"),
+    _none("influxdb-host", "Observability", "InfluxDB host.", "metrics come from Envoy's stats"),
+    _none("influxdb-server-name", "Observability", "InfluxDB server name.", "metrics come from Envoy's stats"),
+    _none("enable-modsecurity", "Observability", "The ModSecurity web application firewall.", "no WAF is built in"),
+    _none("enable-owasp-core-rules", "Observability", "OWASP core rules in ModSecurity.", "no WAF is built in"),
+    _none("modsecurity-transaction-id", "Observability", "ModSecurity transaction id.", "no WAF is built in"),
+    # -- snippets: never executed --
+    _snippet("configuration-snippet", "nginx directives added to each location of the Ingress.",
+             f"the {_X} annotation for what it did (headers: request-headers-set / response-headers-set; "
+             "redirects: redirect-to; rewrites: rewrite-regex)"),
+    _snippet("server-snippet", "nginx directives added to the server of the Ingress's hosts.",
+             f"the {_X} annotation for what it did"),
+    _snippet("auth-snippet", "nginx directives added to the auth-url location.", "none"),
+    _snippet("stream-snippet", "nginx stream (TCP) configuration.", "none"),
+    _snippet("modsecurity-snippet", "ModSecurity rules.", "none"),
+    _none("grpc-backend", "Upstream", "Removed from ingress-nginx: gRPC backends.", "removed from ingress-nginx",
+          f"{PREFIX}backend-protocol: GRPC"),
+    _none("secure-backends", "Upstream", "Removed from ingress-nginx: HTTPS backends.", "removed from ingress-nginx",
+          f"{PREFIX}backend-protocol: HTTPS"),
+)
+
+_BY_NAME = {r.name: r for r in TABLE}
+
+NGINX = Dialect(name="ingress-nginx", prefix=PREFIX, table=tuple(
+    Annotation(name=r.name, on=KIND_INGRESS, parse=r.parse, key=r.key if r.key != NOOP else f"{NOOP}.{r.name}",
+               doc=r.doc, example=r.example, group=r.group)
+    for r in TABLE if r.parse is not None))
+
+
+def row(name: str) -> Row | None:
+    """The row of an annotation (without the prefix), None when ingress-nginx has no such annotation."""
+    return _BY_NAME.get(name)
+
+
+# --- reading ---------------------------------------------------------------------------------------------------
+
+SERVICE_PREFIXES = ("cluster.", "tls.", "hash.", "hc.", "outlier.", "cb.")
+# Policy keys that go together: when ours set one of a family, the nginx annotations of that family are ignored.
+_FAMILIES = (("rewrite.prefix", "rewrite.regex", "rewrite.substitution", "rewrite.target"),
+             ("route.timeout", "route.idle_timeout"),
+             ("redirect.url", "redirect.code", "direct.status", "direct.body"),
+             ("canary.",), ("hash.",), ("tls.",))
+
+
+def _family(key: str) -> str:
+    for fam in _FAMILIES:
+        if any(key == k or (k.endswith(".") and key.startswith(k)) for k in fam):
+            return fam[0]
+    return key
+
+
+def _snippet_actions(text: str) -> str:
+    """What a snippet does, in words, from the nginx directives it uses."""
+    said = []
+    for pattern, words in ((r"\bmore_set_headers\b|\badd_header\b", "sets response headers"),
+                           (r"\bproxy_set_header\b|\bmore_set_input_headers\b", "sets request headers"),
+                           (r"\breturn\s+30[1278]\b", "redirects"), (r"\brewrite\b", "rewrites the path"),
+                           (r"\b(allow|deny)\b", "allows or denies client addresses"),
+                           (r"\blimit_req\b|\blimit_conn\b", "limits rates"),
+                           (r"\bproxy_\w*timeout\b", "sets timeouts"), (r"\bauth_basic\b", "asks for a password"),
+                           (r"\bset\b|\bif\b", "sets variables or tests conditions")):
+        if re.search(pattern, text):
+            said.append(words)
+    return ", ".join(said)
+
+
+def _unsupported(kind: str, meta: ObjectMeta, key: str, r: Row, raw: str) -> Diagnostic:
+    if r.snippet:
+        did = _snippet_actions(raw)
+        msg = (f"{key} is nginx configuration text; xds-ingress never executes it, so it is ignored"
+               f"{' (it ' + did + ')' if did else ''}. Replacement: {r.replacement}.")
+        return Diagnostic(kind=kind, namespace=meta.namespace, name=meta.name, field=field_of(key),
+                          reason="SnippetIgnored", message=msg, severity=Severity.WARNING)
+    repl = f" Use {r.replacement} instead." if r.replacement else ""
+    return Diagnostic(kind=kind, namespace=meta.namespace, name=meta.name, field=field_of(key),
+                      reason="UnsupportedAnnotation", message=f"{key} is not supported ({r.note}), so it is ignored."
+                      f"{repl}", severity=Severity.WARNING)
+
+
+def _read_nginx(meta: ObjectMeta, kind: str) -> tuple[dict[str, Parsed], list[Diagnostic]]:
+    """The nginx annotations of `meta` as policy keys (nginx.* keys expanded), and their diagnostics."""
+    diags: list[Diagnostic] = []
+    kept = []
+    for key, raw in meta.annotations:
+        if not key.startswith(PREFIX):
+            continue
+        r = _BY_NAME.get(key[len(PREFIX):])
+        if r is not None and r.parse is None:
+            diags.append(_unsupported(kind, meta, key, r, raw))
+            continue
+        kept.append((key, raw))
+    if not kept:
+        return {}, diags
+    if kind != KIND_INGRESS:
+        for key, _raw in kept:
+            diags.append(Diagnostic(kind=kind, namespace=meta.namespace, name=meta.name, field=field_of(key),
+                                    reason="MisplacedAnnotation", severity=Severity.WARNING,
+                                    message=f"{key} is read on Ingresses, not on {kind}s, so it is ignored here."))
+        return {}, diags
+    values, read_diags = read(NGINX, kind, dataclasses.replace(meta, annotations=tuple(kept)))
+    diags += read_diags
+    return _expand(values, meta, diags), diags
+
+
+def _report(meta: ObjectMeta, diags: list[Diagnostic]):
+    def report(parsed: Parsed, reason: str, message: str, severity: Severity = Severity.WARNING) -> None:
+        diags.append(Diagnostic(kind=KIND_INGRESS, namespace=meta.namespace, name=meta.name, field=parsed.field,
+                                reason=reason, message=f"{parsed.annotation} {message}", severity=severity))
+    return report
+
+
+def _expand(values: dict[str, Parsed], meta: ObjectMeta, diags: list[Diagnostic]) -> dict[str, Parsed]:
+    """nginx-only keys into the policy keys of policy.py."""
+    out = {k: v for k, v in values.items() if not k.startswith("nginx.")}
+    report = _report(meta, diags)
+
+    def put(key: str, value, src: Parsed) -> None:
+        out[key] = Parsed(value=value, field=src.field, annotation=src.annotation)
+
+    g = values.get
+    # redirects: temporal-redirect wins over permanent-redirect, as in ingress-nginx
+    temporal, permanent, code = g("nginx.temporal_redirect"), g("nginx.permanent_redirect"), \
+        g("nginx.permanent_redirect_code")
+    if temporal is not None:
+        put("redirect.url", temporal.value, temporal)
+        put("redirect.code", 302, temporal)
+        if permanent is not None:
+            report(permanent, "ConflictingAnnotation", "is ignored: temporal-redirect is set and takes precedence.")
+    elif permanent is not None:
+        put("redirect.url", permanent.value, permanent)
+        put("redirect.code", code.value if code is not None else 301, code or permanent)
+    if code is not None and permanent is None:
+        report(code, "IgnoredAnnotation", "is ignored without permanent-redirect.")
+    # timeouts: nginx's are between two reads or writes; the closest is the stream's idle timeout
+    tmo = [t for t in (g("nginx.proxy_read_timeout"), g("nginx.proxy_send_timeout")) if t is not None]
+    if tmo:
+        top = max(tmo, key=lambda t: t.value)
+        put("route.idle_timeout", top.value, top)
+        put("route.timeout", 0, top)
+    # retries
+    nu = g("nginx.next_upstream")
+    if nu is not None:
+        conds, codes, off = nu.value
+        if off:
+            put("retry.num_retries", 0, nu)
+        else:
+            if conds:
+                put("retry.retry_on", conds, nu)
+            if codes:
+                put("retry.retriable_status_codes", codes, nu)
+            if "retry.num_retries" not in out:
+                put("retry.num_retries", 2, nu)  # nginx's default proxy-next-upstream-tries is 3
+    # headers
+    xfp = g("nginx.x_forwarded_prefix")
+    if xfp is not None:
+        put("request_headers.set", (("x-forwarded-prefix", xfp.value),), xfp)
+    # upstream: protocol and TLS
+    bp = g("nginx.backend_protocol")
+    if bp is not None:
+        proto = {"HTTP": ir.PROTOCOL_HTTP1, "HTTPS": ir.PROTOCOL_HTTP1, "AUTO_HTTP": ir.PROTOCOL_HTTP1,
+                 "GRPC": ir.PROTOCOL_GRPC, "GRPCS": ir.PROTOCOL_GRPC}[bp.value]
+        put("cluster.protocol", proto, bp)
+        if bp.value in ("HTTPS", "GRPCS"):
+            put("tls.enabled", True, bp)
+    secret, verify = g("nginx.proxy_ssl_secret"), g("nginx.proxy_ssl_verify")
+    if secret is not None:
+        ns, name = secret.value
+        if ns and ns != meta.namespace:
+            report(secret, "CrossNamespaceSecret",
+                   f"names a Secret of namespace {ns!r}; only Secrets of the Ingress's namespace ({meta.namespace}) "
+                   "are read, so it is ignored. Copy the Secret into this namespace.", Severity.ERROR)
+        elif verify is not None and verify.value:
+            put("tls.ca_secret", name, secret)
+    if verify is not None and verify.value and "tls.ca_secret" not in out and secret is None:
+        report(verify, "IgnoredAnnotation", "is ignored without proxy-ssl-secret (the CA to verify against).")
+    if "tls.sni" in out and "tls.enabled" not in out:
+        out.pop("tls.sni")  # proxy-ssl-name with a plain HTTP backend: nothing to send it on
+    # upstream: hashing and affinity
+    hb, aff = g("nginx.upstream_hash_by"), g("nginx.affinity")
+    cookie_keys = ("nginx.session_cookie_name", "nginx.session_cookie_max_age", "nginx.session_cookie_expires")
+    if aff is not None:
+        name = g("nginx.session_cookie_name")
+        ttl = g("nginx.session_cookie_max_age") or g("nginx.session_cookie_expires")
+        put("hash.by", ("cookie", name.value if name is not None else "INGRESSCOOKIE"), aff)
+        if ttl is not None:
+            put("hash.cookie_ttl", ttl.value, ttl)
+        if hb is not None:
+            report(hb, "ConflictingAnnotation", "is ignored: affinity is set and takes precedence.")
+    else:
+        for k in cookie_keys:
+            if k in values:
+                report(values[k], "IgnoredAnnotation", "is ignored without affinity: cookie.")
+        if hb is not None:
+            put("hash.by", hb.value, hb)
+    if "hash.by" in out and out.get("cluster.lb_policy") is not None:
+        lb = out.pop("cluster.lb_policy")
+        report(lb, "IgnoredAnnotation", "is ignored: upstream-hash-by or affinity takes precedence.")
+    # mirroring
+    mt = g("nginx.mirror_target")
+    if mt is not None:
+        _scheme, host, port = mt.value
+        labels = host.split(".")
+        svc_ns = labels[1] if len(labels) > 1 else meta.namespace
+        local = len(labels) == 1 or (svc_ns == meta.namespace and labels[2:] in ([], ["svc"], ["svc", "cluster",
+                                                                                                  "local"]))
+        if not local:
+            report(mt, "UnsupportedAnnotation",
+                   f"names {host!r}, which is not a Service of namespace {meta.namespace}, so nothing is mirrored; "
+                   "only Services of the Ingress's namespace can receive copies (SERVICE[.NAMESPACE[.svc]]).",
+                   Severity.ERROR)
+        else:
+            put("mirror.service", (labels[0], port or 80), mt)
+    return out
+
+
+def _merge(ours: dict[str, Parsed], theirs: dict[str, Parsed], meta: ObjectMeta, kind: str,
+           diags: list[Diagnostic]) -> dict[str, Parsed]:
+    """Ours and the nginx values: for each policy family ours set, the nginx values are ignored (a diagnostic)."""
+    fams = {_family(k): ours[k] for k in ours}
+    out = dict(ours)
+    said: set[str] = set()
+    for k, v in theirs.items():
+        mine = fams.get(_family(k))
+        if mine is None:
+            out[k] = v
+            continue
+        if v.annotation not in said:
+            said.add(v.annotation)
+            diags.append(Diagnostic(
+                kind=kind, namespace=meta.namespace, name=meta.name, field=v.field, reason="OverriddenAnnotation",
+                severity=Severity.WARNING,
+                message=f"{v.annotation} is ignored: {mine.annotation} sets the same policy and wins. Remove one."))
+    return out
+
+
+def canary_annotation(settings: TranslateSettings, meta: ObjectMeta) -> str | None:
+    """The canary annotation of `meta` that the translator reads (ours first), None without one."""
+    for prefix in (XDS.prefix, *((PREFIX,) if settings.nginx_compat else ())):
+        if meta.annotation(prefix + "canary") is not None:
+            return prefix + "canary"
+    return None
+
+
+def read_ingress(settings: TranslateSettings, meta: ObjectMeta
+                 ) -> tuple[dict[str, Parsed], list[Diagnostic], frozenset[str]]:
+    """The route policy values of an Ingress from the dialects `settings` enable (ours win), the diagnostics, and
+    the policy keys whose annotation is present (valid or not). Upstream keys (applied to the Services the
+    Ingress routes to, see `service_values`) are not in the values."""
+    values, diags = read(XDS, KIND_INGRESS, meta)
+    present = set(present_keys(XDS, meta))
+    if settings.nginx_compat:
+        theirs, more = _read_nginx(meta, KIND_INGRESS)
+        diags += more
+        theirs = {k: v for k, v in theirs.items() if not k.startswith(SERVICE_PREFIXES)}
+        values = _merge(values, theirs, meta, KIND_INGRESS, diags)
+        present |= {r.key for k, _ in meta.annotations
+                    if k.startswith(PREFIX) and (r := _BY_NAME.get(k[len(PREFIX):])) is not None and r.key}
+    return values, diags, frozenset(present)
+
+
+def _upstream_values(ing: Ingress) -> dict[str, Parsed]:
+    values, _ = _read_nginx(ing.meta, KIND_INGRESS)
+    where = f" (from Ingress {ing.meta.namespace}/{ing.meta.name})"
+    return {k: dataclasses.replace(v, annotation=v.annotation + where) for k, v in values.items()
+            if k.startswith(SERVICE_PREFIXES)}
+
+
+def _routes_to(ing: Ingress, svc: Service) -> bool:
+    if ing.meta.namespace != svc.meta.namespace:
+        return False
+    backends = [p.backend for r in ing.rules for p in r.paths]
+    if ing.default_backend is not None:
+        backends.append(ing.default_backend)
+    return any(b.service is not None and b.service.name == svc.meta.name for b in backends)
+
+
+def service_values(settings: TranslateSettings, svc: Service, served: Iterable[Ingress]
+                   ) -> tuple[dict[str, Parsed], list[Diagnostic]]:
+    """The cluster policy values of a Service: its own annotations, and with nginx compatibility the upstream
+    annotations of the oldest served Ingress (`served` in precedence order) that routes to it and has any.
+    Ours win; a later Ingress that asks for other upstream settings gets a diagnostic."""
+    values, diags = read(XDS, "Service", svc.meta)
+    if not settings.nginx_compat:
+        return values, diags
+    _, more = _read_nginx(svc.meta, "Service")
+    diags += more
+    chosen: tuple[Ingress, dict[str, Parsed]] | None = None
+    for ing in served:
+        if not _routes_to(ing, svc):
+            continue
+        up = _upstream_values(ing)
+        if not up:
+            continue
+        if chosen is None:
+            chosen = (ing, up)
+            continue
+        first, taken = chosen
+        if {k: v.value for k, v in up.items()} != {k: v.value for k, v in taken.items()}:
+            for v in up.values():
+                diags.append(Diagnostic(
+                    kind=KIND_INGRESS, namespace=ing.meta.namespace, name=ing.meta.name, field=v.field,
+                    reason="UpstreamConflict", severity=Severity.WARNING,
+                    message=(f"{v.annotation.split(' (from')[0]} is not applied to Service {svc.meta.namespace}/"
+                             f"{svc.meta.name}: its clusters take their upstream settings from Ingress "
+                             f"{first.meta.namespace}/{first.meta.name}, which is older. Set the same upstream "
+                             "annotations on both, or put xds-ingress.io/ annotations on the Service.")))
+    if chosen is None:
+        return values, diags
+    return _merge(values, chosen[1], svc.meta, "Service", diags), diags
+
+
+# --- regex paths ----------------------------------------------------------------------------------------------
+
+def _fold_class(body: str) -> str:
+    """A character class body with both cases of its ASCII letters (a-f: a-fA-F)."""
+    extra = []
+    for m in re.finditer(r"\\.|(.)-(.)|(.)", body):
+        if m[1] is not None and m[1].isalpha() and m[2].isalpha() and m[1].islower() == m[2].islower():
+            extra.append(f"{m[1].swapcase()}-{m[2].swapcase()}")
+        elif m[3] is not None and m[3].isalpha() and m[3].isascii():
+            extra.append(m[3].swapcase())
+    return body + "".join(extra)
+
+
+def _fold(pattern: str) -> str:
+    """`pattern` matching either case of ASCII letters, as nginx's `~*` (letters as [aA], not RE2's (?i), whose
+    Unicode case folding makes programs too large for Envoy)."""
+    out = []
+    pos = 0
+    while pos < len(pattern):
+        m = p._RE_TOKEN.match(pattern, pos)
+        if m is None:
+            raise p.Invalid("a regex")
+        tok = m[0]
+        if len(tok) == 1 and tok.isascii() and tok.isalpha():
+            tok = f"[{tok.lower()}{tok.upper()}]"
+        elif tok.startswith("[") and len(tok) > 2:
+            neg = tok.startswith("[^")
+            body = tok[2:-1] if neg else tok[1:-1]
+            tok = ("[^" if neg else "[") + _fold_class(body) + "]"
+        out.append(tok)
+        pos = m.end()
+    return "".join(out)
+
+
+def path_regex(path: str) -> tuple[str, str]:
+    """(RE2 pattern matching the whole path, as Envoy's safe_regex, or "", why not). nginx's location is
+    `~* "^PATH"`: case-insensitive, anchored at the start, any rest of the path."""
+    try:
+        p.regex(path)
+    except p.Invalid as exc:
+        return "", exc.accepted
+    folded = f"(?:{_fold(path)}).*"
+    size = p.re2_program_size(folded)
+    if size is None or size > p.MAX_RE2_PROGRAM_SIZE:
+        return "", (f"a regex whose case-insensitive form fits Envoy's program size limit of "
+                    f"{p.MAX_RE2_PROGRAM_SIZE} (this one: {size}); shorten it")
+    size = p.re2_program_size("^" + folded)
+    if size is None or size > p.MAX_RE2_PROGRAM_SIZE:
+        return "", f"a shorter regex (its rewrite form does not fit Envoy's limit of {p.MAX_RE2_PROGRAM_SIZE})"
+    return folded, ""
+
+
+# --- host-wide settings on the assembled route configurations ------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class _HostOptions:
+    regex: bool
+    app_root: str | None
+    force_ssl: bool
+    aliases: tuple[str, ...]
+    www: bool
+
+
+def _silent(ing: Ingress, name: str):
+    r = _BY_NAME[name]
+    raw = ing.meta.annotation(PREFIX + name)
+    if raw is None or r.parse is None:
+        return None
+    try:
+        return r.parse(raw)
+    except p.Invalid:
+        return None
+
+
+def _options(ing: Ingress) -> _HostOptions:
+    canary = _silent(ing, "canary") is True
+    # rewrite-target counts unless our own path rewrite overrides it (see _merge)
+    target = _silent(ing, "rewrite-target") is not None and not any(
+        ing.meta.annotation(XDS.prefix + n) is not None for n in ("rewrite-prefix", "rewrite-regex"))
+    return _HostOptions(
+        regex=not canary and (_silent(ing, "use-regex") is True or target),
+        app_root=None if canary else _silent(ing, "app-root"),
+        force_ssl=not canary and _silent(ing, "force-ssl-redirect") is True,
+        aliases=() if canary else (_silent(ing, "server-alias") or ()),
+        www=not canary and _silent(ing, "from-to-www-redirect") is True)
+
+
+def _original_path(ing: Ingress | None, source: ir.Source) -> tuple[str, str] | None:
+    """(path, field) of the Ingress path a route was made from."""
+    if ing is None or not source.field.endswith(".backend"):
+        return None
+    want = source.field[: -len(".backend")]
+    for rule in ing.rules:
+        for hp in rule.paths:
+            if hp.field == want:
+                return hp.path, hp.field
+    return None
+
+
+def _diag(ing: Ingress, field: str, reason: str, message: str, severity: Severity = Severity.ERROR) -> Diagnostic:
+    return Diagnostic(kind=KIND_INGRESS, namespace=ing.meta.namespace, name=ing.meta.name, field=field,
+                      reason=reason, message=message, severity=severity)
+
+
+def _resolve_rewrite(route: ir.Route, ing: Ingress | None, diagnostics: list[Diagnostic]) -> ir.Route:
+    pol = route.policy
+    if pol is None or pol.rewrite_target is None:
+        return route
+    if route.match is None or route.match.type != "Regex":
+        return dataclasses.replace(route, policy=dataclasses.replace(pol, rewrite_target=None))
+    pattern = "^" + route.match.regex
+    groups = re.compile(pattern).groups
+    target = pol.rewrite_target
+    refs = [int(d) for d in re.findall(r"\\(\d)", target)]
+    if any(r > groups for r in refs) and ing is not None:
+        key = PREFIX + "rewrite-target"
+        diagnostics.append(_diag(ing, field_of(key), "MissingGroup",
+                                 f"{key} refers to group \\{max(refs)} (${max(refs)}), but path "
+                                 f"{route.match.path!r} has {groups} group(s); nginx inserts nothing for it, and so "
+                                 "does this rewrite.", Severity.WARNING))
+        target = re.sub(r"\\(\d)", lambda m: m[0] if int(m[1]) <= groups else "", target)
+    return dataclasses.replace(route, policy=dataclasses.replace(
+        pol, rewrite_target=None, prefix_rewrite=None, regex_rewrite=ir.RegexRewrite(pattern=pattern,
+                                                                                      substitution=target)))
+
+
+def finish(configs: tuple[ir.RouteConfiguration, ...], served: Iterable[Ingress], settings: TranslateSettings,
+           diagnostics: list[Diagnostic]) -> tuple[ir.RouteConfiguration, ...]:
+    """Regex paths (ingress-nginx's use-regex, host-wide) and the nginx host settings (app-root, server-alias,
+    from-to-www-redirect, force-ssl-redirect) on the assembled route configurations. Without nginx
+    compatibility, only refuses the ImplementationSpecific paths that are no URL path (regex syntax)."""
+    ings = {(i.meta.namespace, i.meta.name): i for i in served}
+    opts = {k: _options(i) for k, i in ings.items()} if settings.nginx_compat else {}
+    order = list(ings)  # precedence order (oldest first)
+
+    def ing_of(route: ir.Route) -> Ingress | None:
+        return ings.get((route.source.namespace, route.source.name)) if route.source.kind == KIND_INGRESS else None
+
+    def owners(vh: ir.VirtualHost) -> list[tuple[str, str]]:
+        keys = {(r.source.namespace, r.source.name) for r in vh.routes
+                if r.guard is None or not r.guard.invert}
+        return [k for k in order if k in keys]
+
+    regex_hosts = {vh.name for rc in configs for vh in rc.virtual_hosts
+                   if any(opts.get(k, None) is not None and opts[k].regex for k in owners(vh))}
+    out = []
+    for rc in configs:
+        vhosts: list[ir.VirtualHost] = []
+        domains_now = {d for vh in rc.virtual_hosts for d in vh.domains}
+        taken = set(domains_now)  # a domain twice in a route configuration would be a NACK
+        extra: list[ir.VirtualHost] = []
+        for vh in rc.virtual_hosts:
+            routes = []
+            for r in vh.routes:
+                inverted = r.guard is not None and r.guard.invert
+                regex = (ir.CATCH_ALL_HOST in regex_hosts) if inverted else (vh.name in regex_hosts)
+                ing = ing_of(r)
+                if r.match is not None:
+                    orig = _original_path(ing, r.source)
+                    path, field = orig if orig is not None else (r.match.path, r.source.field)
+                    if regex:
+                        rx, why = path_regex(path)
+                        if not rx:
+                            if ing is not None:
+                                diagnostics.append(_diag(ing, f"{field}.path", "InvalidRegexPath",
+                                                         f"{field}.path {path!r} is a regex on host {vh.name!r} "
+                                                         f"(use-regex), and is not accepted: use {why}. The path "
+                                                         "is not served."))
+                            continue
+                        r = dataclasses.replace(r, match=ir.PathMatch(type="Regex", path=path, regex=rx))
+                    elif not is_url_path(r.match.path):
+                        if ing is not None:
+                            diagnostics.append(_diag(ing, f"{field}.path", "InvalidPath",
+                                                     f"{field}.path {path!r} has characters a URL path cannot "
+                                                     "contain; it is read as a regex only with --nginx-compat on a "
+                                                     f"host with {PREFIX}use-regex. The path is not served."))
+                        continue
+                routes.append(_resolve_rewrite(r, ing, diagnostics))
+            vh = dataclasses.replace(vh, routes=tuple(routes))
+            keys = owners(vh)
+            mine = [opts[k] for k in keys if k in opts]
+            if any(o.force_ssl for o in mine) and rc.name == ir.HTTP_ROUTE_CONFIG:
+                vh = dataclasses.replace(vh, require_tls=True)
+            root = next(((k, o.app_root) for k, o in zip(keys, mine) if o.app_root), None)
+            if root is not None:
+                k, path = root
+                src = ir.Source(kind=KIND_INGRESS, namespace=k[0], name=k[1], field=field_of(PREFIX + "app-root"))
+                vh = dataclasses.replace(vh, routes=(ir.Route(
+                    name=f"{k[0]}/{k[1]}/app-root", match=ir.PathMatch(type="Exact", path="/"), source=src,
+                    action=ir.RouteAction(redirect=ir.Redirect(scheme="", host="", path=path, code=302))),
+                    *vh.routes))
+            if vh.name != ir.CATCH_ALL_HOST:
+                for k in keys:
+                    o = opts.get(k)
+                    if o is None:
+                        continue
+                    for alias in o.aliases:
+                        if alias in vh.domains:
+                            continue
+                        if alias in taken:
+                            diagnostics.append(_diag(ings[k], field_of(PREFIX + "server-alias"), "AliasConflict",
+                                                     f"{PREFIX}server-alias {alias!r} is already a host or an alias "
+                                                     "of another host, so it is ignored here.", Severity.WARNING))
+                            continue
+                        taken.add(alias)
+                        vh = dataclasses.replace(vh, domains=(*vh.domains, alias))
+                    if o.www and not vh.name.startswith("*."):
+                        other = vh.name[4:] if vh.name.startswith("www.") else "www." + vh.name
+                        if other not in taken:
+                            taken.add(other)
+                            src = ir.Source(kind=KIND_INGRESS, namespace=k[0], name=k[1],
+                                            field=field_of(PREFIX + "from-to-www-redirect"))
+                            extra.append(ir.VirtualHost(name=other, domains=(other,), routes=(ir.Route(
+                                name=f"{k[0]}/{k[1]}/from-to-www", match=None, source=src,
+                                action=ir.RouteAction(redirect=ir.Redirect(scheme="", host=vh.name, code=308))),),
+                                require_tls=vh.require_tls))
+            vhosts.append(vh)
+        catch = [vh for vh in vhosts if vh.name == ir.CATCH_ALL_HOST]
+        rest = sorted([vh for vh in vhosts if vh.name != ir.CATCH_ALL_HOST] + extra, key=lambda v: v.name)
+        out.append(dataclasses.replace(rc, virtual_hosts=tuple(rest + catch)))
+    return tuple(out)
+
+
+# --- the generated docs page -------------------------------------------------------------------------------
+
+_STATUS_WORDS = {EXACT: "exact", DIFFERENCE: "with a difference", UNSUPPORTED: "unsupported"}
+
+
+def status_of(r: Row) -> str:
+    if r.snippet:
+        return "never executed"
+    if r.pending:
+        return "pending"
+    return _STATUS_WORDS[r.status]
+
+
+def markdown() -> str:
+    """The table of docs/moving-from-ingress-nginx.md (between its generated markers)."""
+    out = []
+    group = None
+    for r in TABLE:
+        if r.group != group:
+            group = r.group
+            out.append(f"\n### {group}\n\n| Annotation | Here | In ingress-nginx | What differs, or why not | Instead |"
+                       "\n|---|---|---|---|---|")
+        note = r.note if r.status != EXACT else ""
+        out.append(f"| `{r.name}` | {status_of(r)} | {r.doc} | {note} | "
+                   f"{('`' + r.replacement + '`') if r.replacement and r.replacement != 'none' else ''} |")
+    return "\n".join(out).lstrip("\n") + "\n"
+
+
+def counts() -> Mapping[str, int]:
+    out: dict[str, int] = {}
+    for r in TABLE:
+        out[status_of(r)] = out.get(status_of(r), 0) + 1
+    return out
