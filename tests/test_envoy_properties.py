@@ -6,7 +6,8 @@
     ports; ExternalName and ClusterIP Services), the translation passes `envoy --mode validate`.
 (b) `explain` agrees with where a real Envoy sends random requests: hosts and paths drawn from
     the generated Ingresses plus noise (case, ports, trailing dots, unknown hosts, other paths,
-    dot segments, doubled slashes, queries) and canary headers, over HTTP and HTTPS. Every
+    dot segments, doubled slashes, queries) and canary headers, over HTTP and HTTPS (now and then
+    with the SNI of another host). Every
     Service is an echo backend that names itself; per request, explain's backend (or status,
     or failed handshake) must be what Envoy gives.
 
@@ -57,6 +58,8 @@ ANNOTATIONS: tuple[dict[str, str], ...] = (
     {X + "ssl-redirect": "false"},
     {X + "ssl-redirect": "false"},
     {X + "ssl-redirect": "false", X + "rewrite-prefix": "/"},
+    {X + "ssl-redirect-code": "308"},
+    {X + "redirect-to": "https://other.example.com:8443", X + "redirect-code": "307"},
     {X + "direct-response-status": "418", X + "direct-response-body": "teapot"},
     {X + "redirect-to": "https://new.example.com/shop", X + "redirect-code": "308"},
     {X + "redirect-to": "http://moved.example.com"},
@@ -239,11 +242,14 @@ def test_explain_agrees_with_where_envoy_sends_random_requests(edge: Edge, data:
         path = data.draw(st.sampled_from(paths), label="path") + data.draw(
             st.sampled_from(("", "", "/", "/x", "?q=1")), label="suffix")
         headers = data.draw(st.sampled_from(HEADERS), label="headers")
-        e = explain(model, diags, host=host, path=path, https=https, headers=headers)
+        # The SNI as a client sends it (RFC 6066): the host name without port or trailing dot; now and
+        # then another name (a connection reused for another host: 421 when its chain does not serve it).
+        sni = None
+        if https:
+            sni = data.draw(st.sampled_from([host.rsplit(":", 1)[0].rstrip(".")] * 4 + tls_hosts[:3]), label="sni")
+        e = explain(model, diags, host=host, path=path, https=https, headers=headers, sni=sni)
         want = _expected(model, e)
         try:
-            # The SNI as a client sends it (RFC 6066): the host name without port or trailing dot.
-            sni = host.rsplit(":", 1)[0].rstrip(".") if https else None
             r = request(edge.https_port if https else edge.http_port, path, host=host, https=https, sni=sni,
                         headers=headers, timeout=5)
         except OSError:
