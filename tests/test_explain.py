@@ -41,6 +41,9 @@ def test_guard_is_the_envoy_layers_regex() -> None:
 @pytest.mark.parametrize(("raw", "want"), [
     ("/", "/"), ("", "/"), ("/a?x=1", "/a"), ("/a#frag", "/a"), ("//a///b", "/a/b"), ("/a/./b", "/a/b"),
     ("/a/../b", "/b"), ("/../a", "/a"), ("/a/", "/a/"), ("/a/b/..", "/a/"), ("/a/.", "/a/"),
+    # Dot segments first, then slashes merged, and only slashes stay "//" (Envoy's mergeSlashes): found by
+    # tests/test_envoy_properties.py.
+    ("/a//../b", "/a/b"), ("//", "//"), ("///", "//"), ("/..//", "//"),
 ])
 def test_normalize_path(raw: str, want: str) -> None:
     assert normalize_path(raw) == want

@@ -36,7 +36,7 @@ from xds_ingress.explain import objects_for_resource
 from xds_ingress.metrics import Metrics
 from xds_ingress.model import kind_of
 from xds_ingress.server import csds
-from xds_ingress.server.ads import AggregatedDiscoveryService, Observer, StreamState, TypeState, rejected_candidates
+from xds_ingress.server.ads import AggregatedDiscoveryService, Observer, StreamState, TypeState
 from xds_ingress.server.status import proxy_status
 from xds_ingress.sources.files import FileSource
 from xds_ingress.store import Store
@@ -390,7 +390,8 @@ class App:
         self.metrics = Metrics()
         self.controller = Controller(self.store, self.cache, settings.translate,
                                      debounce=settings.debounce, max_delay=settings.max_delay, metrics=self.metrics)
-        self.ads = AggregatedDiscoveryService(self.cache, observer=_AdsObserver(self))
+        self.observer = _AdsObserver(self)
+        self.ads = AggregatedDiscoveryService(self.cache, observer=self.observer)
         self.csds = csds.ClientStatusDiscoveryService(self.ads)
         self.debug = DebugServer(self, settings.debug_address) if settings.debug_address else None
         self.debug_port = 0
@@ -402,6 +403,7 @@ class App:
         m.diagnostics = lambda: self.controller.diagnostics
         m.resources_by_type = lambda: self.cache.snapshot.counts() if self.cache.snapshot else {}
         m.ready = lambda: self.readiness()[0]
+        m.rejected_objects = self.rejected_objects
         self.reporter = None
         self.elector = None
         if settings.manifests:
@@ -538,14 +540,36 @@ class App:
         return self.metrics.exposition()
 
     def proxies(self) -> list[dict]:
-        return [proxy_status(s) for s in sorted(self.ads.streams.values(), key=lambda s: s.id)]
+        return [self._proxy_status(s) for s in sorted(self.ads.streams.values(), key=lambda s: s.id)]
+
+    def _proxy_status(self, stream: StreamState) -> dict:
+        """The stream's state (server/status.py), each NACK with the objects behind what it rejected."""
+        out = proxy_status(stream)
+        for ts in stream.types.values():
+            nack = out["types"][types.SHORT_NAMES[ts.type_url]].get("last_nack")
+            if nack is not None:
+                nack["objects"] = [{"kind": s.kind, "namespace": s.namespace, "name": s.name}
+                                   for s in self.observer.nacked_objects(stream, ts)]
+        return out
+
+    def rejected_objects(self) -> Mapping[tuple[str, str, str, str], int]:
+        """(type, kind, namespace, name) -> the connected proxies whose latest response of that type, made
+        from that object, they NACKed (and have not ACKed anything of that type since)."""
+        out: Counter[tuple[str, str, str, str]] = Counter()
+        for stream in list(self.ads.streams.values()):
+            for ts in stream.types.values():
+                if ts.status() == "NACKED":
+                    short = types.SHORT_NAMES[ts.type_url]
+                    for s in self.observer.nacked_objects(stream, ts):
+                        out[(short, s.kind, s.namespace, s.name)] += 1
+        return out
 
     def node_config(self, node: str) -> tuple[dict, dict[str, Mapping[str, CachedResource]]] | None:
         streams = [s for s in self.ads.streams.values() if s.node_id == node]
         if not streams:
             return None
         stream = max(streams, key=lambda s: s.id)  # the latest connection of that node
-        return proxy_status(stream), {t: (ts.sent or {}) for t, ts in stream.types.items()}
+        return self._proxy_status(stream), {t: (ts.sent or {}) for t, ts in stream.types.items()}
 
     def snapshot(self) -> Snapshot | None:
         return self.cache.snapshot
@@ -584,6 +608,8 @@ class _AdsObserver(Observer):
         self.metrics = app.metrics
         # (stream, type URL) -> serial of the snapshot the last ACKed or NACKed response was built from
         self._answered: dict[tuple[int, str], int] = {}
+        # (stream, type URL) -> (the time of its last NACK, the objects behind the resources it can be about)
+        self._nacked: dict[tuple[int, str], tuple[float, tuple[ir.Source, ...]]] = {}
 
     @_never_raises
     def stream_opened(self, stream: StreamState) -> None:
@@ -593,6 +619,8 @@ class _AdsObserver(Observer):
     def stream_closed(self, stream: StreamState) -> None:
         for key in [k for k in self._answered if k[0] == stream.id]:
             del self._answered[key]
+        for key in [k for k in self._nacked if k[0] == stream.id]:
+            del self._nacked[key]
 
     @_never_raises
     def response_sent(self, stream: StreamState, ts: TypeState, resources: int, size: int) -> None:
@@ -619,12 +647,18 @@ class _AdsObserver(Observer):
         self.metrics.nacks.labels(short).inc()
         self._answered[(stream.id, ts.type_url)] = ts.sent_serial
         model = self.app.ir()
-        if model is None:
-            return
-        for resource in rejected_candidates(ts)[:20]:
+        found: set[ir.Source] = set()
+        for resource in ts.nack_resources if model is not None else ():
             for src in objects_for_resource(model, short, resource):
+                found.add(src)
                 log.error("ads.nack.object", kind=src.kind, namespace=src.namespace, name=src.name,
                           node=stream.node_id, type=short, resource=resource, error=message)
+        self._nacked[(stream.id, ts.type_url)] = (ts.nack_at, tuple(sorted(found)))
+
+    def nacked_objects(self, stream: StreamState, ts: TypeState) -> tuple[ir.Source, ...]:
+        """The objects behind the resources of this stream's last NACK of this type (while it is the last)."""
+        at, objects = self._nacked.get((stream.id, ts.type_url), (None, ()))
+        return objects if at == ts.nack_at else ()
 
 
 def kube_api_client(kubeconfig: str | None):

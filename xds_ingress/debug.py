@@ -257,8 +257,10 @@ class DebugServer:
                 for short, st in p["types"].items():
                     if st.get("last_nack") and st["status"] == "NACKED":
                         n = st["last_nack"]
+                        objects = ", ".join(f"{o['kind']} {o['namespace']}/{o['name']}" for o in n.get("objects", ()))
                         parts.append(f"<p class=bad>{_e(p['node'])} NACKed {short} version {_e(n['version'])} at "
-                                     f"{_e(n['time'])}: <code>{_e(n['error_detail'])}</code></p>")
+                                     f"{_e(n['time'])}: <code>{_e(n['error_detail'])}</code>"
+                                     f"{' (made from ' + _e(objects) + ')' if objects else ''}</p>")
         else:
             parts.append("<p>No Envoy is connected.</p>")
         diags = list(v.diagnostics())

@@ -26,7 +26,8 @@ It follows what Envoy does with the configuration the Envoy layer builds from th
 - a Regex path (ingress-nginx's use-regex): its RE2 pattern matches the whole path (RE2 and
   Python read the accepted subset alike);
 - no virtual host or no route: 404; a route to a fixed response (a missing Service, or
-  direct-response-status): its status; a redirect: its code and Location; a cluster without
+  direct-response-status): its status; a redirect: its code and Location (the normalized path
+  and the query; a redirect to HTTPS keeps the Host as sent, case and port); a cluster without
   endpoints: 503 ("no healthy upstream");
 - the route policy: the path as sent upstream after a prefix or regex rewrite (Envoy's
   prefix_rewrite on the split routes of `envoy/routes.py`, RE2 GlobalReplace), weights of a
@@ -40,7 +41,6 @@ was made from (for NACK logs and `xds validate`).
 
 from __future__ import annotations
 
-import posixpath
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -155,19 +155,34 @@ def normalize_host(host: str) -> tuple[str, str]:
     return name.lower(), name + port
 
 
+def _query(path: str) -> str:
+    """The query of a request target, with its "?" ("" when there is none); the fragment dropped."""
+    _, sep, query = path.split("#", 1)[0].partition("?")
+    return sep + query
+
+
 def normalize_path(path: str) -> str:
-    """The path as Envoy routes it: no query or fragment, slashes merged, dot segments removed."""
+    """The path as Envoy routes it: no query or fragment, dot segments removed (RFC 3986, as
+    `normalize_path` does: an empty segment is a segment), then slashes merged as Envoy's
+    `merge_slashes` does it (which leaves a path of only slashes as "//")."""
     p = path.split("#", 1)[0].split("?", 1)[0] or "/"
     if not p.startswith("/"):
         p = "/" + p
-    p = re.sub(r"/{2,}", "/", p)
-    trailing = p.endswith("/") or p.endswith("/.") or p.endswith("/..")
-    out = posixpath.normpath(p)
-    if out.startswith("//"):
-        out = "/" + out.lstrip("/")
-    if trailing and out != "/":
-        out += "/"
-    return out
+    segments = p.split("/")[1:]
+    out: list[str] = []
+    for i, seg in enumerate(segments):
+        last = i == len(segments) - 1
+        if seg in (".", ".."):
+            if seg == ".." and out:
+                out.pop()
+            if last:
+                out.append("")
+        else:
+            out.append(seg)
+    p = "/" + "/".join(out)
+    if "//" in p:  # Envoy's PathUtil::mergeSlashes: the leading and trailing slash kept, empty segments dropped
+        p = "/" + "/".join(s for s in p.split("/") if s) + ("/" if p.endswith("/") else "")
+    return p
 
 
 def _domain_matches(domain: str, host: str) -> str | None:
@@ -403,8 +418,10 @@ def explain(model: ir.IR, diagnostics: Iterable[Diagnostic] = (), *, host: str, 
                            reason=f"no virtual host matches the host {name!r} and there is no default backend",
                            **where, **base)
     where.update(virtual_host=vh.name, virtual_host_match=how)
+    # A redirect keeps the path as Envoy routed it (normalized) and the query.
+    kept = npath + _query(path)
     if vh.require_tls and not https:
-        location = f"https://{name}{path}"
+        location = f"https://{authority}{kept}"  # Envoy keeps the Host as sent: its case and any port
         return Explanation(status=vh.redirect_code or 301, outcome="redirect", location=location, notes=tuple(notes),
                            reason=(f"{name!r} is served with a certificate, so plain HTTP is redirected to HTTPS "
                                    "(set xds-ingress.io/ssl-redirect: \"false\" on the Ingress to serve HTTP too)"),
@@ -431,7 +448,11 @@ def explain(model: ir.IR, diagnostics: Iterable[Diagnostic] = (), *, host: str, 
         scheme = d.scheme or ("https" if https else "http")
         default_port = 443 if scheme == "https" else 80
         port = f":{d.port}" if d.port is not None and d.port != default_port else ""
-        location = f"{scheme}://{d.host or name}{port}{d.path if d.path is not None else path}"
+        if d.host:
+            host = d.host + port
+        else:  # the Host as sent, its port replaced when the redirect names one
+            host = split_host(authority)[0] + (port if d.port is not None else split_host(authority)[1])
+        location = f"{scheme}://{host}{d.path if d.path is not None else kept}"
         return Explanation(status=d.code, outcome="redirect", route=route, diagnostics=found, location=location,
                            reason=f"{route.source}: redirects to {location}", notes=tuple(notes), **where, **base)
     if action.direct_status is not None:

@@ -49,6 +49,12 @@ class _StateCollector(Collector):
         g = GaugeMetricFamily("xds_ready", "1 when the first snapshot is built and the xDS server started.")
         g.add_metric([], 1.0 if m.ready() else 0.0)
         yield g
+        g = GaugeMetricFamily("xds_rejected_objects",
+                              "Connected proxies whose latest response of a type, made from this object, they NACKed.",
+                              labels=["type", "kind", "namespace", "name"])
+        for labels, n in sorted(m.rejected_objects().items()):
+            g.add_metric(list(labels), n)
+        yield g
 
 
 def _zero() -> int:
@@ -90,6 +96,7 @@ class Metrics:
         self.diagnostics: Callable[[], Iterable[Diagnostic]] = tuple
         self.resources_by_type: Callable[[], Mapping[str, int]] = dict
         self.ready: Callable[[], bool] = bool
+        self.rejected_objects: Callable[[], Mapping[tuple[str, str, str, str], int]] = dict
         r.register(_StateCollector(self))
 
     def exposition(self) -> bytes:

@@ -135,6 +135,11 @@ def status(server: str, output: str = "table", out: TextIO | None = None) -> int
             for p, short, st in nacked:
                 n = st["last_nack"]
                 out.write(f"\n{p['node']} {short}: NACKED version {n['version']} at {n['time']}: {n['error_detail']}\n")
+                if n.get("resources"):
+                    out.write(f"  resources: {', '.join(n['resources'])}\n")
+                if n.get("objects"):
+                    out.write("  objects: " + ", ".join(f"{o['kind']} {o['namespace']}/{o['name']}"
+                                                        for o in n["objects"]) + "\n")
         return EXIT_FAIL if nacked else EXIT_OK
     return _remote("status", run)
 

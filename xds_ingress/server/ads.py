@@ -220,9 +220,10 @@ class AggregatedDiscoveryService:
                 ts.nack_version = ts.sent_version
                 ts.nack_message = req.error_detail.message
                 ts.nack_at = now
+                ts.nack_resources = tuple(rejected_candidates(ts)[:20])
                 log.error("ads.nack", stream=stream.id, node=stream.node_id, type=types.SHORT_NAMES[type_url],
                           version=ts.sent_version, kept_version=req.version_info, error=req.error_detail.message,
-                          resources=rejected_candidates(ts)[:20])
+                          resources=list(ts.nack_resources))
                 self.observer.nack(stream, ts, req.error_detail.message)
             else:
                 ts.acks += 1

@@ -132,9 +132,10 @@ class DeltaProtocol:
             ts.nack_version = ts.sent_version
             ts.nack_message = req.error_detail.message
             ts.nack_at = now
+            ts.nack_resources = tuple(rejected_candidates(ts)[:20])
             log.error("ads.nack", stream=stream.id, node=stream.node_id, type=types.SHORT_NAMES[ts.type_url],
                       version=ts.sent_version, kept_version=ts.acked_version, error=req.error_detail.message,
-                      resources=rejected_candidates(ts)[:20], protocol="delta")
+                      resources=list(ts.nack_resources), protocol="delta")
             self.observer.nack(stream, ts, req.error_detail.message)
         else:
             if ts.synced_before:

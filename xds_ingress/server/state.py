@@ -44,6 +44,7 @@ class TypeState:
     nack_version: str = ""
     nack_message: str = ""
     nack_at: float = 0.0
+    nack_resources: tuple[str, ...] = ()  # what the last NACK can be about (rejected_candidates at that time)
     responses: int = 0
     acks: int = 0
     nacks: int = 0

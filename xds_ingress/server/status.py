@@ -31,7 +31,8 @@ def type_status(ts: TypeState | None) -> dict:
         "responses": ts.responses,
         "acks": ts.acks,
         "nacks": ts.nacks,
-        "last_nack": ({"version": ts.nack_version, "error_detail": ts.nack_message, "time": iso(ts.nack_at)}
+        "last_nack": ({"version": ts.nack_version, "error_detail": ts.nack_message, "time": iso(ts.nack_at),
+                       "resources": list(ts.nack_resources)}
                       if ts.nack_at else None),
     }
 
