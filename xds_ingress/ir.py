@@ -306,6 +306,9 @@ class DownstreamTLS:
     client_ca_secret: str = ""  # SDS name of the CA that client certificates are verified against; "": none asked
     client_cert_required: bool = True  # with client_ca_secret: no certificate, no connection (else: verified if sent)
     forward_client_cert: bool = False  # x-forwarded-client-cert set from the verified client certificate
+    # with client_ca_secret: the longest client certificate chain accepted, the leaf not counted and the CA
+    # counted (Envoy's max_verify_depth); None: Envoy's default (100)
+    client_cert_max_depth: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -291,7 +291,7 @@ class _Translator:
         found = _IngressPolicy(route=policy.route_settings(values, report, present, settings=self.settings),
                                canary=canary,
                                excluded=excluded, ssl_redirect=redirect is None or redirect.value is not False,
-                               tls=edge_tls.ingress_tls(values, report, present))
+                               tls=edge_tls.ingress_tls(values, report, present, self.settings))
         self._ingress_policies[key] = found
         return found
 
@@ -523,7 +523,7 @@ class _Translator:
             route_configs, listeners, secrets, validation_secrets, vhosts, http_vhosts, tls_state = self._assemble(
                 hosts, default_route, tls_hosts)
             if self.settings.nginx_compat:  # regex paths and host settings, host-wide and across hosts
-                route_configs = nginx.finish(route_configs, ours, self.settings, self.diagnostics)
+                route_configs = nginx.finish(route_configs, ours, self.settings, self.diagnostics, tls_state)
         self._flush()
         result = ir.IR(
             listeners=listeners,

@@ -28,3 +28,9 @@ class TranslateSettings:
     # "namespace/name" of a kubernetes.io/tls Secret served to TLS clients whose server name has no certificate
     # of its own, or that send none (a filter chain without server names); "": none, their handshake fails.
     default_certificate: str = ""
+    # Strict-Transport-Security for every host served with a certificate of its own (xds serve --hsts-max-age,
+    # --hsts-include-subdomains, --hsts-preload), unless its Ingress's xds-ingress.io/hsts* annotations say
+    # otherwise; None: no header unless an Ingress asks for one.
+    hsts_max_age_s: int | None = None
+    hsts_include_subdomains: bool = False
+    hsts_preload: bool = False
