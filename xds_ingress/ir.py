@@ -155,6 +155,7 @@ class LocalRateLimit:
     tokens_per_fill: int
     fill_interval_ms: int
     key: RateLimitEntry | None = None
+    exempt: tuple[str, ...] = ()  # clients in these CIDRs (network form) are not counted
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -186,6 +187,7 @@ class RoutePolicy:
     source_ranges: SourceRanges | None = None
     local_rate_limit: LocalRateLimit | None = None
     global_rate_limit: GlobalRateLimit | None = None
+    max_request_bytes: int | None = None  # a larger request body gets 413 (Envoy buffers the body up to this)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -196,6 +198,10 @@ class HashPolicy:
     type: str  # "header" | "cookie" | "source_ip"
     name: str = ""
     cookie_ttl_ms: int | None = None  # a generated cookie's lifetime; None or 0: a session cookie
+    cookie_path: str = ""  # the generated cookie's Path ("": /)
+    cookie_domain: str = ""  # its Domain attribute ("": none)
+    cookie_same_site: str = ""  # its SameSite attribute: Strict | Lax | None ("": none)
+    cookie_secure: bool = False  # its Secure attribute
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -411,6 +417,7 @@ class ClusterPolicy:
     health_check: HealthCheck | None = None
     outlier_detection: OutlierDetection | None = None
     circuit_breakers: CircuitBreakers | None = None
+    connect_timeout_ms: int | None = None  # None: the edge default (defaults.py)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

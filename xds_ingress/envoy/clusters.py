@@ -55,6 +55,8 @@ def cluster(c: ir.Cluster) -> cluster_pb2.Cluster:
         msg.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.CopyFrom(
             socket_address(c.address, c.port))
     harden_cluster(msg)
+    if p.connect_timeout_ms is not None:
+        msg.connect_timeout.CopyFrom(seconds(p.connect_timeout_ms / 1000))
     if p.protocol in (ir.PROTOCOL_H2C, ir.PROTOCOL_GRPC):
         opts = http_protocol_options_pb2.HttpProtocolOptions()
         h2 = opts.explicit_http_config.http2_protocol_options

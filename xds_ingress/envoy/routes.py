@@ -298,9 +298,14 @@ def _hash_policy(h: ir.HashPolicy, hp: rc.RouteAction.HashPolicy) -> None:
         hp.header.header_name = h.name
     elif h.type == "cookie":
         hp.cookie.name = h.name
-        hp.cookie.path = "/"
+        hp.cookie.path = h.cookie_path or "/"
         # A TTL (0: a session cookie) makes Envoy set the cookie when the request has none.
         hp.cookie.ttl.CopyFrom(seconds((h.cookie_ttl_ms or 0) / 1000))
+        for name, value in (("Domain", h.cookie_domain), ("SameSite", h.cookie_same_site)):
+            if value:
+                hp.cookie.attributes.add(name=name, value=value)
+        if h.cookie_secure:
+            hp.cookie.attributes.add(name="Secure")
     else:
         hp.connection_properties.source_ip = True
 

@@ -79,6 +79,7 @@ def route_settings(values: Values, report: Report, present: frozenset[str] = fro
         prefix_rewrite=prefix, regex_rewrite=regex_rw, host_rewrite=_v(values, "rewrite.host"),
         request_headers=req, response_headers=resp,
         websocket_disabled=_v(values, "route.websocket", True) is False, rewrite_target=_v(values, "rewrite.target"),
+        max_request_bytes=_v(values, "route.max_request_bytes"),
         **edge_policies.route_fields(values, report, settings, present))
     return RouteSettings(policy=None if policy == ir.RoutePolicy() else policy, mirror=mirror,
                          fixed=_fixed(values, report))
@@ -288,8 +289,13 @@ def cluster_settings(values: Values, protocol: str, report: Report) -> ClusterSe
         if lb in (None, "ring-hash", "maglev"):
             lb = lb or "ring-hash"
             ttl = _v(values, "hash.cookie_ttl")
-            hash_policy = ir.HashPolicy(type=kind, name=name,
-                                        cookie_ttl_ms=(ttl or 0) if kind == "cookie" else None)
+            cookie = kind == "cookie"
+            hash_policy = ir.HashPolicy(
+                type=kind, name=name, cookie_ttl_ms=(ttl or 0) if cookie else None,
+                cookie_path=_v(values, "hash.cookie_path", "") if cookie else "",
+                cookie_domain=_v(values, "hash.cookie_domain", "") if cookie else "",
+                cookie_same_site=_v(values, "hash.cookie_samesite", "") if cookie else "",
+                cookie_secure=_v(values, "hash.cookie_secure", False) is True and cookie)
         else:
             report(values["hash.by"], "ConflictingAnnotation",
                    f"needs load-balancer ring-hash or maglev, not {lb}, so it is ignored.", Severity.ERROR)
@@ -297,13 +303,14 @@ def cluster_settings(values: Values, protocol: str, report: Report) -> ClusterSe
         report(values["cluster.lb_policy"], "IncompleteAnnotation",
                f"{lb} without hash-by spreads requests at random; set hash-by (header:NAME, cookie:NAME or "
                "source-ip).", Severity.WARNING)
-    if "hash.cookie_ttl" in values and (hash_policy is None or hash_policy.type != "cookie"):
-        report(values["hash.cookie_ttl"], "IgnoredAnnotation", "is ignored without hash-by: cookie:NAME.",
-               Severity.WARNING)
+    for k in ("hash.cookie_ttl", "hash.cookie_path", "hash.cookie_domain", "hash.cookie_samesite",
+              "hash.cookie_secure"):
+        if k in values and (hash_policy is None or hash_policy.type != "cookie"):
+            report(values[k], "IgnoredAnnotation", "is ignored without hash-by: cookie:NAME.", Severity.WARNING)
     policy = ir.ClusterPolicy(
         protocol=protocol, tls=tls, lb_policy=(lb or "round-robin").replace("-", "_"), hash_policy=hash_policy,
         health_check=_health_check(values, protocol, report), outlier_detection=_outlier(values),
-        circuit_breakers=_circuit_breakers(values))
+        circuit_breakers=_circuit_breakers(values), connect_timeout_ms=_v(values, "cluster.connect_timeout"))
     discovery = ir.DISCOVERY_CLUSTER_IP if _v(values, "cluster.discovery") == "service" else ir.DISCOVERY_EDS
     return ClusterSettings(policy=None if policy == ir.ClusterPolicy() else policy, discovery=discovery,
                            ca_secret=ca_secret, ca_field=ca_field)
