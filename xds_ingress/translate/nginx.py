@@ -316,9 +316,10 @@ _cors_expose = _words(r"[A-Za-z0-9_\-]{1,128}|\*", "header names (letters, digit
 _CIDR_TEXT = re.compile(r"[0-9A-Fa-f:.]{2,45}(/\d{1,3})?")
 
 
-def _address_ranges(value: str) -> tuple[tuple[str, bool], ...]:
+def _address_ranges(value: str) -> tuple[tuple[str, str], ...]:
     """ingress-nginx's address lists: comma-separated IPv4/IPv6 addresses or CIDR ranges; a range with host bits
-    set is read as its network, as nginx does ((network, True) then, to say so)."""
+    set is read as its network, as nginx does ((network, the range as written) then, to say so; else (network,
+    ""))."""
     import ipaddress
 
     accepted = (f"a comma-separated list of at most {p.MAX_SOURCE_RANGES} IPv4 or IPv6 addresses or CIDR ranges "
@@ -326,7 +327,7 @@ def _address_ranges(value: str) -> tuple[tuple[str, bool], ...]:
     parts = [x.strip() for x in value.split(",")]
     if not value.strip() or any(not x for x in parts) or len(parts) > p.MAX_SOURCE_RANGES:
         raise p.Invalid(accepted)
-    out: dict[str, bool] = {}
+    out: dict[str, str] = {}
     for part in parts:
         if not _CIDR_TEXT.fullmatch(part):
             raise p.Invalid(f"{accepted}; {part!r} is not one")
@@ -337,9 +338,20 @@ def _address_ranges(value: str) -> tuple[tuple[str, bool], ...]:
         if isinstance(net, ipaddress.IPv6Network) and net.subnet_of(ipaddress.IPv6Network("::ffff:0:0/96")):
             raise p.Invalid(f"{accepted}; {part!r} is IPv4-mapped: write the IPv4 range (Envoy sees IPv4 clients as "
                             "IPv4 addresses)")
-        loose = str(net.network_address) != part.partition("/")[0] and "/" in part
-        out[str(net)] = out.get(str(net), False) or loose
+        loose = "/" in part and ipaddress.ip_address(part.partition("/")[0]) != net.network_address
+        out[str(net)] = out.get(str(net)) or (part if loose else "")
     return tuple(out.items())
+
+
+_NGINX_SIZE = re.compile(r"(\d{1,10})([kKmMgG]?)")
+
+
+def _body_size(value: str) -> int:
+    """nginx's size syntax: bytes, or k, m, g (powers of 1024); 0: no limit."""
+    m = _NGINX_SIZE.fullmatch(value.strip())
+    if m is None:
+        raise p.Invalid("a size: bytes ('1048576') or with k, m or g ('512k', '8m', '1g'); 0 for no limit")
+    return int(m[1]) * 1024 ** " kmg".index(m[2].lower() or " ")
 
 
 def _verify_client(value: str) -> str:
@@ -495,7 +507,7 @@ TABLE: tuple[Row, ...] = (
     Row(name="affinity", status=DIFFERENCE, group="Upstream", parse=_affinity, key="nginx.affinity",
         example="cookie",
         doc="Session affinity by a cookie the proxy sets (INGRESSCOOKIE unless session-cookie-name).",
-        note=_SVC_NOTE + "; the cookie's value is Envoy's hash, and its path is always /",
+        note=_SVC_NOTE + "; the cookie's value is Envoy's hash, and its path is / unless session-cookie-path",
         replacement=f"{_X}hash-by: cookie:NAME on the Service"),
     Row(name="affinity-mode", status=DIFFERENCE, group="Upstream", parse=p.one_of("balanced", "persistent"),
         key=NOOP, example="persistent", doc="balanced (default) or persistent stickiness.",
@@ -507,13 +519,21 @@ TABLE: tuple[Row, ...] = (
     Row(name="session-cookie-expires", status=DIFFERENCE, group="Upstream", parse=_seconds(0, 31_536_000),
         key="nginx.session_cookie_expires", example="172800",
         doc="The affinity cookie's lifetime in seconds (legacy).", note="sets Max-Age, like session-cookie-max-age"),
-    _pending("session-cookie-path", "Upstream", "The path of the affinity cookie.", "hash-cookie-attributes"),
-    _pending("session-cookie-samesite", "Upstream", "The SameSite attribute of the affinity cookie.",
-             "hash-cookie-attributes"),
-    _pending("session-cookie-secure", "Upstream", "The Secure attribute of the affinity cookie.",
-             "hash-cookie-attributes"),
-    _pending("session-cookie-domain", "Upstream", "The Domain attribute of the affinity cookie.",
-             "hash-cookie-attributes"),
+    Row(name="session-cookie-path", status=DIFFERENCE, group="Upstream", parse=p.url_path,
+        key="nginx.session_cookie_path", example="/shop", doc="The Path attribute of the affinity cookie.",
+        note="without it the path is / (nginx: the Ingress path)", replacement=f"{_X}hash-cookie-path on the Service"),
+    Row(name="session-cookie-samesite", status=EXACT, group="Upstream", parse=p.same_site,
+        key="nginx.session_cookie_samesite", example="Lax",
+        doc="The SameSite attribute of the affinity cookie: Strict, Lax or None.",
+        replacement=f"{_X}hash-cookie-samesite on the Service"),
+    Row(name="session-cookie-secure", status=DIFFERENCE, group="Upstream", parse=p.boolean,
+        key="nginx.session_cookie_secure", example="true",
+        doc="The affinity cookie is Secure (nginx also makes it Secure on HTTPS requests).",
+        note="Secure only with this annotation: Envoy sets one cookie for HTTP and HTTPS alike",
+        replacement=f"{_X}hash-cookie-secure on the Service"),
+    Row(name="session-cookie-domain", status=EXACT, group="Upstream", parse=p.dns_name,
+        key="nginx.session_cookie_domain", example="example.com", doc="The Domain attribute of the affinity cookie.",
+        replacement=f"{_X}hash-cookie-domain on the Service"),
     _none("session-cookie-change-on-failure", "Upstream", "A new affinity cookie after the backend failed.",
           "Envoy's cookie hash keeps the cookie; a failed endpoint is skipped by the ring"),
     _none("session-cookie-conditional-samesite-none", "Upstream", "SameSite=None only for browsers that accept it.",
@@ -543,8 +563,9 @@ TABLE: tuple[Row, ...] = (
     _none("proxy-ssl-protocols", "Upstream", "TLS versions towards HTTPS backends.",
           "Envoy uses TLS 1.2 and 1.3 towards backends"),
     # -- timeouts and retries --
-    _pending("proxy-connect-timeout", "Timeouts and retries", "Time to connect to a backend (seconds).",
-             "connect-timeout"),
+    Row(name="proxy-connect-timeout", status=DIFFERENCE, group="Timeouts and retries", parse=_seconds(1, 300),
+        key="cluster.connect_timeout", example="10", doc="Time to connect to a backend (seconds, default 5).",
+        note=_SVC_NOTE, replacement=f"{_X}connect-timeout on the Service"),
     Row(name="proxy-read-timeout", status=DIFFERENCE, group="Timeouts and retries", parse=_seconds(1, 86_400),
         key="nginx.proxy_read_timeout", example="120",
         doc="Longest wait between two reads from the backend (seconds, default 60).",
@@ -728,8 +749,10 @@ TABLE: tuple[Row, ...] = (
     _none("limit-connections", "Access and rate limits", "Concurrent connections from one client address (503 above).",
           "Envoy limits connections per listener or per cluster, not per client address",
           f"{_X}rate-limit with rate-limit-key: client-ip"),
-    _pending("limit-whitelist", "Access and rate limits", "Client addresses exempt from the rate limits.",
-             "rate-limit"),
+    Row(name="limit-whitelist", status=EXACT, group="Access and rate limits", parse=_address_ranges,
+        key="nginx.limit_whitelist", example="10.0.0.0/8, 192.168.0.0/16",
+        doc="Client addresses (CIDRs) that limit-rps and limit-rpm do not count.",
+        replacement=f"{_X}rate-limit-exempt-ranges"),
     _none("limit-rate", "Access and rate limits", "Kilobytes per second sent to one connection.",
           "bandwidth limits are not supported"),
     _none("limit-rate-after", "Access and rate limits", "Kilobytes sent before limit-rate applies.",
@@ -744,8 +767,13 @@ TABLE: tuple[Row, ...] = (
           _GLOBAL_NOTE, f"{_X}global-rate-limit"),
     _none("satisfy", "Access and rate limits", "any: either the address list or authentication admits a request.",
           "every configured check applies (all)"),
-    _pending("proxy-body-size", "Bodies and buffers", "Largest request body accepted (413 above).",
-             "max-request-body"),
+    Row(name="proxy-body-size", status=DIFFERENCE, group="Bodies and buffers", parse=_body_size,
+        key="nginx.proxy_body_size", example="8m",
+        doc="Largest request body accepted (413 above); 0 for no limit.",
+        note="Envoy buffers the body of these paths in memory up to the limit before it goes upstream (nginx "
+             "buffers it too, on disk beyond client-body-buffer-size), so limits above 64m are not enforced (a "
+             "warning; bodies then stream, as with 0); ingress-nginx's default of 1m (its ConfigMap) is not applied",
+        replacement=f"{_X}max-request-body"),
     _noop("client-body-buffer-size", "Bodies and buffers", "Memory buffer for request bodies.",
           "Envoy streams bodies through bounded buffers", example="1m"),
     _noop("proxy-buffering", "Bodies and buffers", "Whether responses are buffered.",
@@ -971,13 +999,21 @@ def _expand(values: dict[str, Parsed], meta: ObjectMeta, diags: list[Diagnostic]
         out.pop("tls.sni")  # proxy-ssl-name with a plain HTTP backend: nothing to send it on
     # upstream: hashing and affinity
     hb, aff = g("nginx.upstream_hash_by"), g("nginx.affinity")
-    cookie_keys = ("nginx.session_cookie_name", "nginx.session_cookie_max_age", "nginx.session_cookie_expires")
+    attributes = (("nginx.session_cookie_path", "hash.cookie_path"), ("nginx.session_cookie_domain",
+                                                                        "hash.cookie_domain"),
+                  ("nginx.session_cookie_samesite", "hash.cookie_samesite"),
+                  ("nginx.session_cookie_secure", "hash.cookie_secure"))
+    cookie_keys = ("nginx.session_cookie_name", "nginx.session_cookie_max_age", "nginx.session_cookie_expires",
+                   *(k for k, _ in attributes))
     if aff is not None:
         name = g("nginx.session_cookie_name")
         ttl = g("nginx.session_cookie_max_age") or g("nginx.session_cookie_expires")
         put("hash.by", ("cookie", name.value if name is not None else "INGRESSCOOKIE"), aff)
         if ttl is not None:
             put("hash.cookie_ttl", ttl.value, ttl)
+        for theirs, ours in attributes:
+            if theirs in values:
+                put(ours, values[theirs].value, values[theirs])
         if hb is not None:
             report(hb, "ConflictingAnnotation", "is ignored: affinity is set and takes precedence.")
     else:
@@ -989,6 +1025,14 @@ def _expand(values: dict[str, Parsed], meta: ObjectMeta, diags: list[Diagnostic]
     if "hash.by" in out and out.get("cluster.lb_policy") is not None:
         lb = out.pop("cluster.lb_policy")
         report(lb, "IgnoredAnnotation", "is ignored: upstream-hash-by or affinity takes precedence.")
+    size = g("nginx.proxy_body_size")
+    if size is not None and size.value > p.MAX_REQUEST_BODY_BYTES:
+        report(size, "LimitNotEnforced",
+               f"is more than {p.MAX_REQUEST_BODY_BYTES // 1024 ** 2}m, which Envoy would buffer in memory for each "
+               "request, so it is not enforced: bodies of any size are streamed to the backends (as with 0). Set "
+               "64m or less to have larger bodies refused (413).")
+    elif size is not None and size.value > 0:
+        put("route.max_request_bytes", size.value, size)
     _expand_cors(values, meta, put, report)
     _expand_access(values, meta, put, report)
     _expand_client_certificates(values, meta, put, report)
@@ -1079,15 +1123,17 @@ def _expand_access(values: dict[str, Parsed], meta: ObjectMeta, put: Put, report
                                  ("whitelist-source-range", "nginx.whitelist_source_range"),
                                  ("denylist-source-range", "nginx.denylist_source_range"))
                   if meta.annotation(PREFIX + n) is not None and k not in values]
-    for kind, lst in (("source.allow", allow), ("source.deny", deny)):
-        if lst is None:
-            continue
-        loose = [net for net, widened in lst.value if widened]
+    exempt = g("nginx.limit_whitelist")
+    for lst in (allow, deny, exempt):
+        loose = [(net, written) for net, written in (lst.value if lst is not None else ()) if written]
         if loose:
             report(lst, "HostBitsIgnored",
-                   f"names {', '.join(loose)} with bits set after the prefix length; as nginx, the ranges "
-                   f"{', '.join(loose)} are used. Write them so.")
-        put(kind, tuple(net for net, _ in lst.value), lst)
+                   f"has bits set after the prefix length in {', '.join(repr(w) for _, w in loose)}; as nginx, "
+                   f"{', '.join(net for net, _ in loose)} {'is' if len(loose) == 1 else 'are'} used. Write "
+                   f"{'it' if len(loose) == 1 else 'them'} so.")
+    for kind, lst in (("source.allow", allow), ("source.deny", deny)):
+        if lst is not None:
+            put(kind, tuple(net for net, _ in lst.value), lst)
     if unreadable:
         at = _at(unreadable[0])
         report(at, "AccessDenied",
@@ -1105,10 +1151,13 @@ def _expand_access(values: dict[str, Parsed], meta: ObjectMeta, put: Put, report
     elif rps is not None or rpm is not None:
         chosen = (rps, "s") if rps is not None else (rpm, "m")
     if chosen is None:
-        if mult is not None:
-            report(mult, "IgnoredAnnotation", "is ignored without limit-rps or limit-rpm.")
+        for x in (mult, g("nginx.limit_whitelist")):
+            if x is not None:
+                report(x, "IgnoredAnnotation", "is ignored without limit-rps or limit-rpm.")
         return
     rate, unit = chosen
+    if exempt is not None:
+        put("ratelimit.exempt", tuple(net for net, _ in exempt.value), exempt)
     multiplier = mult.value if mult is not None else 5
     put("ratelimit.rate", (rate.value, unit), rate)
     # nginx's limit_req with burst=B nodelay admits B + 1 requests at once.
