@@ -386,3 +386,16 @@ def test_hsts_flags_as_ingress_nginxs_configmap_settings(tmp_path, pki) -> None:
         assert r.headers.get("strict-transport-security") == "max-age=600; includeSubDomains"
         for host in ("one.example.com", "two.example.com", "plain.example.com"):
             assert "strict-transport-security" not in e.get(host, "/").headers, host
+
+
+def test_default_backend_serves_a_service_without_endpoints(edge: Edge) -> None:
+    errors = k8s.service("errors", ports=[("http", 8080)])
+    ingress = _ing("fallback", k8s.rule("fallback.example.com", k8s.path("/", "web")),
+                   annotations={N + "default-backend": "errors"})
+    backends = [errors, k8s.endpoint_slice("errors-0", "errors", edge.backends.port("b"))]
+    _apply(edge, [k8s.service("web"), *backends, ingress])  # web: no endpoint at all
+    assert edge.route("fallback.example.com", "/x") == (200, "b")
+    _apply(edge, edge.service("web", "a") + [*backends, ingress])
+    assert edge.route("fallback.example.com", "/x") == (200, "a")
+    _apply(edge, [k8s.service("web"), *backends, _ing("plain", k8s.rule("fallback.example.com", k8s.path("/", "web")))])
+    assert edge.route("fallback.example.com", "/x")[0] == 503  # without the annotation: no healthy upstream

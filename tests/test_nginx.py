@@ -93,7 +93,9 @@ BAD = {
     "denylist-source-range": "::ffff:10.0.0.0/104", "limit-rps": "0", "limit-rpm": "fast",
     "limit-burst-multiplier": "0", "auth-tls-secret": "a/b/c", "auth-tls-verify-client": "optional_no_ca",
     "auth-tls-verify-depth": "0", "auth-tls-pass-certificate-to-upstream": "yes", "ssl-ciphers": "HIGH:!aNULL:!MD5",
-    "ssl-prefer-server-ciphers": "maybe",
+    "ssl-prefer-server-ciphers": "maybe", "proxy-body-size": "8mb", "proxy-connect-timeout": "0",
+    "session-cookie-path": "shop", "session-cookie-samesite": "Sometimes", "session-cookie-secure": "yes please",
+    "session-cookie-domain": "-bad-", "limit-whitelist": "10.0.0.0/8, x", "default-backend": "Errors_Svc",
 }
 
 
@@ -196,7 +198,7 @@ NEAR = ["/something(/|$)(.*)", "/$1", "/$9", "$2", "https://a.example.com$reques
         "$http_x_user", "$cookie_x", "cookie", "error timeout http_502", "^(a|b)$", "(a{10}){10}", "x.example.com",
         "*.example.com", "http://shadow$request_uri", "default/ca", "on", "10.0.0.1/8", "10.0.0.0/8, ::1",
         "https://*.example.com, https://a.example.com:8443", "*", "ECDHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES128-GCM-SHA256",
-        "optional", "off", "5", "1"]
+        "optional", "off", "5", "1", "shadow", "8m", "0", "100m", "Lax"]
 
 
 def _tls_objects() -> list[dict]:

@@ -367,3 +367,81 @@ def test_aliases_and_their_421s_follow_the_chain_when_settings_split_it() -> Non
     assert ab.tls.client_cert_required and set(ab.server_names) == {"a.example.com", "b.example.com"}
     e = explain(t.ir, t.diagnostics, host="b.example.com", path="/", https=True, sni="x.example.com")
     assert e.status == 421
+
+
+# --- bodies, upstream settings, the default backend -------------------------------------------------
+
+def test_proxy_body_size_in_nginx_units_up_to_64m() -> None:
+    assert _route(_translate({N + "proxy-body-size": "8m"})).policy.max_request_bytes == 8 * 1024 * 1024
+    assert _route(_translate({N + "proxy-body-size": "512K"})).policy.max_request_bytes == 512 * 1024
+    assert _route(_translate({N + "proxy-body-size": "0"})).policy is None  # nginx: no limit
+    t = _translate({N + "proxy-body-size": "1g"})
+    assert _route(t).policy is None
+    (d,) = _diags(t, "proxy-body-size")
+    assert d.reason == "LimitNotEnforced" and d.severity == Severity.WARNING and "64m" in d.message
+    ours = _translate({N + "proxy-body-size": "8m", X + "max-request-body": "1Mi"})
+    assert _route(ours).policy.max_request_bytes == 1024 * 1024
+    assert _diags(ours, "proxy-body-size")[0].reason == "OverriddenAnnotation"
+
+
+def test_proxy_connect_timeout_and_the_affinity_cookie_go_to_the_cluster() -> None:
+    t = _translate({N + "proxy-connect-timeout": "12", N + "affinity": "cookie", N + "session-cookie-path": "/shop",
+                    N + "session-cookie-samesite": "none", N + "session-cookie-secure": "true",
+                    N + "session-cookie-domain": "example.com"})
+    (cluster,) = t.ir.clusters
+    assert cluster.policy.connect_timeout_ms == 12_000
+    h = cluster.policy.hash_policy
+    assert (h.type, h.name, h.cookie_path, h.cookie_same_site, h.cookie_secure, h.cookie_domain) == (
+        "cookie", "INGRESSCOOKIE", "/shop", "None", True, "example.com")
+    assert _route(t).action.hash_policy == h
+    t = _translate({N + "session-cookie-path": "/shop"})
+    assert t.ir.clusters[0].policy is None and _diags(t, "session-cookie-path")[0].reason == "IgnoredAnnotation"
+
+
+def test_limit_whitelist_exempts_ranges_from_the_rate_limit() -> None:
+    rl = _route(_translate({N + "limit-rps": "5", N + "limit-whitelist": "10.0.0.0/8, 192.168.1.1"})
+                ).policy.local_rate_limit
+    assert rl.exempt == ("10.0.0.0/8", "192.168.1.1/32") and rl.key == ir.RateLimitEntry(type="client_ip")
+
+
+def test_default_backend_serves_the_paths_while_their_service_has_no_endpoint() -> None:
+    errors = [k8s.service("errors", ports=[("http", 8080), ("other", 9090)]),
+              k8s.endpoint_slice("errors-1", "errors", 8080, ["10.0.0.9"])]
+    t = _translate({N + "default-backend": "errors"}, more=errors)
+    route = _route(t)
+    agg = next(c for c in t.ir.clusters if c.name == route.action.cluster)
+    assert agg.discovery == ir.DISCOVERY_AGGREGATE and agg.aggregate == ("default/web/80", "default/errors/8080")
+    e = explain(t.ir, t.diagnostics, host="a.example.com", path="/")
+    assert e.cluster.name == "default/web/80" and not e.notes  # web has endpoints
+    objs, _ = parse_objects([k8s.ingress_class("nginx", controller=NGINX_CONTROLLER_NAME), k8s.service("web"), *errors,
+                             k8s.ingress("web", k8s.rule("a.example.com", k8s.path("/", "web")), class_name="nginx",
+                                         annotations={N + "default-backend": "errors"})])
+    t = translate(objs, COMPAT)
+    e = explain(t.ir, t.diagnostics, host="a.example.com", path="/")  # web has no ready endpoint
+    assert e.cluster.name == "default/errors/8080" and any("default backend" in n for n in e.notes)
+    assert e.status is None and e.endpoints == (ir.LbEndpoint(address="10.0.0.9", port=8080),)
+    t = _translate({N + "default-backend": "nowhere"})
+    assert _route(t).action.cluster == "default/web/80"
+    assert [d.reason for d in _diags(t, "default-backend")] == ["ServiceNotFound"]
+    t = _translate({N + "custom-http-errors": "404,503", N + "default-backend": "errors"}, more=errors)
+    (d,) = _diags(t, "custom-http-errors")
+    assert d.reason == "UnsupportedAnnotation" and "internal redirect" in d.message
+
+
+# --- our own annotations the new rows needed: a refused value is one diagnostic -----------------------
+
+@pytest.mark.parametrize(("name", "value", "on"), [
+    ("max-request-body", "65Mi", "Ingress"), ("max-request-body", "8m", "Ingress"),
+    ("rate-limit-exempt-ranges", "10.0.0.1/8", "Ingress"), ("connect-timeout", "0", "Service"),
+    ("hash-cookie-path", "shop", "Service"), ("hash-cookie-domain", "-x-", "Service"),
+    ("hash-cookie-samesite", "sometimes", "Service"), ("hash-cookie-secure", "yes please", "Service"),
+])
+def test_a_refused_value_of_the_new_annotations_is_one_diagnostic(name: str, value: str, on: str) -> None:
+    svc = k8s.service("web", annotations={X + name: value} if on == "Service" else None)
+    objs, _ = parse_objects([k8s.ingress_class(), svc, k8s.endpoint_slice("web-1", "web", 8080),
+                             k8s.ingress("web", k8s.rule("a.example.com", k8s.path("/", "web")),
+                                         annotations={X + name: value} if on == "Ingress" else None)])
+    t = translate(objs)
+    (d,) = [d for d in t.diagnostics if d.field == f"metadata.annotations['{X}{name}']"]
+    assert (d.reason, d.severity, d.kind) == ("InvalidAnnotation", Severity.ERROR, on)
+    assert t.ir.route_configurations[0].virtual_hosts[0].routes[0].action.cluster == "default/web/80"

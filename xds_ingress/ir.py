@@ -362,6 +362,7 @@ class Listener:
 DISCOVERY_EDS = "EDS"  # the Service's ready pod endpoints, over EDS (the default)
 DISCOVERY_CLUSTER_IP = "ClusterIP"  # the Service's ClusterIP (kube-proxy or a mesh balances): a STATIC cluster
 DISCOVERY_EXTERNAL_NAME = "ExternalName"  # an ExternalName Service's DNS name, resolved by Envoy (STRICT_DNS)
+DISCOVERY_AGGREGATE = "Aggregate"  # other clusters in order: the next one while the first has no healthy endpoint
 
 PROTOCOL_HTTP1 = "http1"
 PROTOCOL_H2C = "h2c"  # HTTP/2 without TLS (with TLS when the cluster has `tls`)
@@ -437,6 +438,7 @@ class Cluster:
     discovery: str = DISCOVERY_EDS
     address: str = ""  # ClusterIP: the Service's clusterIP; ExternalName: the DNS name
     policy: ClusterPolicy | None = None
+    aggregate: tuple[str, ...] = ()  # Aggregate: the clusters, in order of preference
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, order=True)

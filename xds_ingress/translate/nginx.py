@@ -343,6 +343,13 @@ def _address_ranges(value: str) -> tuple[tuple[str, str], ...]:
     return tuple(out.items())
 
 
+def _service_name(value: str) -> str:
+    v = value.strip()
+    if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", v):
+        raise p.Invalid("the name of a Service of the Ingress's namespace (a DNS label)")
+    return v
+
+
 _NGINX_SIZE = re.compile(r"(\d{1,10})([kKmMgG]?)")
 
 
@@ -621,13 +628,21 @@ TABLE: tuple[Row, ...] = (
     # -- headers, errors, backends --
     _none("custom-headers", "Headers and errors", "Response headers from a ConfigMap (namespace/name).",
           "ConfigMaps are not read", f"{_X}response-headers-set with the headers written out"),
-    _pending("custom-http-errors", "Headers and errors", "Error statuses answered by the default backend.",
-             "custom-http-errors"),
-    _pending("default-backend", "Headers and errors",
-             "A Service for this Ingress's unmatched paths, backends without endpoints and custom-http-errors.",
-             "default-backend"),
+    _none("custom-http-errors", "Headers and errors", "Upstream error statuses answered by the default-backend "
+          "Service instead.",
+          "Envoy 1.40 replaces an upstream's answer with another Service's only by an internal redirect (its "
+          "custom_response filter), which routes the request again by Host and path: the default backend would need "
+          "a route of its own that clients could reach as well; errors are passed through as the backend sent them"),
+    Row(name="default-backend", status=DIFFERENCE, group="Headers and errors", parse=_service_name,
+        key="fallback.service", example="errors",
+        doc="A Service of the Ingress's namespace (its first port) that serves the Ingress's paths whose Service "
+            "has no active endpoint (and custom-http-errors).",
+        note="an aggregate cluster per path's Service: Envoy sends to the default-backend Service while the "
+             "path's has no healthy endpoint (none ready, or all failing their health checks), and a share when only "
+             "some are healthy (its priority spill-over); nginx decides from the ready endpoints when its "
+             "configuration is built; custom-http-errors is not translated"),
     _none("proxy-intercept-errors", "Headers and errors", "Errors answered by nginx instead of the backend.",
-          "needs custom-http-errors"),
+          "custom-http-errors is not translated: errors are passed through as the backend sent them"),
     _none("disable-proxy-intercept-errors", "Headers and errors", "No error interception for this Ingress.",
           "errors are never intercepted"),
     _none("proxy-cookie-domain", "Headers and errors", "Rewrites the Domain of Set-Cookie headers.",

@@ -27,7 +27,7 @@ Report = Callable[[Parsed, str, str, Severity], None]
 CANARY_KEYS = ("canary.weight", "canary.weight_total", "canary.header", "canary.header_value", "canary.cookie",
                "canary.header_pattern")
 ROUTE_PREFIXES = ("route.", "retry.", "rewrite.", "request_headers.", "response_headers.", "mirror.", "direct.",
-                  "redirect.") + edge_policies.KEY_PREFIXES
+                  "redirect.", "fallback.") + edge_policies.KEY_PREFIXES
 
 _APP_PROTOCOLS = {"kubernetes.io/h2c": ir.PROTOCOL_H2C, "h2c": ir.PROTOCOL_H2C, "grpc": ir.PROTOCOL_GRPC,
                   "http": ir.PROTOCOL_HTTP1, "kubernetes.io/http": ir.PROTOCOL_HTTP1}
@@ -51,10 +51,20 @@ class MirrorRequest:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FallbackRequest:
+    """A Service to resolve (its first port) that serves a route while the route's own Service has no healthy
+    endpoint (ingress-nginx's default-backend annotation)."""
+
+    service: str
+    field: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RouteSettings:
     policy: ir.RoutePolicy | None
     mirror: MirrorRequest | None
     fixed: ir.RouteAction | None  # a direct response or redirect instead of the backends
+    fallback: FallbackRequest | None = None
 
 
 def route_settings(values: Values, report: Report, present: frozenset[str] = frozenset(), *,
@@ -81,8 +91,10 @@ def route_settings(values: Values, report: Report, present: frozenset[str] = fro
         websocket_disabled=_v(values, "route.websocket", True) is False, rewrite_target=_v(values, "rewrite.target"),
         max_request_bytes=_v(values, "route.max_request_bytes"),
         **edge_policies.route_fields(values, report, settings, present))
+    fallback = values.get("fallback.service")
     return RouteSettings(policy=None if policy == ir.RoutePolicy() else policy, mirror=mirror,
-                         fixed=_fixed(values, report))
+                         fixed=_fixed(values, report),
+                         fallback=FallbackRequest(service=fallback.value, field=fallback.field) if fallback else None)
 
 
 def _retry(values: Values, report: Report) -> ir.RetryPolicy | None:
