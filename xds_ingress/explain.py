@@ -286,7 +286,9 @@ def _edge_policy_notes(p: ir.RoutePolicy) -> list[str]:
     if p.local_rate_limit is not None:
         r = p.local_rate_limit
         key = "" if r.key is None else f" per {_entry(r.key)}"
-        out.append(f"rate limited to {r.requests}/{r.unit}{key} in each Envoy (burst {r.max_tokens}); beyond: 429")
+        exempt = f", except clients from {', '.join(r.exempt)}" if r.exempt else ""
+        out.append(f"rate limited to {r.requests}/{r.unit}{key} in each Envoy (burst {r.max_tokens}){exempt}; "
+                   "beyond: 429")
     if p.global_rate_limit is not None:
         out.append("rate limited by the rate limit service on (" +
                    ", ".join(_entry(e) for e in p.global_rate_limit.entries) + "); over its limit: 429")
@@ -294,6 +296,8 @@ def _edge_policy_notes(p: ir.RoutePolicy) -> list[str]:
         origins = ", ".join("any origin" if o.type == "any" else o.value if o.type == "exact" else f"regex {o.value}"
                             for o in p.cors.allow_origins)
         out.append(f"CORS for {origins}{' with credentials' if p.cors.allow_credentials else ''}")
+    if p.max_request_bytes is not None:
+        out.append(f"request bodies of at most {p.max_request_bytes} bytes, buffered; larger: 413")
     return out
 
 
