@@ -55,7 +55,7 @@ from xds_ingress.model import (
     Service,
     object_key,
 )
-from xds_ingress.translate import Translation, TranslateSettings, translate
+from xds_ingress.translate import Translation, TranslateSettings, nginx, translate
 from xds_ingress.translate.annotations import XDS as XDS_DIALECT
 from xds_ingress.translate.incremental import (
     EndpointsUpdate,
@@ -413,9 +413,13 @@ class App:
 
     def _wanted_secrets(self) -> set[tuple[str, str]]:
         """Secrets read by name by the kube source: CA bundles that Services name (upstream TLS) and that
-        Ingresses name (client certificates), of their own namespace, and the --default-certificate."""
+        Ingresses name (client certificates; with --nginx-compat also auth-tls-secret and proxy-ssl-secret), of
+        their own namespace, and the --default-certificate."""
         out: set[tuple[str, str]] = set()
+        nginx_compat = self.settings.translate.nginx_compat
         for obj in self.store.objects():
+            if nginx_compat and isinstance(obj, Ingress):
+                out |= nginx.secret_references(obj.meta)
             annotation = (CA_SECRET_ANNOTATION if isinstance(obj, Service) else
                           CLIENT_CA_SECRET_ANNOTATION if isinstance(obj, Ingress) else None)
             if annotation is not None:

@@ -51,7 +51,7 @@ from xds_ingress.translate.tls import (
 )
 
 __all__ = ["PREFIX", "Row", "TABLE", "NGINX", "EXACT", "DIFFERENCE", "UNSUPPORTED", "row", "read_ingress",
-           "service_values", "finish", "path_regex", "canary_annotation", "markdown"]
+           "service_values", "finish", "path_regex", "canary_annotation", "markdown", "secret_references"]
 
 PREFIX = "nginx.ingress.kubernetes.io/"
 EXACT, DIFFERENCE, UNSUPPORTED = "exact", "difference", "unsupported"
@@ -1234,6 +1234,24 @@ def _merge(ours: dict[str, Parsed], theirs: dict[str, Parsed], meta: ObjectMeta,
                 kind=kind, namespace=meta.namespace, name=meta.name, field=v.field, reason="OverriddenAnnotation",
                 severity=Severity.WARNING,
                 message=f"{v.annotation} is ignored: {mine.annotation} sets the same policy and wins. Remove one."))
+    return out
+
+
+def secret_references(meta: ObjectMeta) -> set[tuple[str, str]]:
+    """The Secrets (namespace, name) an Ingress's nginx annotations name that a Kubernetes source must read by
+    name (CA bundles are rarely kubernetes.io/tls Secrets): auth-tls-secret and proxy-ssl-secret, of the
+    Ingress's own namespace only (another namespace's is refused, so never read)."""
+    out = set()
+    for name in ("auth-tls-secret", "proxy-ssl-secret"):
+        raw = meta.annotation(PREFIX + name)
+        if raw is None:
+            continue
+        try:
+            ns, secret = _namespaced_secret(raw)
+        except p.Invalid:
+            continue
+        if ns in ("", meta.namespace):
+            out.add((meta.namespace, secret))
     return out
 
 
