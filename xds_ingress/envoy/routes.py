@@ -124,6 +124,8 @@ class RouteConfigEncoder:
 
 
 def _vhost_clusters(vh: ir.VirtualHost) -> frozenset[str]:
+    if vh.require_tls and vh.redirect_code not in (None, 301):
+        return frozenset()  # one route redirecting to https (virtual_host): its own routes are not sent
     used: set[str] = set()
     for r in vh.routes:
         sends = r.action.clusters
