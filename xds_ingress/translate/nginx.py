@@ -764,10 +764,12 @@ TABLE: tuple[Row, ...] = (
     _none("limit-connections", "Access and rate limits", "Concurrent connections from one client address (503 above).",
           "Envoy limits connections per listener or per cluster, not per client address",
           f"{_X}rate-limit with rate-limit-key: client-ip"),
-    Row(name="limit-whitelist", status=EXACT, group="Access and rate limits", parse=_address_ranges,
+    Row(name="limit-whitelist", status=DIFFERENCE, group="Access and rate limits", parse=_address_ranges,
         key="nginx.limit_whitelist", example="10.0.0.0/8, 192.168.0.0/16",
         doc="Client addresses (CIDRs) that limit-rps and limit-rpm do not count.",
-        replacement=f"{_X}rate-limit-exempt-ranges"),
+        note="the client address is the connection's peer, or with xds serve --xff-num-trusted-hops the "
+             "X-Forwarded-For hop (nginx: its real-ip settings); a range with host bits set is read as its network "
+             "(a warning)", replacement=f"{_X}rate-limit-exempt-ranges"),
     _none("limit-rate", "Access and rate limits", "Kilobytes per second sent to one connection.",
           "bandwidth limits are not supported"),
     _none("limit-rate-after", "Access and rate limits", "Kilobytes sent before limit-rate applies.",
