@@ -282,6 +282,12 @@ def _rename(type_url: str, msg, i: int) -> None:
                         m.cluster = f"{i}/{m.cluster}"
     elif type_url == types.CLUSTER:
         msg.name = f"{i}/{msg.name}"
+        if msg.HasField("cluster_type"):  # an aggregate cluster: its clusters too
+            from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
+            agg = aggregate_pb2.ClusterConfig()
+            msg.cluster_type.typed_config.Unpack(agg)
+            agg.clusters[:] = [f"{i}/{c}" for c in agg.clusters]
+            msg.cluster_type.typed_config.Pack(agg, deterministic=True)
         if msg.HasField("eds_cluster_config"):
             msg.eds_cluster_config.service_name = f"{i}/{msg.eds_cluster_config.service_name}"
         if msg.HasField("load_assignment"):

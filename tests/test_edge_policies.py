@@ -163,7 +163,7 @@ def test_settings_reach_the_listeners_and_clusters() -> None:
     assert hcm["xff_num_trusted_hops"] == 2 and hcm["use_remote_address"] is True
     assert [f["name"] for f in hcm["http_filters"]] == [
         "envoy.filters.http.cors", "envoy.filters.http.rbac", "envoy.filters.http.local_ratelimit",
-        "envoy.filters.http.ratelimit", "envoy.filters.http.router"]
+        "envoy.filters.http.ratelimit", "envoy.filters.http.buffer", "envoy.filters.http.router"]
     rl = hcm["http_filters"][3]["typed_config"]
     assert (rl["domain"], rl["failure_mode_deny"], rl["timeout"]) == ("edge", True, "0.300s")
     cluster = dump.to_data(res[types.CLUSTER]["rate_limit_service"])

@@ -47,7 +47,9 @@ def test_the_report_says_what_each_annotation_becomes() -> None:
     assert snippet["status"] == "unsupported" and snippet["snippet"]
     assert any("sets response headers" in m for m in snippet["messages"])
     cors = by[("web", "api-cors")]["enable-cors"]
-    assert cors["pending"] and cors["note"] == "needs xds-ingress.io/cors, planned"
+    assert cors["status"] == "difference" and "204" in cors["note"] and not cors.get("pending")
+    basic = by[("default", "ingress-with-auth")]["auth-type"]
+    assert basic["pending"] and basic["note"] == "needs xds-ingress.io/basic-auth, planned"
     typo = by[("default", "typo")]
     assert typo["proxy-read-timout"]["status"] == "unknown"
     assert any("proxy-read-timeout?" in m for m in typo["proxy-read-timout"]["messages"])

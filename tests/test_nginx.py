@@ -13,12 +13,14 @@ from hypothesis import strategies as st
 from tests.harness import envoy_binary, k8s
 from tests.test_annotations import HOSTILE, _rename, _renamed
 from xds_ingress import cli, envoy
+from xds_ingress.envoy import types
 from xds_ingress.diagnostics import Severity
 from xds_ingress.explain import explain
 from xds_ingress.model import parse_objects
 from xds_ingress.ops import envoy_validate
 from xds_ingress.translate import TranslateSettings, nginx, translate
 from xds_ingress.translate.settings import CONTROLLER_NAME, NGINX_CONTROLLER_NAME
+from xds_ingress.translate.tls import TLSState
 
 N = nginx.PREFIX
 COMPAT = TranslateSettings(nginx_compat=True, ingress_class="nginx", controller=NGINX_CONTROLLER_NAME)
@@ -85,6 +87,15 @@ BAD = {
     "mirror-target": "http://shadow/path", "mirror-request-body": "yes", "http2-push-preload": "1",
     "enable-access-log": "1", "enable-rewrite-log": "1", "enable-opentracing": "1", "enable-opentelemetry": "1",
     "opentracing-trust-incoming-span": "1", "opentelemetry-trust-incoming-span": "1",
+    "enable-cors": "yes", "cors-allow-origin": "ftp://a.example.com", "cors-allow-methods": "GET;POST",
+    "cors-allow-headers": "X-A: 1", "cors-expose-headers": "x-a!", "cors-allow-credentials": "maybe",
+    "cors-max-age": "-1", "whitelist-source-range": "10.0.0.0/33", "allowlist-source-range": "intranet",
+    "denylist-source-range": "::ffff:10.0.0.0/104", "limit-rps": "0", "limit-rpm": "fast",
+    "limit-burst-multiplier": "0", "auth-tls-secret": "a/b/c", "auth-tls-verify-client": "optional_no_ca",
+    "auth-tls-verify-depth": "0", "auth-tls-pass-certificate-to-upstream": "yes", "ssl-ciphers": "HIGH:!aNULL:!MD5",
+    "ssl-prefer-server-ciphers": "maybe", "proxy-body-size": "8mb", "proxy-connect-timeout": "0",
+    "session-cookie-path": "shop", "session-cookie-samesite": "Sometimes", "session-cookie-secure": "yes please",
+    "session-cookie-domain": "-bad-", "limit-whitelist": "10.0.0.0/8, x", "default-backend": "Errors_Svc",
 }
 
 
@@ -185,7 +196,23 @@ def test_a_path_regex_too_large_for_envoy_is_refused() -> None:
 
 NEAR = ["/something(/|$)(.*)", "/$1", "/$9", "$2", "https://a.example.com$request_uri", "GRPCS", "HTTPS",
         "$http_x_user", "$cookie_x", "cookie", "error timeout http_502", "^(a|b)$", "(a{10}){10}", "x.example.com",
-        "*.example.com", "http://shadow$request_uri", "default/ca", "on"]
+        "*.example.com", "http://shadow$request_uri", "default/ca", "on", "10.0.0.1/8", "10.0.0.0/8, ::1",
+        "https://*.example.com, https://a.example.com:8443", "*", "ECDHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES128-GCM-SHA256",
+        "optional", "off", "5", "1", "shadow", "8m", "0", "100m", "Lax"]
+
+
+def _tls_objects() -> list[dict]:
+    import base64
+
+    from tests.harness.certs import make_ca, tls_secret
+    ca = make_ca()
+    cert = ca.issue(["a.example.com"])
+    return [tls_secret("default", "a-tls", cert.cert_pem, cert.key_pem),
+            {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": "ca", "namespace": "default"},
+             "data": {"ca.crt": base64.b64encode(ca.cert_pem.encode()).decode()}}]
+
+
+TLS_OBJECTS = _tls_objects()
 
 
 @pytest.mark.envoy
@@ -204,9 +231,10 @@ def test_no_nginx_annotation_value_makes_envoy_reject_the_configuration() -> Non
     def draw(ann: dict, path: str) -> None:
         objs, _ = parse_objects([
             k8s.ingress_class("nginx", controller=NGINX_CONTROLLER_NAME), *k8s.backend_service("web", [80]),
-            *k8s.backend_service("shadow", [80]),
+            *k8s.backend_service("shadow", [80]), *TLS_OBJECTS,
             k8s.ingress("main", k8s.rule("a.example.com", k8s.path(path, "web", path_type="ImplementationSpecific"),
-                                         k8s.path("/", "web")), class_name="nginx", annotations=ann),
+                                         k8s.path("/", "web")), class_name="nginx", annotations=ann,
+                        tls=[{"hosts": ["a.example.com"], "secretName": "a-tls"}]),
             k8s.ingress("canary", k8s.rule("a.example.com", k8s.path("/", "shadow")), class_name="nginx",
                         annotations={**ann, N + "canary": "true"})])
         drawn.append(envoy.build(translate(objs, COMPAT).ir))
@@ -220,6 +248,9 @@ def test_no_nginx_annotation_value_makes_envoy_reject_the_configuration() -> Non
                 for name, msg in msgs.items():
                     copy = type(msg)()
                     copy.CopyFrom(msg)
+                    if type_url == types.SECRET:  # the same Secrets in every draw: one copy, the listeners' names
+                        merged.setdefault(type_url, {})[name] = copy
+                        continue
                     _rename(type_url, copy, i)
                     merged.setdefault(type_url, {})[_renamed(type_url, name, i)] = copy
         verdict = envoy_validate(binary, merged)
@@ -240,11 +271,16 @@ def test_host_settings_apply_to_every_route_configuration_without_a_domain_twice
     configs = tuple(ir.RouteConfiguration(name=n, virtual_hosts=(vh,)) for n in (ir.HTTP_ROUTE_CONFIG,
                                                                                   ir.HTTPS_ROUTE_CONFIG))
     diags: list = []
-    out = nginx.finish(configs, [ing], COMPAT, diags)
+    # Only the default certificate's chain: every name selects it, so the HTTPS configuration serves them all.
+    default = ir.TLSFilterChain(name=ir.DEFAULT_TLS_CHAIN, server_names=(), secret_name="default/fallback",
+                                route_config_name=ir.HTTPS_ROUTE_CONFIG)
+    state = TLSState(chains=(default,), default=ir.DEFAULT_TLS_CHAIN)
+    out = nginx.finish(configs, [ing], COMPAT, diags, state)
     for rc in out:
         domains = [d for v in rc.virtual_hosts for d in v.domains]
         assert len(domains) == len(set(domains)) and set(domains) == {"a.example.com", "b.example.com",
                                                                      "www.a.example.com"}, rc
         main = next(v for v in rc.virtual_hosts if v.name == "a.example.com")
         assert main.require_tls == (rc.name == ir.HTTP_ROUTE_CONFIG)  # force-ssl-redirect: plain HTTP only
+        assert main.redirect_code == (308 if rc.name == ir.HTTP_ROUTE_CONFIG else None)  # ingress-nginx's code
     assert diags == []  # the alias www.a.example.com came first; from-to-www then has nothing to add

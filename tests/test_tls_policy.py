@@ -167,6 +167,21 @@ def test_wanted_secrets(tmp_path: Path) -> None:
     assert app._wanted_secrets() == {("shop", "client-ca"), ("shop", "backend-ca"), ("edge", "fallback")}
 
 
+def test_wanted_secrets_of_nginx_annotations(tmp_path: Path) -> None:
+    """With --nginx-compat, the CA Secrets of auth-tls-secret and proxy-ssl-secret (of the Ingress's namespace)."""
+    N = "nginx.ingress.kubernetes.io/"
+    for compat, want in ((True, {("shop", "ca"), ("shop", "backend")}), (False, set())):
+        (tmp_path / str(compat)).mkdir()
+        app = App(ServeSettings(manifests=(str(tmp_path / str(compat)),),
+                                translate=TranslateSettings(nginx_compat=compat)))
+        for raw in (k8s.ingress("i", k8s.rule("a.example.com", k8s.path("/", "web")), namespace="shop",
+                                annotations={N + "auth-tls-secret": "shop/ca", N + "proxy-ssl-secret": "backend"}),
+                    k8s.ingress("j", k8s.rule("b.example.com", k8s.path("/", "web")), namespace="shop",
+                                annotations={N + "auth-tls-secret": "other/ca", N + "proxy-ssl-secret": "a/b/c"})):
+            app.store.upsert(raw)
+        assert app._wanted_secrets() == want
+
+
 def test_secret_fetcher_reads_the_default_certificate_of_an_unwatched_namespace(tmp_path: Path) -> None:
     with FakeKube(bookmark_interval=None) as kube:
         kube.create(_ca_secret("client-ca", "shop", extra={"password": base64.b64encode(b"hunter2").decode()}))

@@ -55,7 +55,7 @@ from xds_ingress.model import (
     Service,
     object_key,
 )
-from xds_ingress.translate import Translation, TranslateSettings, translate
+from xds_ingress.translate import Translation, TranslateSettings, nginx, translate
 from xds_ingress.translate.annotations import XDS as XDS_DIALECT
 from xds_ingress.translate.incremental import (
     EndpointsUpdate,
@@ -417,10 +417,14 @@ class App:
 
     def _wanted_secrets(self) -> set[tuple[str, str]]:
         """Secrets read by name by the kube source, always in the namespace of the object that names them: CA
-        bundles that Services name (upstream TLS) and that Ingresses name (client certificates), the Secrets
-        Ingresses name for authentication (htpasswd entries, a JWKS); and the --default-certificate."""
+        bundles that Services name (upstream TLS) and that Ingresses name (client certificates; with
+        --nginx-compat also auth-tls-secret and proxy-ssl-secret), the Secrets Ingresses name for
+        authentication (htpasswd entries, a JWKS); and the --default-certificate."""
         out: set[tuple[str, str]] = set()
+        nginx_compat = self.settings.translate.nginx_compat
         for obj in self.store.objects():
+            if nginx_compat and isinstance(obj, Ingress):
+                out |= nginx.secret_references(obj.meta)
             if isinstance(obj, Service):
                 names = [obj.meta.annotation(CA_SECRET_ANNOTATION)]
             elif isinstance(obj, Ingress):

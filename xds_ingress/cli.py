@@ -50,6 +50,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="the IngressClass served (its spec.controller must be xds-ingress.io/controller; default xds)")
     _add_compat(p)
     _add_default_certificate(p)
+    _add_hsts(p)
     p.add_argument("--log-level", choices=logs.LEVELS, default="info")
     _add_edge(p)
     _add_auth(p)
@@ -216,6 +217,7 @@ def _add_offline(sub: argparse._SubParsersAction) -> None:
         _add_edge(p)
         _add_default_certificate(p)
         _add_auth(p)
+        _add_hsts(p)
 
     p = sub.add_parser("translate", help="offline: manifests in, Envoy resources out (secrets redacted) and the "
                                          "diagnostics; exit 1 on any error diagnostic")
@@ -267,6 +269,41 @@ def _add_default_certificate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--default-certificate", type=_secret_ref, default=None, metavar="NAMESPACE/NAME",
                    help="a kubernetes.io/tls Secret served to TLS clients whose server name (SNI) has no certificate "
                         "of its own, or that send none (default: none, their handshake fails)")
+
+
+def _add_hsts(p: argparse.ArgumentParser) -> None:
+    h = p.add_argument_group("HSTS for every host served with a certificate of its own (an Ingress's "
+                             "xds-ingress.io/hsts* annotations win)")
+    h.add_argument("--hsts-max-age", type=_hsts_max_age, default=None, metavar="SECONDS",
+                   help="HTTPS responses carry Strict-Transport-Security with this max-age (seconds, or a duration in "
+                        "whole seconds such as 8760h; default: none); ingress-nginx's ConfigMap hsts-max-age")
+    h.add_argument("--hsts-include-subdomains", action="store_true",
+                   help="with --hsts-max-age: add includeSubDomains (ingress-nginx's hsts-include-subdomains)")
+    h.add_argument("--hsts-preload", action="store_true",
+                   help="with --hsts-max-age of a year or more and --hsts-include-subdomains: add preload "
+                        "(ingress-nginx's hsts-preload)")
+
+
+def _hsts_max_age(value: str) -> int:
+    from xds_ingress.translate.parsers import Invalid, hsts_max_age
+
+    try:
+        return hsts_max_age(value)
+    except Invalid as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not {exc.accepted}") from None
+
+
+def _hsts_problem(args: argparse.Namespace) -> str:
+    """Why the --hsts-* flags do not go together, or ""."""
+    from xds_ingress.translate.tls import ONE_YEAR_S
+
+    max_age = getattr(args, "hsts_max_age", None)
+    if max_age is None and (getattr(args, "hsts_include_subdomains", False) or getattr(args, "hsts_preload", False)):
+        return "--hsts-include-subdomains and --hsts-preload need --hsts-max-age"
+    if getattr(args, "hsts_preload", False) and (max_age < ONE_YEAR_S or not args.hsts_include_subdomains):
+        return (f"--hsts-preload needs --hsts-max-age of at least {ONE_YEAR_S} (a year) and "
+                "--hsts-include-subdomains (what browsers' preload lists require)")
+    return ""
 
 
 def _secret_ref(value: str) -> str:
@@ -382,6 +419,10 @@ def _translate_settings(args: argparse.Namespace):
     from xds_ingress.translate import TranslateSettings
     from xds_ingress.translate.settings import DEFAULT_RATE_LIMIT_DOMAIN
 
+    problem = _hsts_problem(args)
+    if problem:
+        print(f"xds {args.command}: {problem}", file=sys.stderr)
+        raise SystemExit(2)
     return TranslateSettings(ingress_class=args.ingress_class, listen_address=args.listen_address,
                              http_port=args.http_port, https_port=args.https_port, controller=_controller(args),
                              nginx_compat=args.nginx_compat,
@@ -392,7 +433,9 @@ def _translate_settings(args: argparse.Namespace):
                              rate_limit_timeout_ms=args.rate_limit_timeout,
                              default_certificate=args.default_certificate or "",
                              auth_service=args.auth_service, auth_failure_mode=args.auth_failure_mode,
-                             auth_timeout_ms=args.auth_timeout)
+                             auth_timeout_ms=args.auth_timeout,
+                             hsts_max_age_s=args.hsts_max_age, hsts_include_subdomains=args.hsts_include_subdomains,
+                             hsts_preload=args.hsts_preload)
 
 
 def main(argv: list[str] | None = None) -> int:

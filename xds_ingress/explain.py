@@ -301,7 +301,9 @@ def _edge_policy_notes(p: ir.RoutePolicy) -> list[str]:
     if p.local_rate_limit is not None:
         r = p.local_rate_limit
         key = "" if r.key is None else f" per {_entry(r.key)}"
-        out.append(f"rate limited to {r.requests}/{r.unit}{key} in each Envoy (burst {r.max_tokens}); beyond: 429")
+        exempt = f", except clients from {', '.join(r.exempt)}" if r.exempt else ""
+        out.append(f"rate limited to {r.requests}/{r.unit}{key} in each Envoy (burst {r.max_tokens}){exempt}; "
+                   "beyond: 429")
     if p.global_rate_limit is not None:
         out.append("rate limited by the rate limit service on (" +
                    ", ".join(_entry(e) for e in p.global_rate_limit.entries) + "); over its limit: 429")
@@ -309,6 +311,8 @@ def _edge_policy_notes(p: ir.RoutePolicy) -> list[str]:
         origins = ", ".join("any origin" if o.type == "any" else o.value if o.type == "exact" else f"regex {o.value}"
                             for o in p.cors.allow_origins)
         out.append(f"CORS for {origins}{' with credentials' if p.cors.allow_credentials else ''}")
+    if p.max_request_bytes is not None:
+        out.append(f"request bodies of at most {p.max_request_bytes} bytes, buffered; larger: 413")
     return out
 
 
@@ -466,6 +470,18 @@ def explain(model: ir.IR, diagnostics: Iterable[Diagnostic] = (), *, host: str, 
         notes.append("split by weight: " + ", ".join(
             f"{w.cluster} {w.weight * 100 / total:g}%" for w in weights) + " (explained: the first)")
     cluster = next((c for c in model.clusters if c.name == first), None)
+    if cluster is not None and cluster.discovery == ir.DISCOVERY_AGGREGATE:
+        # The first of its clusters with an endpoint (Envoy: a healthy one), else the last.
+        chosen = None
+        for name in cluster.aggregate:
+            chosen = next((c for c in model.clusters if c.name == name), None)
+            cla = next((e for e in model.endpoints if e.cluster_name == name), None)
+            if chosen is not None and (chosen.discovery != ir.DISCOVERY_EDS or (cla is not None and cla.endpoints)):
+                break
+        if chosen is not None and chosen.name != cluster.aggregate[0]:
+            notes.append(f"cluster {cluster.aggregate[0]} has no ready endpoint: its default backend {chosen.name} "
+                         "serves the request")
+        cluster, first = chosen, chosen.name if chosen is not None else first
     cla = next((e for e in model.endpoints if e.cluster_name == first), None)
     up = dict(upstream_path=upstream_path(route, path), weights=weights)
     if cluster is None:
@@ -500,14 +516,17 @@ def objects_for_resource(model: ir.IR, kind: str, name: str) -> tuple[ir.Source,
     """The objects an xDS resource was made from. `kind`: listeners, routes, clusters, endpoints, secrets."""
     out: set[ir.Source] = set()
     if kind in ("clusters", "endpoints"):
+        # A cluster serves the routes naming it, and those naming an aggregate cluster that it is part of.
+        names = {name} | {c.name for c in model.clusters if name in c.aggregate}
         for c in model.clusters:
             if c.name == name:
                 out.add(c.service)
+                out.update(o.service for o in model.clusters if o.name in c.aggregate)
         for rc in model.route_configurations:
             for vh in rc.virtual_hosts:
                 for r in vh.routes:
                     mirrored = r.policy.mirrors if r.policy is not None else ()
-                    if name in r.action.clusters or any(m.cluster == name for m in mirrored):
+                    if names & set(r.action.clusters) or any(m.cluster == name for m in mirrored):
                         out.add(_object(r.source))
     elif kind == "routes":
         for rc in model.route_configurations:

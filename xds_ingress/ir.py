@@ -155,6 +155,7 @@ class LocalRateLimit:
     tokens_per_fill: int
     fill_interval_ms: int
     key: RateLimitEntry | None = None
+    exempt: tuple[str, ...] = ()  # clients in these CIDRs (network form) are not counted
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,6 +188,7 @@ class RoutePolicy:
     local_rate_limit: LocalRateLimit | None = None
     global_rate_limit: GlobalRateLimit | None = None
     auth: RouteAuth | None = None  # authentication and external authorization (see RouteAuth)
+    max_request_bytes: int | None = None  # a larger request body gets 413 (Envoy buffers the body up to this)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -197,6 +199,10 @@ class HashPolicy:
     type: str  # "header" | "cookie" | "source_ip"
     name: str = ""
     cookie_ttl_ms: int | None = None  # a generated cookie's lifetime; None or 0: a session cookie
+    cookie_path: str = ""  # the generated cookie's Path ("": /)
+    cookie_domain: str = ""  # its Domain attribute ("": none)
+    cookie_same_site: str = ""  # its SameSite attribute: Strict | Lax | None ("": none)
+    cookie_secure: bool = False  # its Secure attribute
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -307,6 +313,9 @@ class DownstreamTLS:
     client_ca_secret: str = ""  # SDS name of the CA that client certificates are verified against; "": none asked
     client_cert_required: bool = True  # with client_ca_secret: no certificate, no connection (else: verified if sent)
     forward_client_cert: bool = False  # x-forwarded-client-cert set from the verified client certificate
+    # with client_ca_secret: the longest client certificate chain accepted, the leaf not counted and the CA
+    # counted (Envoy's max_verify_depth); None: Envoy's default (100)
+    client_cert_max_depth: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -355,6 +364,7 @@ class Listener:
 DISCOVERY_EDS = "EDS"  # the Service's ready pod endpoints, over EDS (the default)
 DISCOVERY_CLUSTER_IP = "ClusterIP"  # the Service's ClusterIP (kube-proxy or a mesh balances): a STATIC cluster
 DISCOVERY_EXTERNAL_NAME = "ExternalName"  # an ExternalName Service's DNS name, resolved by Envoy (STRICT_DNS)
+DISCOVERY_AGGREGATE = "Aggregate"  # other clusters in order: the next one while the first has no healthy endpoint
 
 PROTOCOL_HTTP1 = "http1"
 PROTOCOL_H2C = "h2c"  # HTTP/2 without TLS (with TLS when the cluster has `tls`)
@@ -410,6 +420,7 @@ class ClusterPolicy:
     health_check: HealthCheck | None = None
     outlier_detection: OutlierDetection | None = None
     circuit_breakers: CircuitBreakers | None = None
+    connect_timeout_ms: int | None = None  # None: the edge default (defaults.py)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -429,6 +440,7 @@ class Cluster:
     discovery: str = DISCOVERY_EDS
     address: str = ""  # ClusterIP: the Service's clusterIP; ExternalName: the DNS name
     policy: ClusterPolicy | None = None
+    aggregate: tuple[str, ...] = ()  # Aggregate: the clusters, in order of preference
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, order=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import health_check_pb2
+from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
 from envoy.type.v3 import http_pb2 as codec_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
@@ -40,6 +41,8 @@ _LB = {
 
 def cluster(c: ir.Cluster) -> cluster_pb2.Cluster:
     """The Envoy cluster of `c`."""
+    if c.discovery == ir.DISCOVERY_AGGREGATE:
+        return aggregate_cluster(c)
     p = c.policy or ir.ClusterPolicy()
     msg = cluster_pb2.Cluster(name=c.name, lb_policy=_LB[p.lb_policy])
     if c.discovery == ir.DISCOVERY_EDS:
@@ -55,6 +58,8 @@ def cluster(c: ir.Cluster) -> cluster_pb2.Cluster:
         msg.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.CopyFrom(
             socket_address(c.address, c.port))
     harden_cluster(msg)
+    if p.connect_timeout_ms is not None:
+        msg.connect_timeout.CopyFrom(seconds(p.connect_timeout_ms / 1000))
     if p.protocol in (ir.PROTOCOL_H2C, ir.PROTOCOL_GRPC):
         opts = http_protocol_options_pb2.HttpProtocolOptions()
         h2 = opts.explicit_http_config.http2_protocol_options
@@ -84,6 +89,16 @@ def cluster(c: ir.Cluster) -> cluster_pb2.Cluster:
             if value is not None:
                 getattr(t, name).value = value
         msg.circuit_breakers.thresholds.append(t)
+    return msg
+
+
+def aggregate_cluster(c: ir.Cluster) -> cluster_pb2.Cluster:
+    """Envoy's aggregate cluster: the first of `c.aggregate`'s clusters with healthy endpoints takes the requests
+    (each cluster's own load balancer picks the endpoint)."""
+    msg = cluster_pb2.Cluster(name=c.name, lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED)
+    msg.cluster_type.name = "envoy.clusters.aggregate"
+    msg.cluster_type.typed_config.CopyFrom(pack(aggregate_pb2.ClusterConfig(clusters=list(c.aggregate))))
+    harden_cluster(msg)
     return msg
 
 

@@ -11,6 +11,12 @@ are. With its listener-level configuration each filter does nothing:
 | envoy.filters.http.rbac | no rules: enforces nothing | RBACPerRoute: ALLOW the `remote_ip` ranges, minus the denied ones; else 403 |
 | envoy.filters.http.local_ratelimit | filter_enabled 0%: off | a token bucket, enabled and enforced for 100%; per key: wildcard descriptors |
 | envoy.filters.http.ratelimit | only with a rate limit service; no descriptors: no call | RateLimitPerRoute with the route's descriptor |
+| envoy.filters.http.buffer | disabled | BufferPerRoute: the body buffered up to the route's limit, 413 above |
+
+Clients exempt from a local rate limit: the RBAC filter (before it) evaluates the exempt ranges as shadow rules,
+which only write their verdict into the request's dynamic metadata (`shadow_engine_result`: allowed for an
+exempt client); the rate limit's descriptor starts with that verdict, and only `denied` descriptors have a
+bucket. An exempt client's request matches none, so it takes the route's own bucket, which is made unlimited.
 
 `remote_ip` and `remote_address` are the client address as Envoy determined it: the peer, or the
 X-Forwarded-For hop chosen by the listener's `xff_num_trusted_hops` (never a client-sent header
@@ -26,6 +32,7 @@ from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2
 from envoy.config.rbac.v3 import rbac_pb2 as rbac_config_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2 as common_rl_pb2
+from envoy.extensions.filters.http.buffer.v3 import buffer_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
 from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2
@@ -33,6 +40,7 @@ from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.metadata.v3 import metadata_pb2
 from envoy.type.v3 import token_bucket_pb2
 from google.protobuf import any_pb2
 
@@ -44,6 +52,7 @@ CORS = "envoy.filters.http.cors"
 RBAC = "envoy.filters.http.rbac"
 LOCAL_RATE_LIMIT = "envoy.filters.http.local_ratelimit"
 RATE_LIMIT = "envoy.filters.http.ratelimit"
+BUFFER = "envoy.filters.http.buffer"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 LOCAL_RATE_LIMIT_STAT_PREFIX = "local_rate_limit"
@@ -54,6 +63,11 @@ SOURCE_RANGES_POLICY = "source-ranges"
 MAX_DYNAMIC_DESCRIPTORS = 10_000
 REMOTE_ADDRESS_KEY = "remote_address"  # the descriptor key Envoy's remote_address action writes
 GENERIC_KEY = "generic_key"  # the descriptor key of generic_key without descriptor_key
+EXEMPT_POLICY = "rate-limit-exempt"  # the RBAC shadow policy of the clients a local rate limit does not count
+EXEMPT_KEY = "rate_limit_exempt"  # the descriptor entry of the RBAC shadow verdict: allowed (exempt) or denied
+UNLIMITED_TOKENS = 2**32 - 1  # a bucket that never runs dry (Envoy's token counts are 32-bit)
+# The buffer filter's own limit, never used: it is disabled in the listener and every route sets its own.
+BUFFER_LISTENER_MAX_BYTES = 64 * 1024 * 1024
 
 
 def pack(msg) -> any_pb2.Any:
@@ -75,6 +89,13 @@ def rbac_filter(_lst: ir.Listener) -> hcm_pb2.HttpFilter:
 def local_rate_limit_filter(_lst: ir.Listener) -> hcm_pb2.HttpFilter:
     cfg = local_rate_limit_pb2.LocalRateLimit(stat_prefix=LOCAL_RATE_LIMIT_STAT_PREFIX)
     return hcm_pb2.HttpFilter(name=LOCAL_RATE_LIMIT, typed_config=pack(cfg))
+
+
+def buffer_filter(_lst: ir.Listener) -> hcm_pb2.HttpFilter:
+    """Disabled unless a route sets a request body limit (BufferPerRoute)."""
+    cfg = buffer_pb2.Buffer()
+    cfg.max_request_bytes.value = BUFFER_LISTENER_MAX_BYTES
+    return hcm_pb2.HttpFilter(name=BUFFER, typed_config=pack(cfg), disabled=True)
 
 
 def rate_limit_filter(lst: ir.Listener) -> hcm_pb2.HttpFilter | None:
@@ -117,10 +138,20 @@ def route_filter_config(p: ir.RoutePolicy, msg: rc.Route) -> None:
     cfg = msg.typed_per_filter_config
     if p.cors is not None:
         cfg[CORS].CopyFrom(pack(cors_policy(p.cors)))
-    if p.source_ranges is not None:
-        cfg[RBAC].CopyFrom(pack(source_ranges(p.source_ranges)))
+    exempt = p.local_rate_limit.exempt if p.local_rate_limit is not None else ()
+    if p.source_ranges is not None or exempt:
+        rbac = source_ranges(p.source_ranges) if p.source_ranges is not None else rbac_pb2.RBACPerRoute()
+        if exempt:
+            rbac.rbac.shadow_rules.action = rbac_config_pb2.RBAC.ALLOW
+            rbac.rbac.shadow_rules.policies[EXEMPT_POLICY].CopyFrom(rbac_config_pb2.Policy(
+                permissions=[rbac_config_pb2.Permission(any=True)], principals=[_ranges(exempt)]))
+        cfg[RBAC].CopyFrom(pack(rbac))
     if p.local_rate_limit is not None:
         cfg[LOCAL_RATE_LIMIT].CopyFrom(pack(local_rate_limit(p.local_rate_limit)))
+    if p.max_request_bytes is not None:
+        per_route = buffer_pb2.BufferPerRoute()
+        per_route.buffer.max_request_bytes.value = p.max_request_bytes
+        cfg[BUFFER].CopyFrom(pack(per_route))
     if p.global_rate_limit is not None:
         cfg[RATE_LIMIT].CopyFrom(pack(rate_limit_pb2.RateLimitPerRoute(
             rate_limits=[rate_limit_actions(p.global_rate_limit.entries)])))
@@ -213,13 +244,34 @@ def local_rate_limit(r: ir.LocalRateLimit) -> local_rate_limit_pb2.LocalRateLimi
     msg.response_headers_to_add.append(base_pb2.HeaderValueOption(
         header=base_pb2.HeaderValue(key="x-envoy-ratelimited", value="true"),
         append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD))
+    if r.key is None and not r.exempt:
+        return msg
+    # Descriptors: one bucket per value of the key (a wildcard entry, its value left empty), and with exempt
+    # clients, only for the requests the RBAC shadow rules did not allow (see the module doc). The route's own
+    # bucket serves the requests that match no descriptor: a header missing (limited like the rest), or an exempt
+    # client (unlimited).
+    actions = rc.RateLimit()
+    d = msg.descriptors.add()
+    if r.exempt:
+        a = actions.actions.add()
+        a.metadata.descriptor_key = EXEMPT_KEY
+        a.metadata.metadata_key.CopyFrom(metadata_pb2.MetadataKey(
+            key=RBAC, path=[metadata_pb2.MetadataKey.PathSegment(key="shadow_engine_result")]))
+        a.metadata.default_value = "denied"  # no verdict: counted
+        a.metadata.source = rc.RateLimit.Action.MetaData.DYNAMIC
+        d.entries.add(key=EXEMPT_KEY, value="denied")
+        unlimited = token_bucket_pb2.TokenBucket(max_tokens=UNLIMITED_TOKENS)
+        unlimited.tokens_per_fill.value = UNLIMITED_TOKENS
+        unlimited.fill_interval.CopyFrom(seconds(r.fill_interval_ms / 1000))
+        if r.key is None:
+            msg.token_bucket.CopyFrom(unlimited)
     if r.key is not None:
-        # One bucket per value: a wildcard descriptor (its value left empty); the route's bucket serves only
-        # the requests that produce no descriptor (a header missing).
-        msg.rate_limits.append(rate_limit_actions((r.key,)))
-        d = msg.descriptors.add()
+        actions.actions.append(_action(r.key))
         d.entries.add(key=_descriptor_key(r.key))
-        d.token_bucket.CopyFrom(_bucket(r))
-        msg.always_consume_default_token_bucket.value = False
         msg.max_dynamic_descriptors.value = MAX_DYNAMIC_DESCRIPTORS
+        if r.exempt and r.key.type == "client_ip":
+            msg.token_bucket.CopyFrom(unlimited)  # every request has an address: only the exempt reach it
+    msg.rate_limits.append(actions)
+    d.token_bucket.CopyFrom(_bucket(r))
+    msg.always_consume_default_token_bucket.value = False
     return msg

@@ -11,7 +11,8 @@ in the listener's chain and are switched on or configured per route with
    basic auth, JWT, then external authorization (which can see what the first two found);
 4. local and global rate limiting: after authentication, so that an unauthenticated flood does
    not spend the budget of real callers;
-5. the router, always last.
+5. the request body limit (buffer): the body is read only for a request that got this far;
+6. the router, always last.
 
 Each policy's module adds its filter through `FILTERS` below; keep the order.
 """
@@ -54,6 +55,8 @@ FILTERS: tuple[tuple[str, FilterBuilder], ...] = (
     # -- 4. rate limiting: local, global --
     ("local_rate_limit", edge_policies.local_rate_limit_filter),
     ("rate_limit", edge_policies.rate_limit_filter),
+    # -- 5. request body size: the buffer filter, after every refusal that does not need the body --
+    ("buffer", edge_policies.buffer_filter),
     ("router", _router),
 )
 

@@ -97,8 +97,14 @@ def downstream_tls_context(tc: ir.TLSFilterChain) -> tls_pb2.DownstreamTlsContex
     if tls.client_ca_secret:
         # Client certificates are asked for and verified against the CA (over SDS); required: no certificate,
         # no handshake. Optional: a certificate sent must still be valid.
-        common.validation_context_sds_secret_config.CopyFrom(
-            secret_pb2.SdsSecretConfig(name=tls.client_ca_secret, sds_config=ads_config_source()))
+        sds = secret_pb2.SdsSecretConfig(name=tls.client_ca_secret, sds_config=ads_config_source())
+        if tls.client_cert_max_depth:
+            # The CA over SDS, merged with what this chain adds to it: the chain depth.
+            combined = common.combined_validation_context
+            combined.default_validation_context.max_verify_depth.value = tls.client_cert_max_depth
+            combined.validation_context_sds_secret_config.CopyFrom(sds)
+        else:
+            common.validation_context_sds_secret_config.CopyFrom(sds)
         ctx.require_client_certificate.CopyFrom(wrappers_pb2.BoolValue(value=tls.client_cert_required))
     return ctx
 

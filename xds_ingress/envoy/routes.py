@@ -124,6 +124,8 @@ class RouteConfigEncoder:
 
 
 def _vhost_clusters(vh: ir.VirtualHost) -> frozenset[str]:
+    if vh.require_tls and vh.redirect_code not in (None, 301):
+        return frozenset()  # one route redirecting to https (virtual_host): its own routes are not sent
     used: set[str] = set()
     for r in vh.routes:
         sends = r.action.clusters
@@ -302,9 +304,14 @@ def _hash_policy(h: ir.HashPolicy, hp: rc.RouteAction.HashPolicy) -> None:
         hp.header.header_name = h.name
     elif h.type == "cookie":
         hp.cookie.name = h.name
-        hp.cookie.path = "/"
+        hp.cookie.path = h.cookie_path or "/"
         # A TTL (0: a session cookie) makes Envoy set the cookie when the request has none.
         hp.cookie.ttl.CopyFrom(seconds((h.cookie_ttl_ms or 0) / 1000))
+        for name, value in (("Domain", h.cookie_domain), ("SameSite", h.cookie_same_site)):
+            if value:
+                hp.cookie.attributes.add(name=name, value=value)
+        if h.cookie_secure:
+            hp.cookie.attributes.add(name="Secure")
     else:
         hp.connection_properties.source_ip = True
 

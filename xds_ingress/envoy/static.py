@@ -55,6 +55,13 @@ def static_bootstrap(resources: Resources, *, node_id: str = "xds-validate") -> 
                     secret = secrets.get(common.validation_context_sds_secret_config.name)
                     if secret is not None and secret.HasField("validation_context"):
                         common.validation_context.CopyFrom(secret.validation_context)  # a oneof: clears the SDS one
+                elif common.HasField("combined_validation_context"):
+                    combined = common.combined_validation_context
+                    secret = secrets.get(combined.validation_context_sds_secret_config.name)
+                    if secret is not None and secret.HasField("validation_context"):
+                        merged = combined.default_validation_context
+                        merged.MergeFrom(secret.validation_context)
+                        common.validation_context.CopyFrom(merged)  # a oneof: clears the combined one
                 ts.typed_config.CopyFrom(pack(ctx))
         b.static_resources.listeners.append(lst)
     for name in sorted(resources.get(types.CLUSTER, {})):

@@ -48,7 +48,7 @@ from xds_ingress.translate import annotations, auth, edge_policies, nginx, polic
 from xds_ingress.translate import tls as edge_tls
 from xds_ingress.translate.annotations import Parsed
 from xds_ingress.translate.classes import is_ours
-from xds_ingress.translate.services import cluster_for, load_assignment, no_ready_endpoints
+from xds_ingress.translate.services import cluster_for, load_assignment, no_ready_endpoints, with_fallback
 from xds_ingress.translate.settings import TranslateSettings
 
 __all__ = ["Translation", "TranslateSettings", "translate", "normalize_path"]
@@ -292,7 +292,7 @@ class _Translator:
         found = _IngressPolicy(route=policy.route_settings(values, report, present, settings=self.settings),
                                canary=canary,
                                excluded=excluded, ssl_redirect=redirect is None or redirect.value is not False,
-                               tls=edge_tls.ingress_tls(values, report, present))
+                               tls=edge_tls.ingress_tls(values, report, present, self.settings))
         self._ingress_policies[key] = found
         return found
 
@@ -524,7 +524,7 @@ class _Translator:
             route_configs, listeners, secrets, validation_secrets, vhosts, http_vhosts, tls_state = self._assemble(
                 hosts, default_route, tls_hosts)
             if self.settings.nginx_compat:  # regex paths and host settings, host-wide and across hosts
-                route_configs = nginx.finish(route_configs, ours, self.settings, self.diagnostics)
+                route_configs = nginx.finish(route_configs, ours, self.settings, self.diagnostics, tls_state)
         self._flush()
         # The listeners' authentication filters, from the routes (translate/auth.py); its service's cluster.
         listeners = auth.with_listener_auth(listeners, route_configs, self.settings)
@@ -667,12 +667,13 @@ class _Translator:
         if settings.fixed is not None:
             return [ir.Route(name=c.route_name, match=c.match, action=settings.fixed, source=source,
                              policy=route_policy)]
-        action = self.resolve(c.ingress, c.backend)
+        action = self._with_fallback(c.ingress, settings.fallback, self.resolve(c.ingress, c.backend))
         main = ir.Route(name=c.route_name, match=c.match, action=action, source=source, policy=route_policy)
         cs = c.canary.settings if c.canary is not None else None
         if cs is None or action.cluster is None or (cs.weight == 0 and cs.header is None and cs.cookie is None):
             return [main]
-        canary_action = self.resolve(c.canary.ingress, c.canary.backend)
+        canary_action = self._with_fallback(c.ingress, settings.fallback,
+                                            self.resolve(c.canary.ingress, c.canary.backend))
         if canary_action.cluster is None:
             return [main]  # nowhere to send the canary's share (diagnosed): all of it stays on the primary
         canary_action = dataclasses.replace(canary_action, hash_policy=action.hash_policy)
@@ -705,6 +706,32 @@ class _Translator:
         elif weights == [(canary_action.cluster, cs.weight)]:
             main = dataclasses.replace(main, action=canary_action, source=canary_source)
         return out + [main]
+
+    def _with_fallback(self, ing: Ingress, fb: policy.FallbackRequest | None, action: ir.RouteAction
+                       ) -> ir.RouteAction:
+        """`action` with its clusters served by `fb`'s Service (its first port) while they have no healthy
+        endpoint: aggregate clusters (services.with_fallback)."""
+        if fb is None or not action.clusters:
+            return action
+        svc = self.services.get((ing.meta.namespace, fb.service))
+        first = svc.ports[0].port if svc is not None and svc.ports else None
+        fallback = self.cluster_of(ing, fb.service, first, None if first is not None else "", fb.field,
+                                   "no default backend is used")
+        if fallback is None:
+            return action
+        names = {}
+        for name in action.clusters:
+            if name == fallback.name:
+                names[name] = name
+                continue
+            agg = with_fallback(self.clusters[name], fallback)
+            self.clusters.setdefault(agg.name, agg)
+            self._use(("cluster", agg.name))
+            names[name] = agg.name
+        if action.cluster is not None:
+            return dataclasses.replace(action, cluster=names[action.cluster])
+        return dataclasses.replace(action, weighted_clusters=tuple(
+            dataclasses.replace(w, cluster=names[w.cluster]) for w in action.weighted_clusters))
 
     def _with_mirror(self, ing: Ingress, m: policy.MirrorRequest, route_policy: ir.RoutePolicy | None
                      ) -> ir.RoutePolicy | None:

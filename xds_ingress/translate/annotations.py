@@ -234,6 +234,11 @@ _XDS_TABLE: tuple[Annotation, ...] = (
                doc="The verified client certificate reaches the backends in `x-forwarded-client-cert` (Hash, "
                    "Subject, URI and DNS SANs, and the PEM as Cert). A client-sent `x-forwarded-client-cert` is "
                    "always removed."),
+    Annotation(name="max-request-body", on=_ROUTE, parse=p.byte_size(max_bytes=p.MAX_REQUEST_BODY_BYTES),
+               key="route.max_request_bytes", group="Request bodies", example="8Mi",
+               doc="Largest request body accepted on this Ingress's paths (bytes, or with Ki or Mi, at most 64Mi); a "
+                   "larger one gets 413. Envoy then buffers each request's body, up to this size, before it goes "
+                   "upstream (nothing is streamed on these paths)."),
     Annotation(name="websocket", on=_ROUTE, parse=p.boolean, key="route.websocket", group="Upgrades",
                example="false",
                doc="Websocket upgrades are allowed on every route; `false` refuses them (403) on this "
@@ -267,6 +272,10 @@ _XDS_TABLE: tuple[Annotation, ...] = (
                doc="One bucket per client address (`client-ip`) or per value of a request header (`header:NAME`), "
                    "each of the full rate, instead of one for everyone; requests without the header share one "
                    "bucket. Envoy keeps the 10,000 most recently used keys."),
+    Annotation(name="rate-limit-exempt-ranges", on=_ROUTE, parse=p.source_ranges, key="ratelimit.exempt",
+               group="Rate limits", example="10.0.0.0/8",
+               doc="Clients in these IPv4 or IPv6 CIDR ranges are not counted by `rate-limit` (ingress-nginx's "
+                   "limit-whitelist); the client address as `allow-source-ranges` reads it."),
     Annotation(name="global-rate-limit", on=_ROUTE, parse=p.rate_limit_descriptor, key="ratelimit.global",
                group="Rate limits", example="generic:shop,client-ip",
                doc="Ask the rate limit service of `xds serve --rate-limit-service` about every request, with one "
@@ -384,10 +393,27 @@ _XDS_TABLE: tuple[Annotation, ...] = (
                group="Load balancing", example="1h",
                doc="Lifetime of the cookie generated for `hash-by: cookie:NAME` (default `0`: a session "
                    "cookie)."),
+    Annotation(name="hash-cookie-path", on=_SVC, parse=p.url_path, key="hash.cookie_path", group="Load balancing",
+               example="/shop",
+               doc="The Path attribute of the cookie generated for `hash-by: cookie:NAME` (default `/`)."),
+    Annotation(name="hash-cookie-domain", on=_SVC, parse=p.dns_name, key="hash.cookie_domain",
+               group="Load balancing", example="example.com",
+               doc="The Domain attribute of that cookie (default none: the request's host only)."),
+    Annotation(name="hash-cookie-samesite", on=_SVC, parse=p.same_site, key="hash.cookie_samesite",
+               group="Load balancing", example="Lax",
+               doc="The SameSite attribute of that cookie: `Strict`, `Lax` or `None` (browsers accept `None` only with "
+                   "`hash-cookie-secure`)."),
+    Annotation(name="hash-cookie-secure", on=_SVC, parse=p.boolean, key="hash.cookie_secure", group="Load balancing",
+               example="true",
+               doc="That cookie carries the Secure attribute: browsers send it back over HTTPS only."),
     Annotation(name="upstream", on=_SVC, parse=p.one_of("endpoints", "service"), key="cluster.discovery",
                group="Load balancing", example="service",
                doc="`endpoints` (default): Envoy balances over the ready pods (EDS); `service`: Envoy sends "
                    "to the Service's ClusterIP and kube-proxy or a mesh balances."),
+    Annotation(name="connect-timeout", on=_SVC, parse=_D(min_ms=1, max_ms=300_000, zero=False),
+               key="cluster.connect_timeout", group="Load balancing", example="2s",
+               doc="Time to open a connection to one of the backends before Envoy gives up on it (default 5s; "
+                   "a request then gets 503, or is retried where retries say so)."),
     # -- per Service: health --
     Annotation(name="health-check", on=_SVC, parse=p.one_of("http", "grpc"), key="hc.type",
                group="Health checks", example="grpc",

@@ -4,8 +4,8 @@ The keys (read by the annotation tables, `annotations.py`):
 
 - `cors.*`: CorsPolicy; nothing without `cors.allow_origins`, and credentials never with `*`;
 - `source.allow`, `source.deny`: SourceRanges (403 outside);
-- `ratelimit.rate`, `ratelimit.burst`, `ratelimit.key`: LocalRateLimit, a token bucket in each Envoy,
-  made as smooth as Envoy's 50 ms refill floor allows;
+- `ratelimit.rate`, `ratelimit.burst`, `ratelimit.key`, `ratelimit.exempt`: LocalRateLimit, a token bucket in
+  each Envoy, made as smooth as Envoy's 50 ms refill floor allows, that clients of the exempt ranges skip;
 - `ratelimit.global`: GlobalRateLimit, a descriptor for the rate limit service; only when the control
   plane runs with one (`TranslateSettings.rate_limit_service`).
 
@@ -102,7 +102,7 @@ def token_bucket(requests: int, unit: str) -> tuple[int, int]:
 def _local_rate_limit(values: Values, report: Report, present: frozenset[str]) -> ir.LocalRateLimit | None:
     rate = values.get("ratelimit.rate")
     if rate is None:
-        for k in ("ratelimit.burst", "ratelimit.key"):
+        for k in ("ratelimit.burst", "ratelimit.key", "ratelimit.exempt"):
             if k in values and "ratelimit.rate" not in present:
                 report(values[k], "IgnoredAnnotation", "is ignored without rate-limit; set the rate (e.g. '100/s').",
                        Severity.WARNING)
@@ -117,9 +117,16 @@ def _local_rate_limit(values: Values, report: Report, present: frozenset[str]) -
                f"{per_fill} is used. Set at least {per_fill}.", Severity.WARNING)
         burst = per_fill
     key = values.get("ratelimit.key")
+    exempt = _v(values, "ratelimit.exempt", ())
+    if exempt and key is not None and key.value[0] == "header":
+        report(values["ratelimit.exempt"], "ConflictingAnnotation",
+               "is ignored with rate-limit-key header:NAME (exempt clients are told apart by address: use "
+               "rate-limit-key client-ip, or none).", Severity.WARNING)
+        exempt = ()
     return ir.LocalRateLimit(requests=requests, unit=unit, max_tokens=burst, tokens_per_fill=per_fill,
                              fill_interval_ms=interval_ms,
-                             key=ir.RateLimitEntry(type=key.value[0], name=key.value[1]) if key else None)
+                             key=ir.RateLimitEntry(type=key.value[0], name=key.value[1]) if key else None,
+                             exempt=tuple(sorted(exempt, key=_net_order)))
 
 
 # --- global rate limits ----------------------------------------------------------------------

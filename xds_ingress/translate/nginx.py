@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from xds_ingress import ir
@@ -41,9 +41,17 @@ from xds_ingress.model import KIND_INGRESS, Ingress, ObjectMeta, Service, is_url
 from xds_ingress.translate import parsers as p
 from xds_ingress.translate.annotations import XDS, Annotation, Dialect, Parsed, field_of, present_keys, read
 from xds_ingress.translate.settings import TranslateSettings
+from xds_ingress.translate.tls import (
+    HSTS_HEADER,
+    NGINX_REDIRECT_CODE,
+    NO_TLS_STATE,
+    TLSState,
+    misdirected_route,
+    select_virtual_host,
+)
 
 __all__ = ["PREFIX", "Row", "TABLE", "NGINX", "EXACT", "DIFFERENCE", "UNSUPPORTED", "row", "read_ingress",
-           "service_values", "finish", "path_regex", "canary_annotation", "markdown"]
+           "service_values", "finish", "path_regex", "canary_annotation", "markdown", "secret_references"]
 
 PREFIX = "nginx.ingress.kubernetes.io/"
 EXACT, DIFFERENCE, UNSUPPORTED = "exact", "difference", "unsupported"
@@ -250,6 +258,145 @@ def _any(value: str) -> str:
     return value
 
 
+# CORS: ingress-nginx's defaults when enable-cors is "true" and the annotation is not set
+CORS_DEFAULT_METHODS = ("GET", "PUT", "POST", "DELETE", "PATCH", "OPTIONS")
+CORS_DEFAULT_HEADERS = ("DNT", "Keep-Alive", "User-Agent", "X-Requested-With", "If-Modified-Since", "Cache-Control",
+                        "Content-Type", "Range", "Authorization")
+CORS_DEFAULT_MAX_AGE_S = 1_728_000
+_WILDCARD_ORIGIN = re.compile(r"(https?)://\*\.([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*)"
+                              r"(:\d{1,5})?")
+
+
+def _cors_origins(value: str) -> tuple[tuple[str, str], ...]:
+    """ingress-nginx's cors-allow-origin: a comma-separated list of 'http(s)://host[:port]',
+    'http(s)://*.host[:port]' (one label in place of the *) or '*' (every origin: the whole list is then '*')."""
+    accepted = ("a comma-separated list of origins 'https://host[:port]' or 'https://*.host[:port]' (http or https, "
+                "no path), or '*'")
+    parts = [x.strip() for x in value.split(",")]
+    if not value.strip() or any(not x for x in parts) or len(parts) > p.MAX_ORIGINS:
+        raise p.Invalid(accepted)
+    if "*" in parts:
+        return (("any", ""),)
+    out: list[tuple[str, str]] = []
+    for part in parts:
+        m = _WILDCARD_ORIGIN.fullmatch(part.lower().rstrip("/"))
+        if m is not None:
+            port = m[6] or ""
+            if port and not 1 <= int(port[1:]) <= 65535:
+                raise p.Invalid(f"{accepted} ({part!r} is not one)")
+            item = ("regex", p.regex(f"{m[1]}://[A-Za-z0-9-]+\\." + re.escape(m[2]).replace("\\-", "-")
+                                     + re.escape(port)))
+        else:
+            try:
+                item = p.origins(part)[0]
+            except p.Invalid:
+                raise p.Invalid(f"{accepted} ({part!r} is not one)") from None
+            if item[0] != "exact":
+                raise p.Invalid(f"{accepted} ({part!r} is not one)")
+        if item not in out:
+            out.append(item)
+    return tuple(out)
+
+
+def _words(pattern: str, what: str, max_items: int = 32) -> p.Parser:
+    """A list of `pattern` items separated by commas and/or spaces, as ingress-nginx reads its CORS lists."""
+    accepted = f"a comma-separated list of at most {max_items} {what}"
+
+    def parse(value: str) -> tuple[str, ...]:
+        items = [x for x in re.split(r"[\s,]+", value.strip()) if x]
+        if not items or len(items) > max_items or not all(re.fullmatch(pattern, x) for x in items):
+            raise p.Invalid(accepted)
+        return tuple(dict.fromkeys(items))
+    return parse
+
+
+_cors_methods = _words(r"[A-Za-z]{1,32}", "HTTP methods (letters)")
+_cors_headers = _words(r"[A-Za-z0-9_\-]{1,128}", "header names (letters, digits, - and _)")
+_cors_expose = _words(r"[A-Za-z0-9_\-]{1,128}|\*", "header names (letters, digits, - and _) or '*'")
+_CIDR_TEXT = re.compile(r"[0-9A-Fa-f:.]{2,45}(/\d{1,3})?")
+
+
+def _address_ranges(value: str) -> tuple[tuple[str, str], ...]:
+    """ingress-nginx's address lists: comma-separated IPv4/IPv6 addresses or CIDR ranges; a range with host bits
+    set is read as its network, as nginx does ((network, the range as written) then, to say so; else (network,
+    ""))."""
+    import ipaddress
+
+    accepted = (f"a comma-separated list of at most {p.MAX_SOURCE_RANGES} IPv4 or IPv6 addresses or CIDR ranges "
+                "('10.0.0.0/8', '192.168.1.7', '2001:db8::/32')")
+    parts = [x.strip() for x in value.split(",")]
+    if not value.strip() or any(not x for x in parts) or len(parts) > p.MAX_SOURCE_RANGES:
+        raise p.Invalid(accepted)
+    out: dict[str, str] = {}
+    for part in parts:
+        if not _CIDR_TEXT.fullmatch(part):
+            raise p.Invalid(f"{accepted}; {part!r} is not one")
+        try:
+            net = ipaddress.ip_network(part, strict=False)
+        except ValueError:
+            raise p.Invalid(f"{accepted}; {part!r} is not one") from None
+        if isinstance(net, ipaddress.IPv6Network) and net.subnet_of(ipaddress.IPv6Network("::ffff:0:0/96")):
+            raise p.Invalid(f"{accepted}; {part!r} is IPv4-mapped: write the IPv4 range (Envoy sees IPv4 clients as "
+                            "IPv4 addresses)")
+        loose = "/" in part and ipaddress.ip_address(part.partition("/")[0]) != net.network_address
+        out[str(net)] = out.get(str(net)) or (part if loose else "")
+    return tuple(out.items())
+
+
+def _service_name(value: str) -> str:
+    v = value.strip()
+    if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", v):
+        raise p.Invalid("the name of a Service of the Ingress's namespace (a DNS label)")
+    return v
+
+
+_NGINX_SIZE = re.compile(r"(\d{1,10})([kKmMgG]?)")
+
+
+def _body_size(value: str) -> int:
+    """nginx's size syntax: bytes, or k, m, g (powers of 1024); 0: no limit."""
+    m = _NGINX_SIZE.fullmatch(value.strip())
+    if m is None:
+        raise p.Invalid("a size: bytes ('1048576') or with k, m or g ('512k', '8m', '1g'); 0 for no limit")
+    return int(m[1]) * 1024 ** " kmg".index(m[2].lower() or " ")
+
+
+def _verify_client(value: str) -> str:
+    v = value.strip().lower()
+    if v == "optional_no_ca":
+        raise p.Invalid("on, off or optional (optional_no_ca, a certificate accepted without verification, is not "
+                        "supported: Envoy does not tell the backend that it was not verified, as nginx's "
+                        "ssl-client-verify header does, so an unverified certificate would look verified)")
+    if v not in ("on", "off", "optional"):
+        raise p.Invalid("on, off or optional")
+    return v
+
+
+def _openssl_ciphers(value: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """An OpenSSL cipher list of suite names separated by ':' (or commas, spaces): (the suites of the allow-list,
+    in order; the names left out). Cipher string keywords (HIGH, !aNULL, EECDH+AESGCM) are not read."""
+    names = [x for x in re.split(r"[:,\s]+", value.strip()) if x]
+    accepted = ("cipher suite names separated by ':' (OpenSSL's names, e.g. 'ECDHE-ECDSA-AES128-GCM-SHA256:"
+                "ECDHE-RSA-AES128-GCM-SHA256'); OpenSSL's keywords and operators (HIGH, !aNULL, +, @STRENGTH) are not "
+                "read")
+    if not names or len(names) > 64 or not all(re.fullmatch(r"[A-Z0-9_\-]{3,64}", x.upper()) and
+                                               re.search(r"[A-Z0-9]-[A-Z0-9]|_", x.upper()) for x in names):
+        raise p.Invalid(accepted)
+    kept = tuple(dict.fromkeys(x.upper() for x in names if x.upper() in p.TLS12_CIPHER_SUITES))
+    dropped = tuple(dict.fromkeys(x for x in names if x.upper() not in p.TLS12_CIPHER_SUITES))
+    return kept, dropped
+
+
+def _on_off_boolean(value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("on", "off"):
+        return v == "on"
+    try:
+        return p.boolean(v)
+    except p.Invalid:
+        raise p.Invalid("true, false, on or off") from None
+
+
 def _boolean_text(value: str) -> bool:
     return p.boolean(value)
 
@@ -259,6 +406,15 @@ def _boolean_text(value: str) -> bool:
 _X = "xds-ingress.io/"
 _SVC_NOTE = ("applied to the clusters of the Services this Ingress routes to, which every Ingress routing to them "
              "shares (the oldest Ingress wins when they disagree, as ingress-nginx's upstreams)")
+
+
+_RANGES_NOTE = ("the client address is the connection's peer, or with xds serve --xff-num-trusted-hops the "
+                "X-Forwarded-For hop (nginx: its real-ip settings); a range with host bits set is read as its network "
+                "(a warning); a list that cannot be read refuses every client (403, nginx: 503) until it is fixed")
+_GLOBAL_NOTE = ("memcached is not used: global limits are counted by a rate limit service (xds serve "
+                "--rate-limit-service) whose own configuration holds the limits, which an annotation cannot set")
+_LIMIT_NOTE = ("a token bucket per client address and per path (nginx: per Ingress) in each Envoy; over it 429 "
+               "(nginx: 503, its limit-req-status-code) with x-ratelimit-* headers")
 
 
 def _pending(name: str, group: str, doc: str, needs: str) -> Row:
@@ -316,13 +472,14 @@ TABLE: tuple[Row, ...] = (
         example="https://maintenance.example.com",
         doc="Every path of the Ingress redirects (302) to this URL; it takes precedence over permanent-redirect.",
         replacement=f"{_X}redirect-to"),
-    Row(name="ssl-redirect", status=DIFFERENCE, group="Redirects", parse=p.boolean, key="ingress.ssl_redirect",
-        example="false", doc="Plain HTTP to the hosts of the Ingress's spec.tls is redirected to HTTPS (default true).",
-        note="the redirect is a 301, not ingress-nginx's 308", replacement=f"{_X}ssl-redirect"),
-    Row(name="force-ssl-redirect", status=DIFFERENCE, group="Redirects", parse=p.boolean,
+    Row(name="ssl-redirect", status=EXACT, group="Redirects", parse=p.boolean, key="ingress.ssl_redirect",
+        example="false",
+        doc="Plain HTTP to the hosts of the Ingress's spec.tls is redirected to HTTPS (default true), with 308.",
+        replacement=f"{_X}ssl-redirect and ssl-redirect-code"),
+    Row(name="force-ssl-redirect", status=EXACT, group="Redirects", parse=p.boolean,
         key="nginx.force_ssl_redirect", example="true",
-        doc="Plain HTTP to the Ingress's hosts is redirected to HTTPS even without a certificate here.",
-        note="the redirect is a 301, not ingress-nginx's 308"),
+        doc="Plain HTTP to the Ingress's hosts is redirected (308) to HTTPS even without a certificate here.",
+        replacement=f"{_X}ssl-redirect-code"),
     Row(name="from-to-www-redirect", status=DIFFERENCE, group="Redirects", parse=p.boolean,
         key="nginx.from_to_www", example="true",
         doc="Requests for www.HOST redirect (308) to HOST, or for HOST to www.HOST, whichever the Ingress does not "
@@ -357,7 +514,7 @@ TABLE: tuple[Row, ...] = (
     Row(name="affinity", status=DIFFERENCE, group="Upstream", parse=_affinity, key="nginx.affinity",
         example="cookie",
         doc="Session affinity by a cookie the proxy sets (INGRESSCOOKIE unless session-cookie-name).",
-        note=_SVC_NOTE + "; the cookie's value is Envoy's hash, and its path is always /",
+        note=_SVC_NOTE + "; the cookie's value is Envoy's hash, and its path is / unless session-cookie-path",
         replacement=f"{_X}hash-by: cookie:NAME on the Service"),
     Row(name="affinity-mode", status=DIFFERENCE, group="Upstream", parse=p.one_of("balanced", "persistent"),
         key=NOOP, example="persistent", doc="balanced (default) or persistent stickiness.",
@@ -369,13 +526,21 @@ TABLE: tuple[Row, ...] = (
     Row(name="session-cookie-expires", status=DIFFERENCE, group="Upstream", parse=_seconds(0, 31_536_000),
         key="nginx.session_cookie_expires", example="172800",
         doc="The affinity cookie's lifetime in seconds (legacy).", note="sets Max-Age, like session-cookie-max-age"),
-    _pending("session-cookie-path", "Upstream", "The path of the affinity cookie.", "hash-cookie-attributes"),
-    _pending("session-cookie-samesite", "Upstream", "The SameSite attribute of the affinity cookie.",
-             "hash-cookie-attributes"),
-    _pending("session-cookie-secure", "Upstream", "The Secure attribute of the affinity cookie.",
-             "hash-cookie-attributes"),
-    _pending("session-cookie-domain", "Upstream", "The Domain attribute of the affinity cookie.",
-             "hash-cookie-attributes"),
+    Row(name="session-cookie-path", status=DIFFERENCE, group="Upstream", parse=p.url_path,
+        key="nginx.session_cookie_path", example="/shop", doc="The Path attribute of the affinity cookie.",
+        note="without it the path is / (nginx: the Ingress path)", replacement=f"{_X}hash-cookie-path on the Service"),
+    Row(name="session-cookie-samesite", status=EXACT, group="Upstream", parse=p.same_site,
+        key="nginx.session_cookie_samesite", example="Lax",
+        doc="The SameSite attribute of the affinity cookie: Strict, Lax or None.",
+        replacement=f"{_X}hash-cookie-samesite on the Service"),
+    Row(name="session-cookie-secure", status=DIFFERENCE, group="Upstream", parse=p.boolean,
+        key="nginx.session_cookie_secure", example="true",
+        doc="The affinity cookie is Secure (nginx also makes it Secure on HTTPS requests).",
+        note="Secure only with this annotation: Envoy sets one cookie for HTTP and HTTPS alike",
+        replacement=f"{_X}hash-cookie-secure on the Service"),
+    Row(name="session-cookie-domain", status=EXACT, group="Upstream", parse=p.dns_name,
+        key="nginx.session_cookie_domain", example="example.com", doc="The Domain attribute of the affinity cookie.",
+        replacement=f"{_X}hash-cookie-domain on the Service"),
     _none("session-cookie-change-on-failure", "Upstream", "A new affinity cookie after the backend failed.",
           "Envoy's cookie hash keeps the cookie; a failed endpoint is skipped by the ring"),
     _none("session-cookie-conditional-samesite-none", "Upstream", "SameSite=None only for browsers that accept it.",
@@ -405,8 +570,9 @@ TABLE: tuple[Row, ...] = (
     _none("proxy-ssl-protocols", "Upstream", "TLS versions towards HTTPS backends.",
           "Envoy uses TLS 1.2 and 1.3 towards backends"),
     # -- timeouts and retries --
-    _pending("proxy-connect-timeout", "Timeouts and retries", "Time to connect to a backend (seconds).",
-             "connect-timeout"),
+    Row(name="proxy-connect-timeout", status=DIFFERENCE, group="Timeouts and retries", parse=_seconds(1, 300),
+        key="cluster.connect_timeout", example="10", doc="Time to connect to a backend (seconds, default 5).",
+        note=_SVC_NOTE, replacement=f"{_X}connect-timeout on the Service"),
     Row(name="proxy-read-timeout", status=DIFFERENCE, group="Timeouts and retries", parse=_seconds(1, 86_400),
         key="nginx.proxy_read_timeout", example="120",
         doc="Longest wait between two reads from the backend (seconds, default 60).",
@@ -462,13 +628,21 @@ TABLE: tuple[Row, ...] = (
     # -- headers, errors, backends --
     _none("custom-headers", "Headers and errors", "Response headers from a ConfigMap (namespace/name).",
           "ConfigMaps are not read", f"{_X}response-headers-set with the headers written out"),
-    _pending("custom-http-errors", "Headers and errors", "Error statuses answered by the default backend.",
-             "custom-http-errors"),
-    _pending("default-backend", "Headers and errors",
-             "A Service for this Ingress's unmatched paths, backends without endpoints and custom-http-errors.",
-             "default-backend"),
+    _none("custom-http-errors", "Headers and errors", "Upstream error statuses answered by the default-backend "
+          "Service instead.",
+          "Envoy 1.40 replaces an upstream's answer with another Service's only by an internal redirect (its "
+          "custom_response filter), which routes the request again by Host and path: the default backend would need "
+          "a route of its own that clients could reach as well; errors are passed through as the backend sent them"),
+    Row(name="default-backend", status=DIFFERENCE, group="Headers and errors", parse=_service_name,
+        key="fallback.service", example="errors",
+        doc="A Service of the Ingress's namespace (its first port) that serves the Ingress's paths whose Service "
+            "has no active endpoint (and custom-http-errors).",
+        note="an aggregate cluster per path's Service: Envoy sends to the default-backend Service while the "
+             "path's has no healthy endpoint (none ready, or all failing their health checks), and a share when only "
+             "some are healthy (its priority spill-over); nginx decides from the ready endpoints when its "
+             "configuration is built; custom-http-errors is not translated"),
     _none("proxy-intercept-errors", "Headers and errors", "Errors answered by nginx instead of the backend.",
-          "needs custom-http-errors"),
+          "custom-http-errors is not translated: errors are passed through as the backend sent them"),
     _none("disable-proxy-intercept-errors", "Headers and errors", "No error interception for this Ingress.",
           "errors are never intercepted"),
     _none("proxy-cookie-domain", "Headers and errors", "Rewrites the Domain of Set-Cookie headers.",
@@ -482,13 +656,39 @@ TABLE: tuple[Row, ...] = (
     _noop("connection-proxy-header", "Headers and errors", "The Connection header sent upstream.",
           "Envoy manages connection headers itself", example="keep-alive"),
     # -- security (being built for xds-ingress.io/ on other branches) --
-    _pending("enable-cors", "CORS", "Answers CORS preflights and adds CORS headers.", "cors"),
-    _pending("cors-allow-origin", "CORS", "Origins allowed.", "cors-allow-origins"),
-    _pending("cors-allow-methods", "CORS", "Methods allowed.", "cors-allow-methods"),
-    _pending("cors-allow-headers", "CORS", "Request headers allowed.", "cors-allow-headers"),
-    _pending("cors-expose-headers", "CORS", "Response headers exposed.", "cors-expose-headers"),
-    _pending("cors-allow-credentials", "CORS", "Whether credentials are allowed.", "cors-allow-credentials"),
-    _pending("cors-max-age", "CORS", "How long a preflight is cached.", "cors-max-age"),
+    Row(name="enable-cors", status=DIFFERENCE, group="CORS", parse=p.boolean, key="nginx.enable_cors",
+        example="true",
+        doc="Answers CORS preflights and adds CORS headers (by default for every origin, with ingress-nginx's "
+            "default methods, headers, credentials and max age).",
+        note="Envoy answers the preflights (OPTIONS with Origin and Access-Control-Request-Method) of allowed origins "
+             "with 200 (nginx: 204) and puts the methods, headers and max age on preflights only; the allowed origin "
+             "is echoed, also for '*' (nginx: '*'), so with '*' credentials are not allowed (browsers refuse nginx's "
+             "'*' with credentials too)",
+        replacement=f"{_X}cors-allow-origins and the cors-* family"),
+    Row(name="cors-allow-origin", status=DIFFERENCE, group="CORS", parse=_cors_origins,
+        key="nginx.cors_allow_origin", example="https://app.example.com, https://*.example.com",
+        doc="Origins allowed: 'https://host[:port]', 'https://*.host' or '*' (the default).",
+        note="an origin nginx would skip (not http(s)://host[:port]) refuses the whole list, and then no CORS is "
+             "answered (never every origin instead); '*.host' is one label, as nginx's", replacement=f"{_X}cors-allow-origins"),
+    Row(name="cors-allow-methods", status=EXACT, group="CORS", parse=_cors_methods, key="nginx.cors_allow_methods",
+        example="GET, PUT, POST", doc="Methods a preflight allows (default GET, PUT, POST, DELETE, PATCH, OPTIONS).",
+        replacement=f"{_X}cors-allow-methods"),
+    Row(name="cors-allow-headers", status=EXACT, group="CORS", parse=_cors_headers, key="nginx.cors_allow_headers",
+        example="X-Forwarded-For, X-app123-XPTO",
+        doc="Request headers a preflight allows (default DNT, Keep-Alive, User-Agent, X-Requested-With, "
+            "If-Modified-Since, Cache-Control, Content-Type, Range, Authorization).",
+        replacement=f"{_X}cors-allow-headers"),
+    Row(name="cors-expose-headers", status=EXACT, group="CORS", parse=_cors_expose, key="nginx.cors_expose_headers",
+        example="*, X-CustomResponseHeader", doc="Response headers the page may read (default none).",
+        replacement=f"{_X}cors-expose-headers"),
+    Row(name="cors-allow-credentials", status=DIFFERENCE, group="CORS", parse=p.boolean,
+        key="nginx.cors_allow_credentials", example="false",
+        doc="Whether requests with credentials are allowed (default true).",
+        note="not with cors-allow-origin '*' (browsers refuse credentials with nginx's '*' as well)",
+        replacement=f"{_X}cors-allow-credentials"),
+    Row(name="cors-max-age", status=EXACT, group="CORS", parse=p.integer(0, 31_536_000), key="nginx.cors_max_age",
+        example="600", doc="How long a preflight's answer may be cached, in seconds (default 1728000).",
+        replacement=f"{_X}cors-max-age"),
     _pending("auth-url", "Authentication", "An external service that authorizes each request.", "auth-url"),
     _pending("auth-signin", "Authentication", "Where a request the auth-url refuses is redirected.", "auth-signin"),
     _pending("auth-response-headers", "Authentication", "Headers of the auth-url's answer passed upstream.",
@@ -509,46 +709,88 @@ TABLE: tuple[Row, ...] = (
     _pending("auth-secret", "Authentication", "The Secret holding the htpasswd users.", "basic-auth-secret"),
     _pending("auth-secret-type", "Authentication", "auth-file or auth-map.", "basic-auth-secret"),
     _pending("auth-realm", "Authentication", "The realm of basic authentication.", "basic-auth-realm"),
-    _pending("auth-tls-secret", "Client certificates", "The CA that client certificates must be signed by.",
-             "client-ca-secret"),
-    _pending("auth-tls-verify-client", "Client certificates", "on, off, optional or optional_no_ca.",
-             "client-verify"),
-    _pending("auth-tls-verify-depth", "Client certificates", "Depth of client certificate chains.",
-             "client-ca-secret"),
-    _pending("auth-tls-pass-certificate-to-upstream", "Client certificates",
-             "The client certificate is sent upstream in ssl-client-cert.", "client-cert-header"),
+    Row(name="auth-tls-secret", status=DIFFERENCE, group="Client certificates", parse=_namespaced_secret,
+        key="nginx.auth_tls_secret", example="default/client-ca",
+        doc="Mutual TLS: clients of the Ingress's TLS hosts must present a certificate signed by a CA of this "
+            "Secret's ca.crt ('namespace/name').",
+        note="the Secret must be in the Ingress's namespace (another namespace is refused, and then its hosts are "
+             "not served over HTTPS at all); a client without a valid certificate fails the TLS handshake (nginx "
+             "completes it and answers 400)",
+        replacement=f"{_X}client-ca-secret"),
+    Row(name="auth-tls-verify-client", status=DIFFERENCE, group="Client certificates", parse=_verify_client,
+        key="nginx.auth_tls_verify_client", example="optional",
+        doc="on (the default: a certificate is required), optional (verified when sent) or off.",
+        note="optional_no_ca is refused (the default, on, applies): Envoy would forward an unverified certificate "
+             "without nginx's ssl-client-verify header saying so", replacement=f"{_X}client-cert-verify"),
+    Row(name="auth-tls-verify-depth", status=DIFFERENCE, group="Client certificates", parse=p.integer(1, 16),
+        key="nginx.auth_tls_verify_depth", example="2",
+        doc="Intermediate CA certificates accepted between a client certificate and the CA (default 1).",
+        note="as nginx with OpenSSL 1.1 and later (the trust anchor not counted); Envoy's max_verify_depth is one more"),
+    Row(name="auth-tls-pass-certificate-to-upstream", status=DIFFERENCE, group="Client certificates",
+        parse=p.boolean, key="nginx.auth_tls_pass_certificate", example="true",
+        doc="The client certificate is sent upstream (in the header ssl-client-cert).",
+        note="the header is x-forwarded-client-cert (Hash, Subject, URI and DNS SANs, and the URL-encoded PEM as "
+             "Cert), not nginx's ssl-client-cert; nginx's ssl-client-verify, ssl-client-subject-dn and "
+             "ssl-client-issuer-dn headers are not sent", replacement=f"{_X}client-cert-forward"),
+    _none("auth-tls-match-cn", "Client certificates", "Only client certificates whose subject matches this CN regex.",
+          "the subject is not matched: every certificate the CA signed is accepted"),
     _none("auth-tls-error-page", "Client certificates", "Where a failed client certificate is redirected.",
           "a failed client certificate fails the request"),
-    _pending("whitelist-source-range", "Access and rate limits", "Client addresses allowed (CIDRs).",
-             "allow-source-ranges"),
-    _pending("allowlist-source-range", "Access and rate limits", "Client addresses allowed (CIDRs).",
-             "allow-source-ranges"),
-    _pending("denylist-source-range", "Access and rate limits", "Client addresses refused (CIDRs).",
-             "deny-source-ranges"),
-    _pending("limit-rps", "Access and rate limits", "Requests per second from one client address.", "rate-limit"),
-    _pending("limit-rpm", "Access and rate limits", "Requests per minute from one client address.", "rate-limit"),
-    _pending("limit-burst-multiplier", "Access and rate limits", "Burst size as a multiple of the rate.",
-             "rate-limit-burst"),
-    _pending("limit-connections", "Access and rate limits", "Concurrent connections from one client address.",
-             "connection-limit"),
-    _pending("limit-whitelist", "Access and rate limits", "Client addresses exempt from the rate limits.",
-             "rate-limit"),
+    Row(name="whitelist-source-range", status=DIFFERENCE, group="Access and rate limits", parse=_address_ranges,
+        key="nginx.whitelist_source_range", example="10.0.0.0/8, 192.168.1.7",
+        doc="Only these client addresses (CIDRs) are served; the others get 403.",
+        note=_RANGES_NOTE, replacement=f"{_X}allow-source-ranges"),
+    Row(name="allowlist-source-range", status=DIFFERENCE, group="Access and rate limits", parse=_address_ranges,
+        key="nginx.allowlist_source_range", example="10.0.0.0/8",
+        doc="Only these client addresses (CIDRs) are served; the others get 403 (the new name of "
+            "whitelist-source-range, which it wins over).",
+        note=_RANGES_NOTE, replacement=f"{_X}allow-source-ranges"),
+    Row(name="denylist-source-range", status=DIFFERENCE, group="Access and rate limits", parse=_address_ranges,
+        key="nginx.denylist_source_range", example="203.0.113.0/24",
+        doc="These client addresses (CIDRs) get 403.", note=_RANGES_NOTE, replacement=f"{_X}deny-source-ranges"),
+    Row(name="limit-rps", status=DIFFERENCE, group="Access and rate limits", parse=p.integer(1, 100_000),
+        key="nginx.limit_rps", example="5",
+        doc="Requests per second from one client address; limit-burst-multiplier times as many at once.",
+        note=_LIMIT_NOTE, replacement=f"{_X}rate-limit: N/s, rate-limit-burst, rate-limit-key: client-ip"),
+    Row(name="limit-rpm", status=DIFFERENCE, group="Access and rate limits", parse=p.integer(1, 100_000),
+        key="nginx.limit_rpm", example="300",
+        doc="Requests per minute from one client address; limit-burst-multiplier times as many at once.",
+        note=_LIMIT_NOTE + "; with limit-rps too, only the lower rate applies (nginx applies both)",
+        replacement=f"{_X}rate-limit: N/m, rate-limit-burst, rate-limit-key: client-ip"),
+    Row(name="limit-burst-multiplier", status=EXACT, group="Access and rate limits", parse=p.integer(1, 100),
+        key="nginx.limit_burst_multiplier", example="3",
+        doc="The burst of limit-rps and limit-rpm: the rate times this (default 5); nginx then admits one request "
+            "more at once, and so does the bucket here.", replacement=f"{_X}rate-limit-burst"),
+    _none("limit-connections", "Access and rate limits", "Concurrent connections from one client address (503 above).",
+          "Envoy limits connections per listener or per cluster, not per client address",
+          f"{_X}rate-limit with rate-limit-key: client-ip"),
+    Row(name="limit-whitelist", status=DIFFERENCE, group="Access and rate limits", parse=_address_ranges,
+        key="nginx.limit_whitelist", example="10.0.0.0/8, 192.168.0.0/16",
+        doc="Client addresses (CIDRs) that limit-rps and limit-rpm do not count.",
+        note="the client address is the connection's peer, or with xds serve --xff-num-trusted-hops the "
+             "X-Forwarded-For hop (nginx: its real-ip settings); a range with host bits set is read as its network "
+             "(a warning)", replacement=f"{_X}rate-limit-exempt-ranges"),
     _none("limit-rate", "Access and rate limits", "Kilobytes per second sent to one connection.",
           "bandwidth limits are not supported"),
     _none("limit-rate-after", "Access and rate limits", "Kilobytes sent before limit-rate applies.",
           "bandwidth limits are not supported"),
     _none("global-rate-limit", "Access and rate limits", "Requests per window counted in memcached.",
-          "no shared rate limit service", f"{_X}rate-limit (per Envoy, planned)"),
-    _none("global-rate-limit-window", "Access and rate limits", "The window of global-rate-limit.",
-          "no shared rate limit service"),
-    _none("global-rate-limit-key", "Access and rate limits", "The key of global-rate-limit.",
-          "no shared rate limit service"),
+          _GLOBAL_NOTE, f"{_X}global-rate-limit (the limits in the rate limit service), or rate-limit per Envoy"),
+    _none("global-rate-limit-window", "Access and rate limits", "The window of global-rate-limit.", _GLOBAL_NOTE,
+          f"{_X}global-rate-limit"),
+    _none("global-rate-limit-key", "Access and rate limits", "The key of global-rate-limit.", _GLOBAL_NOTE,
+          f"{_X}global-rate-limit"),
     _none("global-rate-limit-ignored-cidrs", "Access and rate limits", "Addresses exempt from global-rate-limit.",
-          "no shared rate limit service"),
+          _GLOBAL_NOTE, f"{_X}global-rate-limit"),
     _none("satisfy", "Access and rate limits", "any: either the address list or authentication admits a request.",
           "every configured check applies (all)"),
-    _pending("proxy-body-size", "Bodies and buffers", "Largest request body accepted (413 above).",
-             "max-request-body"),
+    Row(name="proxy-body-size", status=DIFFERENCE, group="Bodies and buffers", parse=_body_size,
+        key="nginx.proxy_body_size", example="8m",
+        doc="Largest request body accepted (413 above); 0 for no limit.",
+        note="Envoy buffers the body of these paths in memory up to the limit before it goes upstream (nginx "
+             "buffers it too, on disk beyond client-body-buffer-size), so limits above 64m are not enforced (a "
+             "warning; bodies then stream, as with 0); ingress-nginx's default of 1m (its ConfigMap) is not applied",
+        replacement=f"{_X}max-request-body"),
     _noop("client-body-buffer-size", "Bodies and buffers", "Memory buffer for request bodies.",
           "Envoy streams bodies through bounded buffers", example="1m"),
     _noop("proxy-buffering", "Bodies and buffers", "Whether responses are buffered.",
@@ -566,9 +808,14 @@ TABLE: tuple[Row, ...] = (
     # -- TLS and other listeners --
     _pending("ssl-passthrough", "TLS", "TLS connections go to the backend undecrypted, routed by SNI.",
              "ssl-passthrough"),
-    _none("ssl-ciphers", "TLS", "Ciphers offered to clients for the Ingress's hosts.",
-          "the listener's TLS parameters apply to every host"),
-    _none("ssl-prefer-server-ciphers", "TLS", "Server cipher preference.", "the listener's TLS parameters apply"),
+    Row(name="ssl-ciphers", status=DIFFERENCE, group="TLS", parse=_openssl_ciphers, key="nginx.ssl_ciphers",
+        example="ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256",
+        doc="TLS 1.2 cipher suites offered to clients of the Ingress's TLS hosts (an OpenSSL cipher list).",
+        note="only names of the allow-list (" + ", ".join(p.TLS12_CIPHER_SUITES) + ") are offered, in the order "
+             "given; others (DHE, CBC, RSA key exchange, TLS 1.3 names) are left out with a diagnostic, and "
+             "OpenSSL's keywords (HIGH, !aNULL) are refused", replacement=f"{_X}tls-cipher-suites"),
+    _noop("ssl-prefer-server-ciphers", "TLS", "Whether the server's cipher order is preferred.",
+          "the server's order is always preferred (as 'true')", parse=_on_off_boolean, example="true"),
     _noop("http2-push-preload", "TLS", "HTTP/2 server push of preload links.", "browsers dropped HTTP/2 push",
           parse=p.boolean, example="false"),
     # -- observability --
@@ -628,7 +875,10 @@ SERVICE_PREFIXES = ("cluster.", "tls.", "hash.", "hc.", "outlier.", "cb.")
 _FAMILIES = (("rewrite.prefix", "rewrite.regex", "rewrite.substitution", "rewrite.target"),
              ("route.timeout", "route.idle_timeout"),
              ("redirect.url", "redirect.code", "direct.status", "direct.body"),
-             ("canary.",), ("hash.",), ("tls.",))
+             ("canary.",), ("hash.",), ("tls.",), ("cors.",), ("source.",),
+             ("ratelimit.rate", "ratelimit.burst", "ratelimit.key", "ratelimit.exempt"),
+             ("https.client_ca_secret", "https.client_ca_refused", "https.client_cert_verify",
+              "https.client_cert_forward", "https.client_cert_max_depth"))
 
 
 def _family(key: str) -> str:
@@ -766,13 +1016,21 @@ def _expand(values: dict[str, Parsed], meta: ObjectMeta, diags: list[Diagnostic]
         out.pop("tls.sni")  # proxy-ssl-name with a plain HTTP backend: nothing to send it on
     # upstream: hashing and affinity
     hb, aff = g("nginx.upstream_hash_by"), g("nginx.affinity")
-    cookie_keys = ("nginx.session_cookie_name", "nginx.session_cookie_max_age", "nginx.session_cookie_expires")
+    attributes = (("nginx.session_cookie_path", "hash.cookie_path"), ("nginx.session_cookie_domain",
+                                                                        "hash.cookie_domain"),
+                  ("nginx.session_cookie_samesite", "hash.cookie_samesite"),
+                  ("nginx.session_cookie_secure", "hash.cookie_secure"))
+    cookie_keys = ("nginx.session_cookie_name", "nginx.session_cookie_max_age", "nginx.session_cookie_expires",
+                   *(k for k, _ in attributes))
     if aff is not None:
         name = g("nginx.session_cookie_name")
         ttl = g("nginx.session_cookie_max_age") or g("nginx.session_cookie_expires")
         put("hash.by", ("cookie", name.value if name is not None else "INGRESSCOOKIE"), aff)
         if ttl is not None:
             put("hash.cookie_ttl", ttl.value, ttl)
+        for theirs, ours in attributes:
+            if theirs in values:
+                put(ours, values[theirs].value, values[theirs])
         if hb is not None:
             report(hb, "ConflictingAnnotation", "is ignored: affinity is set and takes precedence.")
     else:
@@ -784,6 +1042,28 @@ def _expand(values: dict[str, Parsed], meta: ObjectMeta, diags: list[Diagnostic]
     if "hash.by" in out and out.get("cluster.lb_policy") is not None:
         lb = out.pop("cluster.lb_policy")
         report(lb, "IgnoredAnnotation", "is ignored: upstream-hash-by or affinity takes precedence.")
+    size = g("nginx.proxy_body_size")
+    if size is not None and size.value > p.MAX_REQUEST_BODY_BYTES:
+        report(size, "LimitNotEnforced",
+               f"is more than {p.MAX_REQUEST_BODY_BYTES // 1024 ** 2}m, which Envoy would buffer in memory for each "
+               "request, so it is not enforced: bodies of any size are streamed to the backends (as with 0). Set "
+               "64m or less to have larger bodies refused (413).")
+    elif size is not None and size.value > 0:
+        put("route.max_request_bytes", size.value, size)
+    _expand_cors(values, meta, put, report)
+    _expand_access(values, meta, put, report)
+    _expand_client_certificates(values, meta, put, report)
+    ciphers = g("nginx.ssl_ciphers")
+    if ciphers is not None:
+        kept, dropped = ciphers.value
+        if dropped:
+            report(ciphers, "IgnoredCipherSuites",
+                   f"names {', '.join(dropped)}, which {'is' if len(dropped) == 1 else 'are'} not offered here (only "
+                   f"forward-secret AEAD suites: {', '.join(p.TLS12_CIPHER_SUITES)}; TLS 1.3 suites are not "
+                   "configurable)" + ("; the others are offered in the order given." if kept else
+                                      ", so Envoy's default suites are offered."))
+        if kept:
+            put("https.cipher_suites", kept, ciphers)
     # mirroring
     mt = g("nginx.mirror_target")
     if mt is not None:
@@ -800,6 +1080,143 @@ def _expand(values: dict[str, Parsed], meta: ObjectMeta, diags: list[Diagnostic]
         else:
             put("mirror.service", (labels[0], port or 80), mt)
     return out
+
+
+Put = Callable[[str, object, Parsed], None]
+Report = Callable[..., None]
+
+
+def _at(name: str) -> Parsed:
+    """Where an nginx annotation is (for a diagnostic or a default value that stands for it)."""
+    return Parsed(value=None, field=field_of(PREFIX + name), annotation=PREFIX + name)
+
+
+def _expand_cors(values: dict[str, Parsed], meta: ObjectMeta, put: Put, report: Report) -> None:
+    """enable-cors and the cors-* family, with ingress-nginx's defaults."""
+    g = values.get
+    enabled = g("nginx.enable_cors")
+    family = [v for k, v in sorted(values.items()) if k.startswith("nginx.cors_")]
+    if enabled is None or not enabled.value:
+        for v in family:
+            report(v, "IgnoredAnnotation", f"is ignored without {PREFIX}enable-cors: \"true\".")
+        return
+    origins = g("nginx.cors_allow_origin")
+    if origins is None and meta.annotation(PREFIX + "cors-allow-origin") is not None:
+        report(enabled, "IgnoredAnnotation",
+               "is not applied: cors-allow-origin is refused (see its diagnostic), and CORS is then answered for no "
+               "origin rather than for every one. Fix cors-allow-origin.", Severity.ERROR)
+        return
+    allow = origins.value if origins is not None else (("any", ""),)
+    put("cors.allow_origins", allow, origins or enabled)
+    for key, name, default in (("cors.allow_methods", "nginx.cors_allow_methods", CORS_DEFAULT_METHODS),
+                               ("cors.allow_headers", "nginx.cors_allow_headers", CORS_DEFAULT_HEADERS),
+                               ("cors.max_age", "nginx.cors_max_age", CORS_DEFAULT_MAX_AGE_S)):
+        v = g(name)
+        put(key, v.value if v is not None else default, v or enabled)
+    expose = g("nginx.cors_expose_headers")
+    if expose is not None:
+        put("cors.expose_headers", expose.value, expose)
+    credentials = g("nginx.cors_allow_credentials")
+    if credentials is None or credentials.value:
+        if allow == (("any", ""),):
+            if credentials is not None:
+                report(credentials, "IgnoredAnnotation",
+                       "is not applied with cors-allow-origin '*': every site could read responses made with the "
+                       "user's cookies (browsers refuse nginx's '*' with credentials, so they never worked). List the "
+                       "origins that may.")
+        else:
+            put("cors.allow_credentials", True, credentials or enabled)
+
+
+def _expand_access(values: dict[str, Parsed], meta: ObjectMeta, put: Put, report: Report) -> None:
+    """The client address lists and the rate limits per client address."""
+    g = values.get
+    allow, legacy, deny = g("nginx.allowlist_source_range"), g("nginx.whitelist_source_range"), \
+        g("nginx.denylist_source_range")
+    if allow is not None and legacy is not None:
+        report(legacy, "ConflictingAnnotation", "is ignored: allowlist-source-range is set and takes precedence.")
+    allow = allow or legacy
+    unreadable = [n for n, k in (("allowlist-source-range", "nginx.allowlist_source_range"),
+                                 ("whitelist-source-range", "nginx.whitelist_source_range"),
+                                 ("denylist-source-range", "nginx.denylist_source_range"))
+                  if meta.annotation(PREFIX + n) is not None and k not in values]
+    exempt = g("nginx.limit_whitelist")
+    for lst in (allow, deny, exempt):
+        loose = [(net, written) for net, written in (lst.value if lst is not None else ()) if written]
+        if loose:
+            report(lst, "HostBitsIgnored",
+                   f"has bits set after the prefix length in {', '.join(repr(w) for _, w in loose)}; as nginx, "
+                   f"{', '.join(net for net, _ in loose)} {'is' if len(loose) == 1 else 'are'} used. Write "
+                   f"{'it' if len(loose) == 1 else 'them'} so.")
+    for kind, lst in (("source.allow", allow), ("source.deny", deny)):
+        if lst is not None:
+            put(kind, tuple(net for net, _ in lst.value), lst)
+    if unreadable:
+        at = _at(unreadable[0])
+        report(at, "AccessDenied",
+               "cannot be read (see its diagnostic), so every client gets 403 on this Ingress's paths until it is "
+               "fixed, rather than none (ingress-nginx refuses the location likewise).", Severity.ERROR)
+        put("source.deny", ("0.0.0.0/0", "::/0"), at)
+    rps, rpm, mult = g("nginx.limit_rps"), g("nginx.limit_rpm"), g("nginx.limit_burst_multiplier")
+    chosen: tuple[Parsed, str] | None = None
+    if rps is not None and rpm is not None:
+        lower, other = (rpm, rps) if rpm.value < rps.value * 60 else (rps, rpm)
+        report(other, "IgnoredAnnotation",
+               f"is not applied: {lower.annotation.rsplit('/', 1)[1]} sets a lower rate, and a path has one rate "
+               "limit here (nginx applies both).")
+        chosen = (lower, "m" if lower is rpm else "s")
+    elif rps is not None or rpm is not None:
+        chosen = (rps, "s") if rps is not None else (rpm, "m")
+    if chosen is None:
+        for x in (mult, g("nginx.limit_whitelist")):
+            if x is not None:
+                report(x, "IgnoredAnnotation", "is ignored without limit-rps or limit-rpm.")
+        return
+    rate, unit = chosen
+    if exempt is not None:
+        put("ratelimit.exempt", tuple(net for net, _ in exempt.value), exempt)
+    multiplier = mult.value if mult is not None else 5
+    put("ratelimit.rate", (rate.value, unit), rate)
+    # nginx's limit_req with burst=B nodelay admits B + 1 requests at once.
+    put("ratelimit.burst", rate.value * multiplier + 1, mult or rate)
+    put("ratelimit.key", ("client_ip", ""), rate)
+
+
+def _expand_client_certificates(values: dict[str, Parsed], meta: ObjectMeta, put: Put, report: Report) -> None:
+    """auth-tls-*: client certificates verified against a CA Secret of the Ingress's namespace."""
+    g = values.get
+    secret, verify, depth, forward = (g("nginx.auth_tls_secret"), g("nginx.auth_tls_verify_client"),
+                                      g("nginx.auth_tls_verify_depth"), g("nginx.auth_tls_pass_certificate"))
+    mode = verify.value if verify is not None else "on"
+    others = [x for x in (depth, forward) if x is not None]
+    if mode == "off":
+        for x in others + ([secret] if secret is not None else []):
+            report(x, "IgnoredAnnotation", "is ignored: auth-tls-verify-client is \"off\".")
+        return
+    if secret is None:
+        if meta.annotation(PREFIX + "auth-tls-secret") is not None:
+            # Refused (diagnosed): client certificates were asked for; the hosts are not served without them.
+            put("https.client_ca_refused", None, _at("auth-tls-secret"))
+            return
+        for x in others + ([verify] if verify is not None else []):
+            report(x, "IgnoredAnnotation", "is ignored without auth-tls-secret (the CA that verifies client "
+                                           "certificates).")
+        return
+    ns, name = secret.value
+    if ns and ns != meta.namespace:
+        report(secret, "CrossNamespaceSecret",
+               f"names a Secret of namespace {ns!r}; only Secrets of the Ingress's namespace ({meta.namespace}) are "
+               "read, so client certificates cannot be verified and HTTPS is not served for this Ingress's TLS hosts "
+               "(never without the client certificates asked for). Copy the Secret into this namespace.",
+               Severity.ERROR)
+        put("https.client_ca_refused", None, secret)
+        return
+    put("https.client_ca_secret", name, secret)
+    put("https.client_cert_verify", "required" if mode == "on" else "optional", verify or secret)
+    if forward is not None:
+        put("https.client_cert_forward", forward.value, forward)
+    # nginx (OpenSSL 1.1+) counts the intermediates; Envoy counts the trust anchor too. nginx's default is 1.
+    put("https.client_cert_max_depth", (depth.value if depth is not None else 1) + 1, depth or secret)
 
 
 def _merge(ours: dict[str, Parsed], theirs: dict[str, Parsed], meta: ObjectMeta, kind: str,
@@ -819,6 +1236,24 @@ def _merge(ours: dict[str, Parsed], theirs: dict[str, Parsed], meta: ObjectMeta,
                 kind=kind, namespace=meta.namespace, name=meta.name, field=v.field, reason="OverriddenAnnotation",
                 severity=Severity.WARNING,
                 message=f"{v.annotation} is ignored: {mine.annotation} sets the same policy and wins. Remove one."))
+    return out
+
+
+def secret_references(meta: ObjectMeta) -> set[tuple[str, str]]:
+    """The Secrets (namespace, name) an Ingress's nginx annotations name that a Kubernetes source must read by
+    name (CA bundles are rarely kubernetes.io/tls Secrets): auth-tls-secret and proxy-ssl-secret, of the
+    Ingress's own namespace only (another namespace's is refused, so never read)."""
+    out = set()
+    for name in ("auth-tls-secret", "proxy-ssl-secret"):
+        raw = meta.annotation(PREFIX + name)
+        if raw is None:
+            continue
+        try:
+            ns, secret = _namespaced_secret(raw)
+        except p.Invalid:
+            continue
+        if ns in ("", meta.namespace):
+            out.add((meta.namespace, secret))
     return out
 
 
@@ -959,6 +1394,7 @@ class _HostOptions:
     force_ssl: bool
     aliases: tuple[str, ...]
     www: bool
+    redirect_code: int = NGINX_REDIRECT_CODE  # of force-ssl-redirect: ingress-nginx's 308, or ours
 
 
 def _silent(ing: Ingress, name: str):
@@ -982,7 +1418,18 @@ def _options(ing: Ingress) -> _HostOptions:
         app_root=None if canary else _silent(ing, "app-root"),
         force_ssl=not canary and _silent(ing, "force-ssl-redirect") is True,
         aliases=() if canary else (_silent(ing, "server-alias") or ()),
-        www=not canary and _silent(ing, "from-to-www-redirect") is True)
+        www=not canary and _silent(ing, "from-to-www-redirect") is True,
+        redirect_code=_own_redirect_code(ing))
+
+
+def _own_redirect_code(ing: Ingress) -> int:
+    """The HTTP-to-HTTPS redirect code of our own ssl-redirect-code on the Ingress, else ingress-nginx's."""
+    a = XDS.get("ssl-redirect-code")
+    raw = ing.meta.annotation(XDS.prefix + "ssl-redirect-code")
+    try:
+        return int(a.parse(raw)) if a is not None and raw is not None else NGINX_REDIRECT_CODE
+    except p.Invalid:
+        return NGINX_REDIRECT_CODE
 
 
 def _original_path(ing: Ingress | None, source: ir.Source) -> tuple[str, str] | None:
@@ -1025,10 +1472,14 @@ def _resolve_rewrite(route: ir.Route, ing: Ingress | None, diagnostics: list[Dia
 
 
 def finish(configs: tuple[ir.RouteConfiguration, ...], served: Iterable[Ingress], settings: TranslateSettings,
-           diagnostics: list[Diagnostic]) -> tuple[ir.RouteConfiguration, ...]:
+           diagnostics: list[Diagnostic], tls_state: TLSState = NO_TLS_STATE) -> tuple[ir.RouteConfiguration, ...]:
     """Regex paths (ingress-nginx's use-regex, host-wide) and the nginx host settings (app-root, server-alias,
     from-to-www-redirect, force-ssl-redirect) on the assembled route configurations. Without nginx
-    compatibility, only refuses the ImplementationSpecific paths that are no URL path (regex syntax)."""
+    compatibility, only refuses the ImplementationSpecific paths that are no URL path (regex syntax).
+
+    Aliases and www names are decided once, on the plain HTTP configuration (where every host is), and then
+    served over HTTPS by the filter chain that their TLS server name selects (`tls_state`), only when that is
+    the chain of their host: anywhere else they get 421, as any name of another chain does (translate/tls.py)."""
     ings = {(i.meta.namespace, i.meta.name): i for i in served}
     opts = {k: _options(i) for k, i in ings.items()} if settings.nginx_compat else {}
     order = list(ings)  # precedence order (oldest first)
@@ -1043,82 +1494,189 @@ def finish(configs: tuple[ir.RouteConfiguration, ...], served: Iterable[Ingress]
 
     regex_hosts = {vh.name for rc in configs for vh in rc.virtual_hosts
                    if any(opts.get(k, None) is not None and opts[k].regex for k in owners(vh))}
+    staged = [(rc, [_host_settings(rc, vh, regex_hosts, ing_of, owners, opts, diagnostics)
+                    for vh in rc.virtual_hosts]) for rc in configs]
+    http = next((vhosts for rc, vhosts in staged if rc.name == ir.HTTP_ROUTE_CONFIG), [])
+    aliases, www = _host_names(http, owners, opts, ings, diagnostics)
+    if aliases or www:
+        _alias_warnings(aliases, tls_state, ings, diagnostics)
+    chains = {tc.route_config_name: tc for tc in tls_state.chains}
     out = []
-    for rc in configs:
-        vhosts: list[ir.VirtualHost] = []
-        domains_now = {d for vh in rc.virtual_hosts for d in vh.domains}
-        taken = set(domains_now)  # a domain twice in a route configuration would be a NACK
-        extra: list[ir.VirtualHost] = []
-        for vh in rc.virtual_hosts:
-            routes = []
-            for r in vh.routes:
-                inverted = r.guard is not None and r.guard.invert
-                regex = (ir.CATCH_ALL_HOST in regex_hosts) if inverted else (vh.name in regex_hosts)
-                ing = ing_of(r)
-                if r.match is not None:
-                    orig = _original_path(ing, r.source)
-                    path, field = orig if orig is not None else (r.match.path, r.source.field)
-                    if regex:
-                        rx, why = path_regex(path)
-                        if not rx:
-                            if ing is not None:
-                                diagnostics.append(_diag(ing, f"{field}.path", "InvalidRegexPath",
-                                                         f"{field}.path {path!r} is a regex on host {vh.name!r} "
-                                                         f"(use-regex), and is not accepted: use {why}. The path "
-                                                         "is not served."))
-                            continue
-                        r = dataclasses.replace(r, match=ir.PathMatch(type="Regex", path=path, regex=rx))
-                    elif not is_url_path(r.match.path):
-                        if ing is not None:
-                            diagnostics.append(_diag(ing, f"{field}.path", "InvalidPath",
-                                                     f"{field}.path {path!r} has characters a URL path cannot "
-                                                     "contain; it is read as a regex only with --nginx-compat on a "
-                                                     f"host with {PREFIX}use-regex. The path is not served."))
-                        continue
-                routes.append(_resolve_rewrite(r, ing, diagnostics))
-            vh = dataclasses.replace(vh, routes=tuple(routes))
-            keys = owners(vh)
-            mine = [opts[k] for k in keys if k in opts]
-            if any(o.force_ssl for o in mine) and rc.name == ir.HTTP_ROUTE_CONFIG:
-                vh = dataclasses.replace(vh, require_tls=True)
-            root = next(((k, o.app_root) for k, o in zip(keys, mine) if o.app_root), None)
-            if root is not None:
-                k, path = root
-                src = ir.Source(kind=KIND_INGRESS, namespace=k[0], name=k[1], field=field_of(PREFIX + "app-root"))
-                vh = dataclasses.replace(vh, routes=(ir.Route(
-                    name=f"{k[0]}/{k[1]}/app-root", match=ir.PathMatch(type="Exact", path="/"), source=src,
-                    action=ir.RouteAction(redirect=ir.Redirect(scheme="", host="", path=path, code=302))),
-                    *vh.routes))
-            if vh.name != ir.CATCH_ALL_HOST:
-                for k in keys:
-                    o = opts.get(k)
-                    if o is None:
-                        continue
-                    for alias in o.aliases:
-                        if alias in vh.domains:
-                            continue
-                        if alias in taken:
-                            diagnostics.append(_diag(ings[k], field_of(PREFIX + "server-alias"), "AliasConflict",
-                                                     f"{PREFIX}server-alias {alias!r} is already a host or an alias "
-                                                     "of another host, so it is ignored here.", Severity.WARNING))
-                            continue
-                        taken.add(alias)
-                        vh = dataclasses.replace(vh, domains=(*vh.domains, alias))
-                    if o.www and not vh.name.startswith("*."):
-                        other = vh.name[4:] if vh.name.startswith("www.") else "www." + vh.name
-                        if other not in taken:
-                            taken.add(other)
-                            src = ir.Source(kind=KIND_INGRESS, namespace=k[0], name=k[1],
-                                            field=field_of(PREFIX + "from-to-www-redirect"))
-                            extra.append(ir.VirtualHost(name=other, domains=(other,), routes=(ir.Route(
-                                name=f"{k[0]}/{k[1]}/from-to-www", match=None, source=src,
-                                action=ir.RouteAction(redirect=ir.Redirect(scheme="", host=vh.name, code=308))),),
-                                require_tls=vh.require_tls))
-            vhosts.append(vh)
+    for rc, vhosts in staged:
+        if rc.name == ir.HTTP_ROUTE_CONFIG:
+            vhosts = _http_names(vhosts, aliases, www)
+        elif rc.name in chains:
+            vhosts = _chain_names(vhosts, chains[rc.name], tls_state, aliases, www)
         catch = [vh for vh in vhosts if vh.name == ir.CATCH_ALL_HOST]
-        rest = sorted([vh for vh in vhosts if vh.name != ir.CATCH_ALL_HOST] + extra, key=lambda v: v.name)
+        rest = sorted([vh for vh in vhosts if vh.name != ir.CATCH_ALL_HOST], key=lambda v: v.name)
         out.append(dataclasses.replace(rc, virtual_hosts=tuple(rest + catch)))
     return tuple(out)
+
+
+def _host_settings(rc: ir.RouteConfiguration, vh: ir.VirtualHost, regex_hosts: set[str],
+                   ing_of: Callable[[ir.Route], Ingress | None], owners: Callable[[ir.VirtualHost], list],
+                   opts: Mapping[tuple[str, str], _HostOptions], diagnostics: list[Diagnostic]) -> ir.VirtualHost:
+    """One virtual host with its regex paths, app-root and (plain HTTP) force-ssl-redirect."""
+    routes = []
+    for r in vh.routes:
+        inverted = r.guard is not None and r.guard.invert
+        regex = (ir.CATCH_ALL_HOST in regex_hosts) if inverted else (vh.name in regex_hosts)
+        ing = ing_of(r)
+        if r.match is not None:
+            orig = _original_path(ing, r.source)
+            path, field = orig if orig is not None else (r.match.path, r.source.field)
+            if regex:
+                rx, why = path_regex(path)
+                if not rx:
+                    if ing is not None:
+                        diagnostics.append(_diag(ing, f"{field}.path", "InvalidRegexPath",
+                                                 f"{field}.path {path!r} is a regex on host {vh.name!r} (use-regex), "
+                                                 f"and is not accepted: use {why}. The path is not served."))
+                    continue
+                r = dataclasses.replace(r, match=ir.PathMatch(type="Regex", path=path, regex=rx))
+            elif not is_url_path(r.match.path):
+                if ing is not None:
+                    diagnostics.append(_diag(ing, f"{field}.path", "InvalidPath",
+                                             f"{field}.path {path!r} has characters a URL path cannot contain; it is "
+                                             f"read as a regex only with --nginx-compat on a host with "
+                                             f"{PREFIX}use-regex. The path is not served."))
+                continue
+        routes.append(_resolve_rewrite(r, ing, diagnostics))
+    vh = dataclasses.replace(vh, routes=tuple(routes))
+    keys = owners(vh)
+    mine = [(k, opts[k]) for k in keys if k in opts]
+    force = next((o for _k, o in mine if o.force_ssl), None)
+    if force is not None and rc.name == ir.HTTP_ROUTE_CONFIG and not vh.require_tls:
+        vh = dataclasses.replace(vh, require_tls=True,
+                                 redirect_code=None if force.redirect_code == 301 else force.redirect_code)
+    root = next(((k, o.app_root) for k, o in mine if o.app_root), None)
+    if root is not None:
+        k, path = root
+        src = ir.Source(kind=KIND_INGRESS, namespace=k[0], name=k[1], field=field_of(PREFIX + "app-root"))
+        vh = dataclasses.replace(vh, routes=(ir.Route(
+            name=f"{k[0]}/{k[1]}/app-root", match=ir.PathMatch(type="Exact", path="/"), source=src,
+            action=ir.RouteAction(redirect=ir.Redirect(scheme="", host="", path=path, code=302))), *vh.routes))
+    return vh
+
+
+@dataclass(frozen=True, slots=True)
+class _Www:
+    host: str  # the host it redirects to
+    ingress: tuple[str, str]
+
+
+def _host_names(http: list[ir.VirtualHost], owners: Callable[[ir.VirtualHost], list],
+                opts: Mapping[tuple[str, str], _HostOptions], ings: Mapping[tuple[str, str], Ingress],
+                diagnostics: list[Diagnostic]) -> tuple[dict[str, str], dict[str, _Www]]:
+    """The server aliases (alias -> host) and from-to-www names (name -> redirect) of the hosts, decided on the
+    plain HTTP configuration: no name twice (a host's own names first, then by host name and Ingress age;
+    aliases before from-to-www names)."""
+    taken = {d for vh in http for d in vh.domains}
+    aliases: dict[str, str] = {}
+    www: dict[str, _Www] = {}
+    for vh in http:
+        if vh.name == ir.CATCH_ALL_HOST:
+            continue
+        for k in owners(vh):
+            o = opts.get(k)
+            if o is None:
+                continue
+            for alias in o.aliases:
+                if alias in vh.domains or aliases.get(alias) == vh.name:
+                    continue
+                if alias in taken:
+                    diagnostics.append(_diag(ings[k], field_of(PREFIX + "server-alias"), "AliasConflict",
+                                             f"{PREFIX}server-alias {alias!r} is already a host or an alias of another "
+                                             "host, so it is ignored here.", Severity.WARNING))
+                    continue
+                taken.add(alias)
+                aliases[alias] = vh.name
+            if o.www and not vh.name.startswith("*."):
+                other = vh.name[4:] if vh.name.startswith("www.") else "www." + vh.name
+                if other not in taken:
+                    taken.add(other)
+                    www[other] = _Www(host=vh.name, ingress=k)
+    return aliases, www
+
+
+def _www_host(name: str, w: _Www, like: ir.VirtualHost | None, headers: ir.HeaderMutation | None = None
+              ) -> ir.VirtualHost:
+    src = ir.Source(kind=KIND_INGRESS, namespace=w.ingress[0], name=w.ingress[1],
+                    field=field_of(PREFIX + "from-to-www-redirect"))
+    return ir.VirtualHost(name=name, domains=(name,), routes=(ir.Route(
+        name=f"{w.ingress[0]}/{w.ingress[1]}/from-to-www", match=None, source=src,
+        action=ir.RouteAction(redirect=ir.Redirect(scheme="", host=w.host, code=308))),),
+        require_tls=like.require_tls if like is not None else False,
+        redirect_code=like.redirect_code if like is not None else None, response_headers=headers)
+
+
+def _http_names(vhosts: list[ir.VirtualHost], aliases: Mapping[str, str], www: Mapping[str, _Www]
+                ) -> list[ir.VirtualHost]:
+    """Plain HTTP: every alias on its host, every from-to-www name redirected (as its host, to HTTPS first when
+    its host is)."""
+    by_host: dict[str, list[str]] = {}
+    for alias, host in aliases.items():
+        by_host.setdefault(host, []).append(alias)
+    out = [dataclasses.replace(vh, domains=(*vh.domains, *by_host[vh.name])) if vh.name in by_host else vh
+           for vh in vhosts]
+    named = {vh.name: vh for vh in vhosts}
+    return out + [_www_host(name, w, named.get(w.host)) for name, w in www.items()]
+
+
+def _misdirected_only(vh: ir.VirtualHost) -> bool:
+    return bool(vh.routes) and all(r.name == ir.MISDIRECTED_ROUTE for r in vh.routes)
+
+
+def _chain_names(vhosts: list[ir.VirtualHost], tc: ir.TLSFilterChain, state: TLSState,
+                 aliases: Mapping[str, str], www: Mapping[str, _Www]) -> list[ir.VirtualHost]:
+    """One HTTPS filter chain's configuration: an alias is served on its host's virtual host where the alias, as
+    a TLS server name, selects this chain and so does its host; a from-to-www name is redirected where it selects
+    this chain. Elsewhere such a name gets 421 where a virtual host of this chain would otherwise serve it. A
+    virtual host this chain had made for the name (from a wider one: its certificate lists the alias) is
+    replaced."""
+    names = set(aliases) | set(www)
+    kept = [vh for vh in vhosts if vh.name not in names]
+    by_domain = {d: vh for vh in kept for d in vh.domains}
+    headers = ir.HeaderMutation(set=((HSTS_HEADER, state.hsts[tc.name]),)) if tc.name in state.hsts else None
+    add: dict[str, list[str]] = {}
+    extra: list[ir.VirtualHost] = []
+
+    def misdirected(name: str) -> None:
+        found = select_virtual_host(by_domain, name)
+        if found is not None and not _misdirected_only(found):
+            extra.append(ir.VirtualHost(name=name, domains=(name,), routes=(misdirected_route(tc),)))
+
+    for alias, host in aliases.items():
+        if state.owner(alias)[0] == tc.name and state.owner(host)[0] == tc.name and host in by_domain:
+            add.setdefault(by_domain[host].name, []).append(alias)
+        else:
+            misdirected(alias)
+    for name, w in www.items():
+        if state.owner(name)[0] == tc.name:
+            extra.append(_www_host(name, w, None, headers))
+        else:
+            misdirected(name)
+    out = [dataclasses.replace(vh, domains=(*vh.domains, *add[vh.name])) if vh.name in add else vh for vh in kept]
+    return out + extra
+
+
+def _alias_warnings(aliases: Mapping[str, str], state: TLSState, ings: Mapping[tuple[str, str], Ingress],
+                    diagnostics: list[Diagnostic]) -> None:
+    """An alias of a host served over HTTPS with a certificate of its own that the alias's TLS server name does
+    not select: HTTPS requests for the alias get 421 (or no handshake)."""
+    for alias, host in sorted(aliases.items()):
+        chain, server_name = state.owner(host)
+        if chain is None or server_name is None or state.owner(alias)[0] == chain:
+            continue
+        for k, ing in ings.items():
+            if alias in (_silent(ing, "server-alias") or ()) and any(r.host == host for r in ing.rules):
+                diagnostics.append(_diag(
+                    ing, field_of(PREFIX + "server-alias"), "AliasWithoutCertificate",
+                    f"{PREFIX}server-alias {alias!r} is not served over HTTPS: the certificate of host {host!r} does "
+                    "not cover it, so HTTPS requests for it get 421 Misdirected Request (or no TLS handshake), and "
+                    "plain HTTP ones are redirected there when the host's are. List it in the hosts of that "
+                    "certificate's spec.tls entry.", Severity.WARNING))
+                break
 
 
 # --- the generated docs page -------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ __all__ = [
     "rate", "rate_limit_key", "rate_limit_descriptor", "cidr", "source_ranges", "origins", "http_methods",
     "whole_seconds",
     "re2_program_size", "regex_groups", "tls_version", "cipher_suites", "alpn", "hsts_max_age", "own_secret_name",
-    "TLS12_CIPHER_SUITES",
+    "TLS12_CIPHER_SUITES", "byte_size", "MAX_REQUEST_BODY_BYTES", "same_site",
 ]
 
 Parser = Callable[[str], Any]
@@ -689,3 +689,36 @@ def own_secret_name(value: str) -> str:
         raise Invalid("the name of a Secret of this object's own namespace (a Secret of another namespace is never "
                       "read: copy it into this namespace)")
     return secret_name(v)
+
+
+# --- request bodies, cookies -----------------------------------------------------------------
+
+# Envoy buffers a body it limits (its buffer filter) in memory before the request goes upstream: so limits are
+# bounded, or a few large requests in flight would take the proxy's memory.
+MAX_REQUEST_BODY_BYTES = 64 * 1024 * 1024
+_SIZE = re.compile(r"(\d{1,11})(Ki|Mi|Gi)?")
+_SIZE_UNITS = {None: 1, "Ki": 1024, "Mi": 1024 ** 2, "Gi": 1024 ** 3}
+
+
+def byte_size(*, max_bytes: int) -> Parser:
+    """A size in bytes ('1048576') or with a binary suffix ('512Ki', '8Mi'), from 1 byte to `max_bytes`."""
+    accepted = f"a size from 1 byte to {max_bytes // (1024 * 1024)}Mi: bytes ('1048576') or Ki, Mi ('512Ki', '8Mi')"
+
+    def parse(value: str) -> int:
+        m = _SIZE.fullmatch(value.strip())
+        if m is None:
+            raise Invalid(accepted)
+        n = int(m[1]) * _SIZE_UNITS[m[2]]
+        if not 1 <= n <= max_bytes:
+            raise Invalid(accepted)
+        return n
+
+    return parse
+
+
+def same_site(value: str) -> str:
+    """A cookie's SameSite attribute: Strict, Lax or None (as browsers write it)."""
+    v = value.strip().lower()
+    if v not in ("strict", "lax", "none"):
+        raise Invalid("Strict, Lax or None")
+    return v.capitalize()

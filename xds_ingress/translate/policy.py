@@ -28,7 +28,7 @@ Report = Callable[[Parsed, str, str, Severity], None]
 CANARY_KEYS = ("canary.weight", "canary.weight_total", "canary.header", "canary.header_value", "canary.cookie",
                "canary.header_pattern")
 ROUTE_PREFIXES = ("route.", "retry.", "rewrite.", "request_headers.", "response_headers.", "mirror.", "direct.",
-                  "redirect.", "auth.", "basic.", "jwt.") + edge_policies.KEY_PREFIXES
+                  "redirect.", "auth.", "basic.", "jwt.", "fallback.") + edge_policies.KEY_PREFIXES
 
 _APP_PROTOCOLS = {"kubernetes.io/h2c": ir.PROTOCOL_H2C, "h2c": ir.PROTOCOL_H2C, "grpc": ir.PROTOCOL_GRPC,
                   "http": ir.PROTOCOL_HTTP1, "kubernetes.io/http": ir.PROTOCOL_HTTP1}
@@ -52,11 +52,21 @@ class MirrorRequest:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FallbackRequest:
+    """A Service to resolve (its first port) that serves a route while the route's own Service has no healthy
+    endpoint (ingress-nginx's default-backend annotation)."""
+
+    service: str
+    field: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RouteSettings:
     policy: ir.RoutePolicy | None
     mirror: MirrorRequest | None
     fixed: ir.RouteAction | None  # a direct response or redirect instead of the backends
     auth: AuthAsk | None = None  # authentication asked for (resolved against Secrets and Services: auth.py)
+    fallback: FallbackRequest | None = None
 
 
 def route_settings(values: Values, report: Report, present: frozenset[str] = frozenset(), *,
@@ -81,9 +91,12 @@ def route_settings(values: Values, report: Report, present: frozenset[str] = fro
         prefix_rewrite=prefix, regex_rewrite=regex_rw, host_rewrite=_v(values, "rewrite.host"),
         request_headers=req, response_headers=resp,
         websocket_disabled=_v(values, "route.websocket", True) is False, rewrite_target=_v(values, "rewrite.target"),
+        max_request_bytes=_v(values, "route.max_request_bytes"),
         **edge_policies.route_fields(values, report, settings, present))
+    fallback = values.get("fallback.service")
     return RouteSettings(policy=None if policy == ir.RoutePolicy() else policy, mirror=mirror,
-                         fixed=_fixed(values, report), auth=auth_ask(values, report, present))
+                         fixed=_fixed(values, report), auth=auth_ask(values, report, present),
+                         fallback=FallbackRequest(service=fallback.value, field=fallback.field) if fallback else None)
 
 
 def _retry(values: Values, report: Report) -> ir.RetryPolicy | None:
@@ -290,8 +303,13 @@ def cluster_settings(values: Values, protocol: str, report: Report) -> ClusterSe
         if lb in (None, "ring-hash", "maglev"):
             lb = lb or "ring-hash"
             ttl = _v(values, "hash.cookie_ttl")
-            hash_policy = ir.HashPolicy(type=kind, name=name,
-                                        cookie_ttl_ms=(ttl or 0) if kind == "cookie" else None)
+            cookie = kind == "cookie"
+            hash_policy = ir.HashPolicy(
+                type=kind, name=name, cookie_ttl_ms=(ttl or 0) if cookie else None,
+                cookie_path=_v(values, "hash.cookie_path", "") if cookie else "",
+                cookie_domain=_v(values, "hash.cookie_domain", "") if cookie else "",
+                cookie_same_site=_v(values, "hash.cookie_samesite", "") if cookie else "",
+                cookie_secure=_v(values, "hash.cookie_secure", False) is True and cookie)
         else:
             report(values["hash.by"], "ConflictingAnnotation",
                    f"needs load-balancer ring-hash or maglev, not {lb}, so it is ignored.", Severity.ERROR)
@@ -299,13 +317,14 @@ def cluster_settings(values: Values, protocol: str, report: Report) -> ClusterSe
         report(values["cluster.lb_policy"], "IncompleteAnnotation",
                f"{lb} without hash-by spreads requests at random; set hash-by (header:NAME, cookie:NAME or "
                "source-ip).", Severity.WARNING)
-    if "hash.cookie_ttl" in values and (hash_policy is None or hash_policy.type != "cookie"):
-        report(values["hash.cookie_ttl"], "IgnoredAnnotation", "is ignored without hash-by: cookie:NAME.",
-               Severity.WARNING)
+    for k in ("hash.cookie_ttl", "hash.cookie_path", "hash.cookie_domain", "hash.cookie_samesite",
+              "hash.cookie_secure"):
+        if k in values and (hash_policy is None or hash_policy.type != "cookie"):
+            report(values[k], "IgnoredAnnotation", "is ignored without hash-by: cookie:NAME.", Severity.WARNING)
     policy = ir.ClusterPolicy(
         protocol=protocol, tls=tls, lb_policy=(lb or "round-robin").replace("-", "_"), hash_policy=hash_policy,
         health_check=_health_check(values, protocol, report), outlier_detection=_outlier(values),
-        circuit_breakers=_circuit_breakers(values))
+        circuit_breakers=_circuit_breakers(values), connect_timeout_ms=_v(values, "cluster.connect_timeout"))
     discovery = ir.DISCOVERY_CLUSTER_IP if _v(values, "cluster.discovery") == "service" else ir.DISCOVERY_EDS
     return ClusterSettings(policy=None if policy == ir.ClusterPolicy() else policy, discovery=discovery,
                            ca_secret=ca_secret, ca_field=ca_field)

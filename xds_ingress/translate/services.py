@@ -13,6 +13,7 @@ CLUSTER_NAME_SEPARATOR = "/"
 
 # The name suffix of each way of reaching a Service: a change of mode is a change of cluster name.
 _MODE_SUFFIX = {ir.DISCOVERY_EDS: "", ir.DISCOVERY_CLUSTER_IP: "/clusterip", ir.DISCOVERY_EXTERNAL_NAME: "/externalname"}
+FALLBACK_SEPARATOR = "/fallback/"  # no Service cluster name contains it (a namespace is never "fallback" twice)
 
 
 def cluster_name(namespace: str, service: str, port: int, discovery: str = ir.DISCOVERY_EDS) -> str:
@@ -33,6 +34,13 @@ def cluster_for(service: Service, port: ServicePort, *, discovery: str = ir.DISC
         address=address,
         policy=policy,
     )
+
+
+def with_fallback(primary: ir.Cluster, fallback: ir.Cluster) -> ir.Cluster:
+    """An aggregate cluster: `primary`'s endpoints, and `fallback`'s while `primary` has no healthy one."""
+    return ir.Cluster(name=primary.name + FALLBACK_SEPARATOR + fallback.name, service=primary.service,
+                      port=primary.port, port_name=primary.port_name, discovery=ir.DISCOVERY_AGGREGATE,
+                      aggregate=(primary.name, fallback.name))
 
 
 def load_assignment(name: str, port: ServicePort, slices: Iterable[EndpointSlice]) -> ir.ClusterLoadAssignment:

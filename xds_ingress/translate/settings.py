@@ -33,3 +33,9 @@ class TranslateSettings:
     auth_service: str = ""
     auth_failure_mode: str = "closed"  # "closed": 403 | "open": the request goes through
     auth_timeout_ms: int = 1000
+    # Strict-Transport-Security for every host served with a certificate of its own (xds serve --hsts-max-age,
+    # --hsts-include-subdomains, --hsts-preload), unless its Ingress's xds-ingress.io/hsts* annotations say
+    # otherwise; None: no header unless an Ingress asks for one.
+    hsts_max_age_s: int | None = None
+    hsts_include_subdomains: bool = False
+    hsts_preload: bool = False

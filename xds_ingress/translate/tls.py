@@ -48,11 +48,13 @@ from xds_ingress.translate.annotations import XDS, Parsed, field_of
 from xds_ingress.translate.settings import TranslateSettings
 
 __all__ = ["IngressTLS", "NO_TLS", "TLSState", "NO_TLS_STATE", "ingress_tls", "plan", "http_virtual_host",
-           "route_configurations", "ordered", "ca_sds_name", "sni_owner"]
+           "route_configurations", "ordered", "ca_sds_name", "sni_owner", "select_virtual_host", "misdirected_route",
+           "HSTS_HEADER", "NGINX_REDIRECT_CODE"]
 
 Values = Mapping[str, Parsed]
 Report = Callable[[Parsed, str, str, Severity], None]
 HSTS_HEADER = "strict-transport-security"
+NGINX_REDIRECT_CODE = 308  # ingress-nginx's redirect from HTTP to HTTPS (its ConfigMap's http-redirect-code)
 MISDIRECTED_BODY = "misdirected request: this connection's TLS server name (SNI) does not serve this host\n"
 ONE_YEAR_S = 365 * 86400
 
@@ -79,22 +81,27 @@ def _v(values: Values, key: str, default=None):
     return default if p is None else p.value
 
 
-def ingress_tls(values: Values, report: Report, present: frozenset[str] = frozenset()) -> IngressTLS:
+def ingress_tls(values: Values, report: Report, present: frozenset[str] = frozenset(),
+                settings: TranslateSettings = TranslateSettings()) -> IngressTLS:
     """The TLS settings of an Ingress's annotations. `present`: the policy keys whose annotation is there,
-    valid or not (an invalid one is diagnosed already)."""
-    mine = tuple(v for k, v in sorted(values.items()) if k.startswith("https."))
+    valid or not (an invalid one is diagnosed already). `settings`: the defaults of the control plane (HSTS
+    flags; with nginx compatibility, ingress-nginx's 308 redirect)."""
+    mine = tuple(v for k, v in sorted(values.items()) if k.startswith("https.") and k != "https.client_ca_refused")
     redirect_off = values.get("ingress.ssl_redirect")
     redirect_off = redirect_off if redirect_off is not None and redirect_off.value is False else None
     code = _v(values, "https.redirect_code")
     if code is not None and redirect_off is not None:
         report(values["https.redirect_code"], "IgnoredAnnotation",
                "is ignored because ssl-redirect is \"false\": plain HTTP is not redirected.", Severity.WARNING)
-    hsts = _hsts(values, report, present)
+    if code is None and settings.nginx_compat:
+        code = NGINX_REDIRECT_CODE  # ingress-nginx's http-redirect-code
+    hsts = _hsts(values, report, present, settings)
     options = _options(values, report)
     ca = values.get("https.client_ca_secret")
-    refused = None
-    if ca is None and "https.client_ca_secret" in present:
-        # Refused (diagnosed): the Ingress asked for client certificates, so its hosts are not served without.
+    # Refused (diagnosed): the Ingress asked for client certificates, so its hosts are not served without. An
+    # nginx auth-tls-secret that cannot be used says so with the key https.client_ca_refused.
+    refused = values.get("https.client_ca_refused")
+    if ca is None and refused is None and "https.client_ca_secret" in present:
         name = XDS.prefix + "client-ca-secret"
         refused = Parsed(value=None, field=field_of(name), annotation=name)
     if ca is None and refused is None:
@@ -107,8 +114,12 @@ def ingress_tls(values: Values, report: Report, present: frozenset[str] = frozen
                       client_ca_refused=refused, ssl_redirect_off=redirect_off, annotations=mine)
 
 
-def _hsts(values: Values, report: Report, present: frozenset[str]) -> str | None:
+def _hsts(values: Values, report: Report, present: frozenset[str], settings: TranslateSettings) -> str | None:
+    """The header of the Ingress's hsts* annotations; each one not set is the control plane's (xds serve
+    --hsts-max-age, --hsts-include-subdomains, --hsts-preload)."""
     max_age = _v(values, "https.hsts_max_age")
+    if max_age is None and "https.hsts_max_age" not in present:
+        max_age = settings.hsts_max_age_s
     sub = values.get("https.hsts_include_subdomains")
     preload = values.get("https.hsts_preload")
     if max_age is None:
@@ -117,11 +128,15 @@ def _hsts(values: Values, report: Report, present: frozenset[str]) -> str | None
                 report(p, "IgnoredAnnotation", "is ignored without hsts (the max-age of the header).",
                        Severity.WARNING)
         return None
+    with_sub = sub.value if sub is not None else settings.hsts_include_subdomains
+    with_preload = preload.value if preload is not None else settings.hsts_preload
     value = f"max-age={max_age}"
-    if sub is not None and sub.value:
+    if with_sub:
         value += "; includeSubDomains"
-    if preload is not None and preload.value:
-        if max_age < ONE_YEAR_S or sub is None or not sub.value:
+    if with_preload:
+        if max_age < ONE_YEAR_S or not with_sub:
+            if preload is None:  # the flag's, with this Ingress's hsts or hsts-include-subdomains
+                return value
             report(preload, "IncompleteAnnotation",
                    f"is refused: browsers' HSTS preload lists need hsts of at least {ONE_YEAR_S} seconds (a year) "
                    "and hsts-include-subdomains: \"true\"; the header is sent without preload.", Severity.WARNING)
@@ -149,7 +164,8 @@ def _options(values: Values, report: Report) -> ir.DownstreamTLS:
     return ir.DownstreamTLS(
         min_version=low, max_version=high, cipher_suites=suites, alpn=_v(values, "https.alpn", d.alpn),
         client_cert_required=_v(values, "https.client_cert_verify", "required") == "required",
-        forward_client_cert=_v(values, "https.client_cert_forward", False) is True)
+        forward_client_cert=_v(values, "https.client_cert_forward", False) is True,
+        client_cert_max_depth=_v(values, "https.client_cert_max_depth"))
 
 
 def ca_sds_name(namespace: str, secret: str) -> str:
@@ -201,7 +217,7 @@ def _covers(wide: str, domain: str) -> bool:
     return name.endswith(suffix) and len(name) > len(suffix)
 
 
-def _select(vhosts: Mapping[str, ir.VirtualHost], domain: str) -> ir.VirtualHost | None:
+def select_virtual_host(vhosts: Mapping[str, ir.VirtualHost], domain: str) -> ir.VirtualHost | None:
     """The virtual host Envoy selects for the names of `domain`: the domain itself, else the longest wildcard
     that covers it, else `*`."""
     if domain in vhosts:
@@ -274,7 +290,7 @@ def _differences(a: _Settings, b: _Settings) -> list[str]:
     out = []
     names = {"min_version": "tls-min-version", "max_version": "tls-max-version", "cipher_suites": "tls-cipher-suites",
              "alpn": "alpn", "client_ca_secret": "client-ca-secret", "client_cert_required": "client-cert-verify",
-             "forward_client_cert": "client-cert-forward"}
+             "forward_client_cert": "client-cert-forward", "client_cert_max_depth": "auth-tls-verify-depth"}
     for f, label in names.items():
         if getattr(a.options, f) != getattr(b.options, f):
             out.append(label)
@@ -339,7 +355,8 @@ class _Assembler:
                     "required, so HTTPS is not served for the hosts of this Ingress's spec.tls (never without the "
                     "client certificates it requires). Name a Secret of this namespace."))
         if not options.client_ca_secret:  # no CA to verify against: nothing asked, nothing forwarded
-            options = dataclasses.replace(options, client_cert_required=True, forward_client_cert=False)
+            options = dataclasses.replace(options, client_cert_required=True, forward_client_cert=False,
+                                          client_cert_max_depth=None)
         redirect = self.ssl_redirect(ing)
         wants_certs = (pol.client_ca is not None or pol.client_ca_refused is not None) and \
             pol.options.client_cert_required
@@ -522,14 +539,14 @@ def _chain_vhosts(tc: ir.TLSFilterChain, owners: Mapping[str, tuple[str | None, 
     headers = ir.HeaderMutation(set=((HSTS_HEADER, hsts),)) if hsts is not None else None
     out: dict[str, ir.VirtualHost] = {}
     for d in owned:
-        vh = _select(vhosts, d)
+        vh = select_virtual_host(vhosts, d)
         if vh is None:
             continue  # nothing routes these names (no catch-all): 404 as on plain HTTP
         if vh.name == d and headers is None:
             out[d] = vh  # the very same object (the route encoder caches its bytes)
         else:
             out[d] = ir.VirtualHost(name=d, domains=(d,), routes=vh.routes, response_headers=headers)
-    misdirected = _misdirected(tc)
+    misdirected = misdirected_route(tc)
     wide = [w for w in out if w == ir.CATCH_ALL_HOST or w.startswith("*.")]
     if wide:
         # A 421 for a more specific name of another chain where a served wildcard would otherwise match.
@@ -542,7 +559,8 @@ def _chain_vhosts(tc: ir.TLSFilterChain, owners: Mapping[str, tuple[str | None, 
     return tuple(out[d] for d in ordered(out))
 
 
-def _misdirected(tc: ir.TLSFilterChain) -> ir.Route:
+def misdirected_route(tc: ir.TLSFilterChain) -> ir.Route:
+    """The route of a virtual host that answers 421 on chain `tc`."""
     ns, _, name = tc.secret_name.partition("/")
     return ir.Route(name=ir.MISDIRECTED_ROUTE, match=None,
                     action=ir.RouteAction(direct_status=421, direct_body=MISDIRECTED_BODY),
