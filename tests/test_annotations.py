@@ -263,10 +263,17 @@ def _rename(type_url: str, msg, i: int) -> None:
         msg.address.socket_address.port_value = 0
         msg.address.socket_address.address = "127.0.0.1"
         from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+        from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
         for chain in msg.filter_chains:
             for f in chain.filters:
+                if f.name == "envoy.filters.network.tcp_proxy":  # ssl-passthrough: its cluster
+                    tcp = tcp_proxy_pb2.TcpProxy()
+                    assert f.typed_config.Unpack(tcp)
+                    tcp.cluster = f"{i}/{tcp.cluster}"
+                    f.typed_config.Pack(tcp, deterministic=True)
+                    continue
                 hcm = hcm_pb2.HttpConnectionManager()
-                f.typed_config.Unpack(hcm)
+                assert f.typed_config.Unpack(hcm)
                 hcm.rds.route_config_name = f"{i}/{hcm.rds.route_config_name}"
                 f.typed_config.Pack(hcm, deterministic=True)
     elif type_url == types.ROUTE:

@@ -67,7 +67,9 @@ class Explanation:
     path: str
     https: bool
     status: int | None  # None: forwarded to an endpoint (the upstream answers); else Envoy's own answer
-    outcome: str  # upstream | direct_response | redirect | misdirected | no_route | no_healthy_upstream | tls_handshake_fails
+    # upstream | direct_response | redirect | misdirected | no_route | no_healthy_upstream | tls_handshake_fails
+    # | passthrough (the TLS connection goes undecrypted to the cluster: Envoy never sees the request)
+    outcome: str
     reason: str
     normalized_host: str = ""
     normalized_path: str = ""
@@ -396,8 +398,18 @@ def explain(model: ir.IR, diagnostics: Iterable[Diagnostic] = (), *, host: str, 
     rc_name = lst.route_config_name
     tc: ir.TLSFilterChain | None = None
     if https:
-        ranked = [(k, c) for c in lst.tls_chains
+        ranked = [(k, c) for c in (*lst.tls_chains, *lst.passthrough_chains)
                   if c.server_names and (k := _server_name_matches(c.server_names, server_name)) is not None]
+        best = min(ranked, key=lambda kt: kt[0])[1] if ranked else None
+        if isinstance(best, ir.PassthroughChain):
+            cluster = next((c for c in model.clusters if c.name == best.cluster), None)
+            cla = next((e for e in model.endpoints if e.cluster_name == best.cluster), None)
+            return Explanation(
+                status=None, outcome="passthrough", listener=lst.name, filter_chain=best.name, cluster=cluster,
+                endpoints=cla.endpoints if cla is not None else (), notes=tuple(notes),
+                reason=(f"the server name {server_name!r} selects filter chain {best.name!r} of {best.source}: the "
+                        f"TLS connection goes undecrypted to cluster {best.cluster!r} (ssl-passthrough); the Host, "
+                        "path and headers inside are the backend's to read"), **base)
         if ranked:
             tc = min(ranked, key=lambda kt: kt[0])[1]
         else:

@@ -331,6 +331,17 @@ class TLSFilterChain:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PassthroughChain:
+    """A filter chain of the HTTPS listener that forwards TLS connections, undecrypted, to a cluster: selected by
+    SNI among `server_names` (ingress-nginx's ssl-passthrough). Envoy never sees the requests inside."""
+
+    name: str
+    server_names: tuple[str, ...]
+    cluster: str
+    source: Source
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RateLimitService:
     """The gRPC rate limit service (envoy.service.ratelimit.v3) that global rate limits ask, as a cluster."""
 
@@ -354,10 +365,11 @@ class Listener:
     xff_num_trusted_hops: int | None = None
     rate_limit_service: RateLimitService | None = None  # global rate limits; None: not offered
     auth: ListenerAuth | None = None  # the authentication filters of its HTTP filter chain (see ListenerAuth)
+    passthrough_chains: tuple[PassthroughChain, ...] = ()  # TLS forwarded undecrypted, by SNI
 
     @property
     def is_tls(self) -> bool:
-        return bool(self.tls_chains)
+        return bool(self.tls_chains or self.passthrough_chains)
 
 
 # How a cluster finds its upstream hosts.

@@ -8,6 +8,7 @@ from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from google.protobuf import any_pb2, wrappers_pb2
 
@@ -37,7 +38,7 @@ def listener(lst: ir.Listener) -> listener_pb2.Listener:
     if lst.address == "::":
         sa.ipv4_compat = True
     msg.per_connection_buffer_limit_bytes.value = PER_CONNECTION_BUFFER_LIMIT_BYTES
-    if not lst.tls_chains:
+    if not lst.tls_chains and not lst.passthrough_chains:
         chain = msg.filter_chains.add()
         chain.filters.append(listener_components_pb2.Filter(
             name="envoy.filters.network.http_connection_manager", typed_config=http_connection_manager(lst)))
@@ -52,6 +53,13 @@ def listener(lst: ir.Listener) -> listener_pb2.Listener:
         chain.transport_socket.typed_config.CopyFrom(pack(downstream_tls_context(tc)))
         chain.filters.append(listener_components_pb2.Filter(
             name="envoy.filters.network.http_connection_manager", typed_config=http_connection_manager(lst, tc)))
+    for pc in lst.passthrough_chains:
+        chain = msg.filter_chains.add()
+        chain.name = pc.name
+        chain.filter_chain_match.server_names.extend(pc.server_names)
+        chain.filters.append(listener_components_pb2.Filter(
+            name="envoy.filters.network.tcp_proxy",
+            typed_config=pack(tcp_proxy_pb2.TcpProxy(stat_prefix="passthrough", cluster=pc.cluster))))
     return msg
 
 

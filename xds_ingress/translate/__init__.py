@@ -521,10 +521,13 @@ class _Translator:
             with self._in(_GLOBAL, unit=True):
                 default_route = self._route(default)
         with self._in(_GLOBAL, unit=True):
+            passthrough = self._passthrough(ours, tls_hosts) if self.settings.nginx_compat else ()
             route_configs, listeners, secrets, validation_secrets, vhosts, http_vhosts, tls_state = self._assemble(
                 hosts, default_route, tls_hosts)
             if self.settings.nginx_compat:  # regex paths and host settings, host-wide and across hosts
                 route_configs = nginx.finish(route_configs, ours, self.settings, self.diagnostics, tls_state)
+            if passthrough:
+                listeners = self._with_passthrough(listeners, passthrough)
         self._flush()
         # The listeners' authentication filters, from the routes (translate/auth.py); its service's cluster.
         listeners = auth.with_listener_auth(listeners, route_configs, self.settings)
@@ -554,6 +557,49 @@ class _Translator:
         assert set(diagnostics) == set(self.diagnostics), "a diagnostic outside every scope"
         return Translation(ir=result, diagnostics=diagnostics,
                            served_ingresses=tuple((i.meta.namespace, i.meta.name) for i in ours), index=index)
+
+    def _passthrough(self, ours: list[Ingress], tls_hosts: dict[str, tuple[Ingress, str, str]]
+                     ) -> tuple[ir.PassthroughChain, ...]:
+        """ingress-nginx's ssl-passthrough: a filter chain per host that forwards TLS undecrypted to the backend.
+        The host's certificate, if any, is then not used (its TLS never reaches Envoy)."""
+        chains: dict[str, ir.PassthroughChain] = {}
+        for ing in ours:
+            if self.ingress_policy(ing).excluded:
+                continue
+            for host, backend in nginx.passthrough_backends(ing):
+                field = annotations.field_of(nginx.PREFIX + "ssl-passthrough")
+                held = chains.get(host)
+                if held is not None:
+                    self.diagnostics.append(_diag(
+                        ing, field, "PassthroughConflict",
+                        f"host {host!r} is already passed through by {held.source}, which comes first; this "
+                        "Ingress's passthrough for it is not used.", Severity.WARNING))
+                    continue
+                action = self.resolve(ing, backend)
+                if action.cluster is None:
+                    continue  # diagnosed: nowhere to send the connections (the handshake fails)
+                if host in tls_hosts:
+                    owner, secret, _ = tls_hosts.pop(host)
+                    self.tls_claims = [c for c in self.tls_claims if c[0] != host]
+                    self.diagnostics.append(_diag(
+                        ing, field, "CertificateNotUsed",
+                        f"host {host!r} is passed through to its backend, so the certificate of Secret "
+                        f"{owner.meta.namespace}/{secret} is not used for it: the backend terminates TLS.",
+                        Severity.WARNING))
+                chains[host] = ir.PassthroughChain(
+                    name=f"passthrough/{host}", server_names=(host,), cluster=action.cluster,
+                    source=ir.Source(kind=KIND_INGRESS, namespace=ing.meta.namespace, name=ing.meta.name,
+                                     field=field))
+        return tuple(chains[h] for h in sorted(chains))
+
+    def _with_passthrough(self, listeners: tuple[ir.Listener, ...], chains: tuple[ir.PassthroughChain, ...]
+                          ) -> tuple[ir.Listener, ...]:
+        if any(lst.name == ir.HTTPS_LISTENER for lst in listeners):
+            return tuple(dataclasses.replace(lst, passthrough_chains=chains) if lst.name == ir.HTTPS_LISTENER
+                         else lst for lst in listeners)
+        s = self.settings
+        return (*listeners, ir.Listener(name=ir.HTTPS_LISTENER, address=s.listen_address, port=s.https_port,
+                                        route_config_name=ir.HTTPS_ROUTE_CONFIG, passthrough_chains=chains))
 
     def _attach_canary(self, ing: Ingress, hosts: dict[str, dict[tuple[str, str], _Candidate]],
                        only: frozenset[str] | None = None) -> None:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from xds_ingress import ir
 from xds_ingress.diagnostics import Diagnostic, Severity
-from xds_ingress.model import KIND_INGRESS, Ingress, ObjectMeta, Service, is_url_path, valid_host
+from xds_ingress.model import KIND_INGRESS, Ingress, IngressBackend, ObjectMeta, Service, is_url_path, valid_host
 from xds_ingress.translate import parsers as p
 from xds_ingress.translate.annotations import XDS, Annotation, Dialect, Parsed, field_of, present_keys, read
 from xds_ingress.translate.settings import TranslateSettings
@@ -806,8 +806,11 @@ TABLE: tuple[Row, ...] = (
     _noop("proxy-http-version", "Bodies and buffers", "HTTP version to the backends (1.0 or 1.1).",
           "HTTP/1.1 (or HTTP/2 with backend-protocol GRPC)", example="1.1"),
     # -- TLS and other listeners --
-    _pending("ssl-passthrough", "TLS", "TLS connections go to the backend undecrypted, routed by SNI.",
-             "ssl-passthrough"),
+    Row(name="ssl-passthrough", status=DIFFERENCE, group="TLS", parse=p.boolean, key=NOOP, example="true",
+        doc="TLS connections for the Ingress's hosts go to the backend undecrypted, chosen by SNI: the backend of "
+            "the rule's path `/` (else its first path).",
+        note="always on (ingress-nginx needs --enable-ssl-passthrough); the host's certificate in spec.tls, if any, "
+             "is not used; plain HTTP to the host is still routed by its paths"),
     Row(name="ssl-ciphers", status=DIFFERENCE, group="TLS", parse=_openssl_ciphers, key="nginx.ssl_ciphers",
         example="ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256",
         doc="TLS 1.2 cipher suites offered to clients of the Ingress's TLS hosts (an OpenSSL cipher list).",
@@ -1254,6 +1257,20 @@ def secret_references(meta: ObjectMeta) -> set[tuple[str, str]]:
             continue
         if ns in ("", meta.namespace):
             out.add((meta.namespace, secret))
+    return out
+
+
+def passthrough_backends(ing: Ingress) -> list[tuple[str, IngressBackend]]:
+    """(host, backend) of each rule of an Ingress with ssl-passthrough: true: the backend of its path `/`, else of
+    its first path (as ingress-nginx, which sends the connection to one backend per host)."""
+    if _silent(ing, "ssl-passthrough") is not True or _silent(ing, "canary") is True:
+        return []
+    out = []
+    for rule in ing.rules:
+        if not rule.host or not rule.paths:
+            continue
+        root = next((hp for hp in rule.paths if hp.path.rstrip("/") == ""), rule.paths[0])
+        out.append((rule.host, root.backend))
     return out
 
 
