@@ -3,6 +3,7 @@ with the official client, a real Envoy and real backends."""
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Iterator
@@ -333,3 +334,55 @@ def test_authentication_secrets_named_by_ingresses_are_read_by_name(tmp_path: Pa
             assert request(http_port, "/", host="staff.example.com", headers=basic("first-pw")).status == 401
     reads = {q.path.rsplit("/", 1)[-1] for q in kube.requests if q.method == "GET" and "/secrets/" in q.path}
     assert reads == {"users", "keys"}
+
+
+def test_an_envoy_moved_to_the_other_replica_is_sent_nothing_it_has(tmp_path: Path) -> None:
+    """Issue 9, scenario 10: two replicas with the same settings on one API server; an Envoy whose xDS cluster
+    lists both is synced by the leader; the leader is killed and the Envoy reconnects to the other replica,
+    which (same objects, same content-hash versions) sends it nothing it already has while it keeps routing."""
+    lease = dict(leader_elect=True, leader_election_namespace="xds-ingress", lease_duration_s=2,
+                 renew_deadline_s=1.5, retry_period_s=0.25)
+    http_port, https_port = free_ports(2)
+    with FakeKube(bookmark_interval=None) as kube, Backends(["a"]) as be:
+        kube.create(k8s.ingress_class())
+        for obj in k8s.backend_service("a", [be.port("a")]):
+            kube.create(obj)
+        kube.create(k8s.ingress("site", k8s.rule("site.example.com", k8s.path("/", "a"))))
+        one = control_plane(kube, tmp_path, http_port, https_port, identity="cp-1", **lease).start()
+        two: ControlPlane | None = None
+        try:
+            wait_until(lambda: one.app.elector.is_leader, timeout=10)
+            boot = one.bootstrap()
+            # The xDS cluster lists the leader and the (not yet started) other replica: Envoy's round robin
+            # finds the one that answers, now and after the leader dies.
+            two_port = free_ports(1)[0]
+            xds = next(c for c in boot["static_resources"]["clusters"] if c["name"] == "xds_cluster")
+            endpoints = xds["load_assignment"]["endpoints"][0]["lb_endpoints"]
+            other = json.loads(json.dumps(endpoints[0]))
+            other["endpoint"]["address"]["socket_address"]["port_value"] = two_port
+            endpoints.append(other)
+            with Envoy(boot, tmp_path / "envoy") as envoy:
+                one.wait_synced()
+                assert request(http_port, "/", host="site.example.com").headers.get("x-backend") == "a"
+                two = control_plane(kube, tmp_path, http_port, https_port, identity="cp-2",
+                                    xds_address=f"127.0.0.1:{two_port}", **lease).start()
+                wait_until(lambda: two.call(lambda: two.app.controller.ready.is_set()), timeout=10)
+                assert two.call(lambda: len(two.app.proxies())) == 0  # the Envoy is the leader's
+                before = {cfg.get("@type"): cfg for cfg in envoy.config_dump()["configs"]}
+                one.app.elector.stop(release=False)
+                one.stop()
+                wait_until(lambda: two.call(lambda: len(two.app.proxies())) == 1, timeout=15,
+                           message="the Envoy did not move to the other replica")
+                wait_until(lambda: two.app.elector.is_leader, timeout=10)
+                time.sleep(1.5)  # time for any (wrong) response to go out
+                sent = two.call(lambda: sum(s.value for m in two.app.metrics.responses.collect()
+                                            for s in m.samples if s.name == "xds_responses_total"))
+                after = {cfg.get("@type"): cfg for cfg in envoy.config_dump()["configs"]}
+                print(f"\nEnvoy moved to the other replica: responses sent to it there: {sent:.0f}")
+                assert sent == 0, "the other replica re-sent what the Envoy already had"
+                assert after == before  # the same configuration, versions included
+                assert request(http_port, "/", host="site.example.com").headers.get("x-backend") == "a"
+        finally:
+            one.stop()
+            if two is not None:
+                two.stop()

@@ -39,7 +39,7 @@ class ControlPlane:
             self.manifests_dir.mkdir(parents=True, exist_ok=True)
         self.settings = ServeSettings(
             manifests=(str(self.manifests_dir),) if self.manifests_dir is not None else (),
-            xds_address="127.0.0.1:0",
+            xds_address=serve.pop("xds_address", "127.0.0.1:0"),
             poll_interval=poll_interval,
             translate=TranslateSettings(ingress_class=ingress_class, listen_address=listen_address,
                                         http_port=http_port, https_port=https_port, nginx_compat=nginx_compat,
