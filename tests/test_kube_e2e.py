@@ -386,3 +386,61 @@ def test_an_envoy_moved_to_the_other_replica_is_sent_nothing_it_has(tmp_path: Pa
             one.stop()
             if two is not None:
                 two.stop()
+
+
+def test_nginx_auth_secrets_are_read_by_name(tmp_path: Path) -> None:
+    """With --nginx-compat, the Opaque Secrets that nginx's auth-secret names are read by name: an auth-file Secret
+    is stored with `auth` only; an auth-map Secret (a key per user) with every key, since each is a user. Basic
+    auth then answers 401 and 200 for both, and a Secret of another namespace is never read (503)."""
+    import base64
+    import hashlib
+
+    from xds_ingress.translate.settings import NGINX_CONTROLLER_NAME
+
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    def sha(password: str) -> str:
+        return "{SHA}" + base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()
+
+    def basic(user: str, password: str) -> dict[str, str]:
+        return {"authorization": "Basic " + b64(f"{user}:{password}")}
+
+    def secret(name: str, data: dict[str, str], namespace: str = "shop") -> dict:
+        return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": name, "namespace": namespace}, "data": {k: b64(v) for k, v in data.items()}}
+
+    n = "nginx.ingress.kubernetes.io/"
+    file_users = secret("file-users", {"auth": f"alice:{sha('pw-a')}\n", "api-token": "hunter2"})
+    map_users = secret("map-users", {"bob": sha("pw-b"), "carol": sha("pw-c")})
+    elsewhere = secret("users", {"auth": f"alice:{sha('pw-a')}\n"}, namespace="other")
+    http_port, https_port = free_ports(2)
+    with FakeKube(bookmark_interval=None) as kube, Backends(["a"]) as be:
+        for obj in (k8s.ingress_class("nginx", controller=NGINX_CONTROLLER_NAME), file_users, map_users, elsewhere,
+                    k8s.service("web", namespace="shop"),
+                    k8s.endpoint_slice("web-1", "web", be.port("a"), namespace="shop"),
+                    k8s.ingress("file", k8s.rule("file.example.com", k8s.path("/", "web")), namespace="shop",
+                                class_name="nginx",
+                                annotations={n + "auth-type": "basic", n + "auth-secret": "file-users"}),
+                    k8s.ingress("map", k8s.rule("map.example.com", k8s.path("/", "web")), namespace="shop",
+                                class_name="nginx",
+                                annotations={n + "auth-type": "basic", n + "auth-secret": "map-users",
+                                             n + "auth-secret-type": "auth-map"}),
+                    k8s.ingress("cross", k8s.rule("cross.example.com", k8s.path("/", "web")), namespace="shop",
+                                class_name="nginx", annotations={n + "auth-type": "basic",
+                                                                 n + "auth-secret": "other/users"})):
+            kube.create(obj)
+        with control_plane(kube, tmp_path, http_port, https_port, secret_refresh_s=0.3, ingress_class="nginx",
+                           nginx_compat=True, controller=NGINX_CONTROLLER_NAME) as cp, \
+                Envoy(cp.bootstrap(), tmp_path / "envoy"):
+            wait_until(lambda: request(http_port, "/", host="map.example.com").status == 401, timeout=10)
+            app = cp.app
+            assert set(cp.call(lambda: app.store.raw(("Secret", "shop", "file-users")))["data"]) == {"auth"}
+            assert set(cp.call(lambda: app.store.raw(("Secret", "shop", "map-users")))["data"]) == {"bob", "carol"}
+            assert request(http_port, "/", host="file.example.com").status == 401
+            assert request(http_port, "/", host="file.example.com", headers=basic("alice", "pw-a")).status == 200
+            assert request(http_port, "/", host="map.example.com", headers=basic("carol", "pw-c")).status == 200
+            assert request(http_port, "/", host="map.example.com", headers=basic("carol", "pw-b")).status == 401
+            assert request(http_port, "/", host="cross.example.com", headers=basic("alice", "pw-a")).status == 503
+    reads = {q.path.rsplit("/", 1)[-1] for q in kube.requests if q.method == "GET" and "/secrets/" in q.path}
+    assert reads == {"file-users", "map-users"}

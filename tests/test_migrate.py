@@ -48,8 +48,15 @@ def test_the_report_says_what_each_annotation_becomes() -> None:
     assert any("sets response headers" in m for m in snippet["messages"])
     cors = by[("web", "api-cors")]["enable-cors"]
     assert cors["status"] == "difference" and "204" in cors["note"] and not cors.get("pending")
-    basic = by[("default", "ingress-with-auth")]["auth-type"]
-    assert basic["pending"] and basic["note"] == "needs xds-ingress.io/basic-auth, planned"
+    basic = by[("default", "ingress-with-auth")]
+    assert basic["auth-type"]["status"] == "difference" and not basic["auth-type"].get("pending")
+    # Its Secret holds an apr1 entry (htpasswd's default), which Envoy cannot check: the Ingress would answer 503,
+    # and the report says what to do.
+    assert basic["auth-secret"]["status"] == "invalid" and "htpasswd -s" in basic["auth-secret"]["note"]
+    assert any("503" in m and "htpasswd -s" in m for m in basic["auth-secret"]["messages"])
+    oauth = by[("kube-system", "dashboard")]
+    assert oauth["auth-url"]["status"] == "invalid" and any("503" in m for m in oauth["auth-url"]["messages"])
+    assert oauth["auth-signin"]["status"] == "unsupported" and not oauth["auth-signin"].get("pending")
     typo = by[("default", "typo")]
     assert typo["proxy-read-timout"]["status"] == "unknown"
     assert any("proxy-read-timeout?" in m for m in typo["proxy-read-timout"]["messages"])

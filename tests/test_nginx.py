@@ -96,7 +96,13 @@ BAD = {
     "ssl-prefer-server-ciphers": "maybe", "proxy-body-size": "8mb", "proxy-connect-timeout": "0",
     "session-cookie-path": "shop", "session-cookie-samesite": "Sometimes", "session-cookie-secure": "yes please",
     "session-cookie-domain": "-bad-", "limit-whitelist": "10.0.0.0/8, x", "default-backend": "Errors_Svc",
+    "auth-type": "ntlm", "auth-secret": "a/b/c", "auth-secret-type": "htpasswd", "auth-realm": 'a"b',
+    "auth-url": "https://$host/oauth2/auth", "auth-response-headers": "X-User: 1", "auth-method": "GET POST",
+    "enable-global-auth": "maybe",
 }
+# Annotations that ask for authentication: a refused value fails closed (every path of the Ingress answers 503,
+# with a diagnostic saying so), never open.
+PROTECTIVE = {"auth-type", "auth-secret", "auth-url"}
 
 
 @pytest.mark.parametrize("row", [r for r in nginx.TABLE if r.parse is not None], ids=lambda r: r.name)
@@ -111,6 +117,10 @@ def test_a_refused_value_is_one_diagnostic_and_the_rest_is_served(row) -> None:
     routes = [r for rc in t.ir.route_configurations for vh in rc.virtual_hosts for r in vh.routes]
     if row.name == "canary":
         assert not routes  # a would-be canary is not served at all (it could take its primary's traffic)
+    elif row.name in PROTECTIVE:
+        assert routes and all(r.action.direct_status == 503 and r.action.cluster is None for r in routes)
+        (closed,) = [d for d in t.diagnostics if d.reason == "AuthenticationUnavailable"]
+        assert closed.severity == Severity.ERROR and closed.field == found[0].field and "503" in closed.message
     else:
         assert routes and routes[0].action.cluster == "default/web/80"
 
@@ -119,6 +129,12 @@ def test_a_refused_value_is_one_diagnostic_and_the_rest_is_served(row) -> None:
 def test_an_untranslated_annotation_says_why_and_what_instead(row) -> None:
     t = translate(_objects({N + row.name: "value"}), COMPAT)
     (d,) = [d for d in t.diagnostics if d.field == f"metadata.annotations['{N}{row.name}']"]
+    routes = [r for rc in t.ir.route_configurations for vh in rc.virtual_hosts for r in vh.routes]
+    if row.name == "auth-snippet":  # authentication without the auth-url it belongs to: fails closed
+        assert d.reason == "AuthenticationUnavailable" and d.severity == Severity.ERROR and "503" in d.message
+        assert routes and all(r.action.direct_status == 503 for r in routes)
+        return
+    assert routes and routes[0].action.cluster == "default/web/80"
     assert d.reason == ("SnippetIgnored" if row.snippet else "UnsupportedAnnotation") and d.severity == Severity.WARNING
     assert row.note in d.message or "never executes" in d.message
     if row.replacement and not row.snippet:

@@ -418,7 +418,7 @@ class App:
     def _wanted_secrets(self) -> set[tuple[str, str]]:
         """Secrets read by name by the kube source, always in the namespace of the object that names them: CA
         bundles that Services name (upstream TLS) and that Ingresses name (client certificates; with
-        --nginx-compat also auth-tls-secret and proxy-ssl-secret), the Secrets Ingresses name for
+        --nginx-compat also auth-tls-secret, proxy-ssl-secret and auth-secret), the Secrets Ingresses name for
         authentication (htpasswd entries, a JWKS); and the --default-certificate."""
         out: set[tuple[str, str]] = set()
         nginx_compat = self.settings.translate.nginx_compat
@@ -441,6 +441,14 @@ class App:
             out.add((ns, name))
         return out
 
+    def _whole_secrets(self) -> set[tuple[str, str]]:
+        """Of the Secrets read by name, those whose every key is kept: with --nginx-compat, the auth-secret of
+        auth-secret-type auth-map (each key a user)."""
+        if not self.settings.translate.nginx_compat:
+            return set()
+        return {ref for obj in self.store.objects() if isinstance(obj, Ingress)
+                for ref in nginx.whole_secret_references(obj.meta)}
+
     def _setup_kube(self) -> None:
         from xds_ingress.kube.leader import ElectionSettings, LeaderElector
         from xds_ingress.kube.report import Reporter
@@ -451,7 +459,7 @@ class App:
         self.api_client = api_client
         self.sources = [KubeSource(api_client, self.store, namespaces=list(s.namespaces) or None,
                                    settings=s.watch, wanted_secrets=self._wanted_secrets,
-                                   secret_interval=s.secret_refresh_s)]
+                                   secret_interval=s.secret_refresh_s, whole_secrets=self._whole_secrets)]
         self.reporter = Reporter(api_client, self.store, publish_service=s.publish_service)
         reporter = self.reporter
         self.controller.on_translated.append(

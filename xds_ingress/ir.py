@@ -520,6 +520,7 @@ class ExternalAuth:
     service: AuthService | None = None
     request_headers: tuple[str, ...] = ()  # sent to the service (listener-wide in Envoy: see ListenerAuth)
     response_headers: tuple[str, ...] = ()  # copied from an HTTP service's answer onto the upstream request
+    client_headers_on_success: tuple[str, ...] = ()  # of an HTTP service's 2xx answer, added to the client's response
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

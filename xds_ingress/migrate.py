@@ -110,7 +110,7 @@ def _classify(ing: Ingress, key: str, raw: str, diags: Sequence[Diagnostic]) -> 
                                 messages=messages)
     if any(d.severity == Severity.ERROR for d in here):
         return AnnotationResult(annotation=key, value=_short(raw), status=INVALID, replacement=row.replacement,
-                                messages=messages)
+                                note=row.note if row.status == DIFFERENCE else "", messages=messages)
     return AnnotationResult(annotation=key, value=_short(raw), status=row.status,
                             note=row.note if row.status == DIFFERENCE else "", replacement=row.replacement,
                             messages=messages)

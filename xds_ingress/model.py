@@ -43,6 +43,12 @@ SECRET_TYPE_TLS = "kubernetes.io/tls"
 CA_KEY = "ca.crt"
 HTPASSWD_KEY = "auth"  # basic-auth Secrets, as ingress-nginx names the key
 JWKS_KEY = "jwks"
+# ingress-nginx's auth-map Secrets: every key a user, its value the password hash (model.Secret.auth_map).
+AUTH_MAP_MAX_KEYS = 1024
+AUTH_MAP_MAX_BYTES = 64 * 1024
+_AUTH_MAP_VALUE_MAX_BYTES = 1024
+_NOT_USERS = frozenset({CA_KEY, HTPASSWD_KEY, JWKS_KEY, "tls.crt", "tls.key"})
+_SECRET_DATA_KEY = re.compile(r"[-._a-zA-Z0-9]{1,253}")
 
 PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
 
@@ -234,6 +240,10 @@ class Secret:
     # xds-ingress.io/jwt-jwks-secret, likewise checked when used.
     htpasswd: Redacted = Redacted(b"")
     jwks: bytes = b""
+    # The other keys of an Opaque Secret, for ingress-nginx's auth-secret-type auth-map (each key a user, its
+    # value the password hash; a credential, never shown): JSON {"entries": {key: value, or null when it is not
+    # one line of text}, "dropped": keys beyond AUTH_MAP_MAX_KEYS / AUTH_MAP_MAX_BYTES}; checked where it is used.
+    auth_map: Redacted = Redacted(b"")
 
     @property
     def is_tls(self) -> bool:
@@ -783,19 +793,59 @@ def _auth_data(ctx: _Ctx, raw: dict) -> tuple[Redacted, bytes]:
     return Redacted(htpasswd or b""), jwks or b""
 
 
+def _auth_map(raw: dict) -> Redacted:
+    """The keys of a Secret other than those read for themselves (ca.crt, auth, jwks, tls.*), with their values
+    as text, for ingress-nginx's auth-map (see Secret.auth_map). Read without diagnostics: only an Ingress that
+    names the Secret as an auth-map says what is wrong with it."""
+    import json
+
+    entries: dict[str, str | None] = {}
+    dropped = size = 0
+    for field in ("data", "stringData"):
+        m = raw.get(field)
+        if not isinstance(m, dict):
+            continue
+        for k, v in m.items():
+            if not isinstance(k, str) or k in _NOT_USERS or not _SECRET_DATA_KEY.fullmatch(k) or k in entries:
+                continue
+            value: bytes | None = None
+            if isinstance(v, str):
+                try:
+                    value = base64.b64decode(v.encode("ascii"), validate=True) if field == "data" else v.encode()
+                except (binascii.Error, UnicodeEncodeError, ValueError):
+                    value = None
+            size += len(value or b"")
+            if len(entries) >= AUTH_MAP_MAX_KEYS or size > AUTH_MAP_MAX_BYTES:
+                dropped += 1
+                continue
+            text: str | None = None
+            if value is not None and len(value) <= _AUTH_MAP_VALUE_MAX_BYTES:
+                try:
+                    text = value.decode("utf-8").strip()
+                except UnicodeDecodeError:
+                    text = None
+                if text is not None and (not text or any(ord(c) < 32 or ord(c) == 127 for c in text)):
+                    text = None
+            entries[k] = text
+    if not entries and not dropped:
+        return Redacted(b"")
+    return Redacted(json.dumps({"entries": entries, "dropped": dropped}, sort_keys=True).encode())
+
+
 def _parse_secret(ctx: _Ctx, raw: dict, meta: ObjectMeta) -> Secret | None:
     stype = ctx.string(raw, "type", "type") or "Opaque"
     if stype != SECRET_TYPE_TLS:
         # Other types are read only for a CA bundle (upstream TLS) and for authentication (htpasswd entries,
-        # a JWKS); the rest is nobody's business here.
-        if not any(_has_data(raw, k) for k in (CA_KEY, HTPASSWD_KEY, JWKS_KEY)):
+        # a JWKS, an Opaque Secret's keys as ingress-nginx's auth-map); the rest is nobody's business here.
+        auth_map = _auth_map(raw) if stype == "Opaque" else Redacted(b"")
+        if not any(_has_data(raw, k) for k in (CA_KEY, HTPASSWD_KEY, JWKS_KEY)) and not auth_map.value:
             return None
         ca = _parse_ca(ctx, raw) if _has_data(raw, CA_KEY) else b""
         htpasswd, jwks = _auth_data(ctx, raw)
-        if not (ca or htpasswd.value or jwks):
+        if not (ca or htpasswd.value or jwks or auth_map.value):
             return None
         return Secret(meta=meta, type=stype, certificate_chain=b"", private_key=Redacted(b""), ca_certificates=ca,
-                      htpasswd=htpasswd, jwks=jwks)
+                      htpasswd=htpasswd, jwks=jwks, auth_map=auth_map)
     cert = _decode_data(ctx, raw, "tls.crt")
     key = _decode_data(ctx, raw, "tls.key")
     if cert is None:

@@ -5,8 +5,8 @@ Both allow a request whose Authorization header is exactly `ALLOW` and deny any 
 they were asked. The HTTP server also serves a JSON Web Key Set at `/jwks.json` (set `jwks`), counting the
 fetches.
 
-- HTTP: allowed -> 200 with `x-user: alice`, `x-groups: staff`, `x-other: 1`; denied -> 401 with
-  `www-authenticate: Bearer realm="authz"` and the body `denied by authz`.
+- HTTP: allowed -> 200 with `x-user: alice`, `x-groups: staff`, `x-other: 1` (and `set-cookie: COOKIE` when
+  `cookie` is set); denied -> 401 with `www-authenticate: Bearer realm="authz"` and the body `denied by authz`.
 - gRPC: allowed -> OK with the header `x-user: grpc-alice` for the upstream request; denied -> 403 with the
   body `denied by grpc authz`.
 """
@@ -51,7 +51,8 @@ class _Authorization(external_auth_pb2_grpc.AuthorizationServicer):
 
 
 class AuthServers:
-    """`with AuthServers() as s:` s.http_port, s.grpc_port, s.http_seen, s.grpc_seen, s.jwks, s.jwks_fetches."""
+    """`with AuthServers() as s:` s.http_port, s.grpc_port, s.http_seen, s.grpc_seen, s.jwks, s.jwks_fetches,
+    s.cookie."""
 
     def __init__(self) -> None:
         self.http_port = 0
@@ -60,6 +61,7 @@ class AuthServers:
         self.grpc_seen: list[dict] = []
         self.jwks: dict | None = None
         self.jwks_fetches = 0
+        self.cookie: str | None = None  # the Set-Cookie of an allowing HTTP answer
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
@@ -73,7 +75,10 @@ class AuthServers:
         self.http_seen.append({"path": request.raw_path, "method": request.method,
                                "headers": {k.lower(): v for k, v in request.headers.items()}})
         if request.headers.get("authorization") == ALLOW:
-            return web.Response(status=200, headers={"x-user": "alice", "x-groups": "staff", "x-other": "1"})
+            headers = {"x-user": "alice", "x-groups": "staff", "x-other": "1"}
+            if self.cookie:
+                headers["set-cookie"] = self.cookie
+            return web.Response(status=200, headers=headers)
         return web.Response(status=401, text="denied by authz\n", headers={"www-authenticate": 'Bearer realm="authz"'})
 
     async def _main(self) -> None:

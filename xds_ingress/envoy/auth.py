@@ -112,12 +112,16 @@ def ext_authz_filter(lst: ir.Listener) -> hcm_pb2.HttpFilter | None:
     return hcm_pb2.HttpFilter(name=EXT_AUTHZ, disabled=a.external_service is None, typed_config=_pack(cfg))
 
 
-def _http_service(s: ir.AuthService, response_headers: tuple[str, ...] = ()) -> ext_authz_pb2.HttpService:
+def _http_service(s: ir.AuthService, response_headers: tuple[str, ...] = (),
+                  client_headers_on_success: tuple[str, ...] = ()) -> ext_authz_pb2.HttpService:
     msg = ext_authz_pb2.HttpService(path_prefix=s.path_prefix)
     msg.server_uri.CopyFrom(http_uri_pb2.HttpUri(uri=f"http://{s.authority}", cluster=s.cluster,
                                                  timeout=seconds(s.timeout_ms / 1000)))
     if response_headers:
         msg.authorization_response.allowed_upstream_headers.patterns.extend(_names(response_headers))
+    if client_headers_on_success:
+        msg.authorization_response.allowed_client_headers_on_success.patterns.extend(
+            _names(client_headers_on_success))
     return msg
 
 
@@ -127,12 +131,13 @@ def _grpc_service(s: ir.AuthService) -> grpc_service_pb2.GrpcService:
     return msg
 
 
-def _set_service(msg, s: ir.AuthService, response_headers: tuple[str, ...] = ()) -> None:
+def _set_service(msg, s: ir.AuthService, response_headers: tuple[str, ...] = (),
+                 client_headers_on_success: tuple[str, ...] = ()) -> None:
     """The service of an ExtAuthz or a CheckSettings."""
     if s.protocol == "grpc":
         msg.grpc_service.CopyFrom(_grpc_service(s))
     else:
-        msg.http_service.CopyFrom(_http_service(s, response_headers))
+        msg.http_service.CopyFrom(_http_service(s, response_headers, client_headers_on_success))
 
 
 # --- per route ----------------------------------------------------------------------------------
@@ -168,7 +173,7 @@ def route_config(auth: ir.RouteAuth, route: rc.Route) -> None:
         if e.disabled:
             per.disabled = True
         elif e.service is not None:
-            _set_service(per.check_settings, e.service, e.response_headers)
+            _set_service(per.check_settings, e.service, e.response_headers, e.client_headers_on_success)
         else:
             per = None  # the listener's service, as it is
         if per is not None:

@@ -298,16 +298,19 @@ class SecretFetcher:
     kept in the store with `ca.crt` only: every other key is dropped before the object is stored.
     The same goes for the Secrets that Ingresses name for authentication (`basic-auth-secret`:
     htpasswd entries in `auth`; `jwt-jwks-secret`: a key set in `jwks`), of which only those keys
-    are kept. A change reaches Envoy within `interval`. A wanted TLS Secret (the default
+    are kept; of those `whole` names (ingress-nginx's auth-map: a key per user), every key is kept. A change
+    reaches Envoy within `interval`. A wanted TLS Secret (the default
     certificate) is the reflector's, unless its namespace is not `listed` (`--namespace`): then it
     is read here too, with `tls.crt`, `tls.key` and `ca.crt`.
     """
 
     def __init__(self, api_client: k8s_client.ApiClient, store: Store, wanted: Callable[[], set[tuple[str, str]]],
                  stop: threading.Event, *, interval: float = 10.0, timeout: float = 10.0,
-                 listed: Callable[[str], bool] = lambda _ns: True) -> None:
+                 listed: Callable[[str], bool] = lambda _ns: True,
+                 whole: Callable[[], set[tuple[str, str]]] = lambda: set()) -> None:
         self.api = k8s_client.CoreV1Api(api_client)
         self.listed = listed
+        self.whole = whole
         self.store = store
         self.wanted = wanted
         self.stop = stop
@@ -321,6 +324,7 @@ class SecretFetcher:
 
     def fetch_all(self) -> None:
         wanted = self.wanted()
+        whole = self.whole()
         for key in [k for k in self.owned if (k[1], k[2]) not in wanted]:
             self.owned.discard(key)
             self.store.delete(key)
@@ -344,12 +348,12 @@ class SecretFetcher:
             except Exception as exc:  # noqa: BLE001
                 log.warning("kube.secret_fetch_failed", namespace=ns, name=name, error=str(exc)[:200])
                 continue
-            kept = KEPT_SECRET_KEYS
+            data = obj.get("data") or {}
+            kept = set(data) if (ns, name) in whole else KEPT_SECRET_KEYS
             if obj.get("type") == SECRET_TYPE_TLS:
                 if self.listed(ns):
                     continue  # the reflector's (it may not have seen it yet)
-                kept = ("tls.crt", "tls.key", "ca.crt")
-            data = obj.get("data") or {}
+                kept = {"tls.crt", "tls.key", "ca.crt"}
             obj = {"apiVersion": "v1", "kind": KIND_SECRET, "metadata": obj.get("metadata") or {},
                    "type": obj.get("type") or "Opaque",
                    "data": {k: v for k, v in data.items() if k in kept}}  # nothing else is kept
@@ -372,7 +376,8 @@ class KubeSource:
     def __init__(self, api_client: k8s_client.ApiClient, store: Store, *, namespaces: list[str] | None = None,
                  settings: WatchSettings | None = None,
                  wanted_secrets: Callable[[], set[tuple[str, str]]] | None = None,
-                 secret_interval: float = 10.0) -> None:
+                 secret_interval: float = 10.0,
+                 whole_secrets: Callable[[], set[tuple[str, str]]] | None = None) -> None:
         self.api_client = api_client
         self.store = store
         self.settings = settings or WatchSettings()
@@ -390,7 +395,8 @@ class KubeSource:
         watched = set(namespaces) if namespaces else None
         self.secrets = SecretFetcher(api_client, store, wanted_secrets or (lambda: set()), self._stop,
                                      interval=secret_interval,
-                                     listed=lambda ns: watched is None or ns in watched)
+                                     listed=lambda ns: watched is None or ns in watched,
+                                     whole=whole_secrets or (lambda: set()))
         for r in self.reflectors:
             if r.spec.kind == KIND_SECRET:
                 r.keep = self.secrets.keep

@@ -405,6 +405,8 @@ class _Translator:
                 discovery = ir.DISCOVERY_EDS
             else:
                 address = ip
+        if cs.ca_refused and cluster_policy is not None and cluster_policy.tls is not None:
+            return None  # backends to verify without a CA (diagnosed where it was set): 503, never unverified
         if cs.ca_secret is not None and cluster_policy is not None and cluster_policy.tls is not None:
             secret = self.secrets.get((ns, cs.ca_secret))
             if secret is None or not secret.ca_certificates:

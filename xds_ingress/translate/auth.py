@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 
 from xds_ingress import ir
 from xds_ingress.diagnostics import Diagnostic, Severity
-from xds_ingress.model import KIND_INGRESS, KIND_SECRET, Ingress
+from xds_ingress.model import AUTH_MAP_MAX_KEYS, KIND_INGRESS, KIND_SECRET, Ingress
 from xds_ingress.redacted import Redacted
 from xds_ingress.translate import parsers as p
 
@@ -54,7 +54,17 @@ MAX_JWKS_KEYS = 32
 # Annotations (policy keys) that ask for protection: when one is there but unusable, the Ingress is refused.
 PROTECTIVE = ("auth.url", "auth.response_headers", "basic.secret", "jwt.issuer", "jwt.audiences",
               "jwt.jwks_secret", "jwt.jwks_uri", "jwt.claims_to_headers")
-KEYS = PROTECTIVE + ("auth.mode", "auth.request_headers", "basic.realm", "jwt.forward")
+# Keys another dialect (ingress-nginx's, translate/nginx.py) sets when an annotation that protects cannot be
+# honoured: its diagnostic is given there, and the Ingress is refused here. `auth.url_refused` stands for an
+# external authorization, `basic.refused` for basic auth (ours win over those), `auth.refused` for any other.
+REFUSED = ("auth.refused", "auth.url_refused", "basic.refused")
+# basic.secret_type: "auth-map" for a Secret whose keys are the users (ingress-nginx's auth-map);
+# auth.client_cookies: the Set-Cookie of an HTTP service's 2xx answer reaches the client (ingress-nginx's auth-url).
+KEYS = PROTECTIVE + REFUSED + ("auth.mode", "auth.request_headers", "basic.realm", "basic.secret_type",
+                               "auth.client_cookies", "jwt.forward")
+# Headers an authorization answer may replace on the upstream request without being removed from the client's
+# request first: the check needs them (ingress-nginx's auth-response-headers may name them).
+_CHECKED_HEADERS = ("authorization", "cookie")
 _JWT_WANTS = ("jwt.issuer", "jwt.audiences", "jwt.claims_to_headers")
 
 Values = Mapping[str, Any]  # policy key -> annotations.Parsed (value, field, annotation)
@@ -226,7 +236,7 @@ def auth_ask(values: Values, report, present: frozenset[str]) -> AuthAsk | None:
     broken = [k for k in PROTECTIVE if k in present and k not in values]
     if not mine and not broken:
         return None
-    deny = bool(broken)
+    deny = bool(broken) or any(k in mine for k in REFUSED)  # refused: diagnosed where the key was set
     from xds_ingress.translate.annotations import XDS, field_of  # (annotations imports this module's parsers)
 
     for a in XDS.table:
@@ -246,7 +256,8 @@ def auth_ask(values: Values, report, present: frozenset[str]) -> AuthAsk | None:
         if "jwt.forward" in mine:
             report(mine["jwt.forward"], "IgnoredAnnotation",
                    "is ignored without jwt-jwks-secret or jwt-jwks-uri.", Severity.WARNING)
-    if "basic.secret" in present and jwks:
+    basic = "basic.secret" in present or "basic.secret" in mine or "basic.refused" in mine
+    if basic and jwks:
         at = mine.get("basic.secret") or mine.get("jwt.jwks_secret") or mine.get("jwt.jwks_uri")
         if at is not None:
             report(at, "ConflictingAnnotation",
@@ -254,7 +265,7 @@ def auth_ask(values: Values, report, present: frozenset[str]) -> AuthAsk | None:
                    "path of this Ingress answers 503. Keep basic-auth-secret or the jwt-* annotations.",
                    Severity.ERROR)
         deny = True
-    if "basic.realm" in mine and "basic.secret" not in present:
+    if "basic.realm" in mine and not basic:
         report(mine["basic.realm"], "IgnoredAnnotation", "is ignored without basic-auth-secret.", Severity.WARNING)
     return AuthAsk(values=mine, deny=deny)
 
@@ -281,13 +292,20 @@ def _hash_kind(hash_: str) -> str:
 def check_htpasswd(data: bytes) -> tuple[bytes, list[str]]:
     """The entries Envoy can check (`user:{SHA}base64`, one per line, each user once) and a sentence per line
     that is dropped. Sentences name the line and the user, never the hash."""
+    users, problems, _ = check_users(data)
+    return users, problems
+
+
+def check_users(data: bytes) -> tuple[bytes, list[str], list[tuple[str, str]]]:
+    """check_htpasswd, and the users whose entries are hashed in a way Envoy cannot check ((user, hash kind))."""
     if len(data) > MAX_HTPASSWD_BYTES:
-        return b"", [f"is {len(data)} bytes long; at most {MAX_HTPASSWD_BYTES} are read, so no entry is used"]
+        return b"", [f"is {len(data)} bytes long; at most {MAX_HTPASSWD_BYTES} are read, so no entry is used"], []
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        return b"", ["is not UTF-8 text, so no entry is used"]
+        return b"", ["is not UTF-8 text, so no entry is used"], []
     problems: list[str] = []
+    unusable: list[tuple[str, str]] = []
     seen: dict[str, int] = {}
     out: list[str] = []
     for n, raw in enumerate(text.split("\n"), 1):
@@ -304,10 +322,39 @@ def check_htpasswd(data: bytes) -> tuple[bytes, list[str]]:
         elif (kind := _hash_kind(hash_)) != "sha":
             problems.append(f"line {n} (user {user!r}) is hashed with {kind}, which Envoy cannot check, so this user "
                             "cannot log in; write it as SHA-1 ('htpasswd -s', a value starting with {SHA})")
+            unusable.append((user, kind))
         else:
             seen[user] = n
             out.append(f"{user}:{hash_}")
-    return ("\n".join(out) + "\n").encode() if out else b"", problems
+    return ("\n".join(out) + "\n").encode() if out else b"", problems, unusable
+
+
+def check_user_map(data: bytes) -> tuple[bytes, list[tuple[str, str]], list[tuple[str, str]]]:
+    """ingress-nginx's auth-map: a Secret whose keys are the users and whose values are their password hashes
+    (`data` as model.Secret.auth_map holds them: JSON, each value a string or null when it is not one line of
+    text). The htpasswd entries Envoy can check, (key, sentence) per key that is dropped, and (user, hash kind)
+    of the users hashed in a way Envoy cannot check. Sentences name the key, never the hash."""
+    try:
+        doc = json.loads(data.decode("utf-8")) if data else {}
+    except (UnicodeDecodeError, ValueError):
+        doc = {}
+    entries = doc.get("entries") if isinstance(doc, dict) else None
+    problems: list[tuple[str, str]] = []
+    unusable: list[tuple[str, str]] = []
+    out: list[str] = []
+    for user, value in sorted((entries or {}).items()):
+        if not isinstance(value, str) or not value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            problems.append((user, "is not a password hash on one line of text, so this user cannot log in"))
+        elif (kind := _hash_kind(value.strip())) != "sha":
+            problems.append((user, f"is hashed with {kind}, which Envoy cannot check, so this user cannot log in; "
+                                   "write it as SHA-1 ('htpasswd -s', a value starting with {SHA})"))
+            unusable.append((user, kind))
+        else:
+            out.append(f"{user}:{value.strip()}")
+    if isinstance(doc, dict) and doc.get("dropped"):
+        problems.append(("", f"has more than {AUTH_MAP_MAX_KEYS} keys or {MAX_HTPASSWD_BYTES} bytes; "
+                             f"{doc['dropped']} key(s) are not read, so those users cannot log in"))
+    return ("\n".join(out) + "\n").encode() if out else b"", problems, unusable
 
 
 _B64URL = re.compile(r"[A-Za-z0-9_\-]+")
@@ -464,7 +511,7 @@ class AuthResolver:
         external, ok = self._external(ing, v, report, refused)
         denied |= not ok
         if external is not None and not external.disabled:
-            strip += external.response_headers
+            strip += [h for h in external.response_headers if h not in _CHECKED_HEADERS]
 
         basic = None
         if "basic.secret" in v:
@@ -509,7 +556,9 @@ class AuthResolver:
             service = ir.AuthService(cluster=cluster.name, protocol="grpc" if grpc else "http",
                                      authority=f"{host}:{cluster.port}", path_prefix="" if grpc else path.rstrip("/"),
                                      timeout_ms=self.settings.auth_timeout_ms)
-            return ir.ExternalAuth(service=service, request_headers=req, response_headers=resp), True
+            cookies = ("set-cookie",) if "auth.client_cookies" in v and not grpc else ()
+            return ir.ExternalAuth(service=service, request_headers=req, response_headers=resp,
+                                   client_headers_on_success=cookies), True
         unused = [x for x in (v.get("auth.request_headers"), v.get("auth.response_headers")) if x is not None]
         if off:
             if g is None:
@@ -541,18 +590,48 @@ class AuthResolver:
     def _basic(self, ing: Ingress, v: Values, refused: str) -> ir.BasicAuth | None:
         parsed = v["basic.secret"]
         ns = ing.meta.namespace
-        data = self._secret(ing, parsed, "auth", "htpasswd entries (user:{SHA}base64)", refused)
-        if data is None:
-            return None
-        users, problems = check_htpasswd(data)
-        for problem in problems:
-            self._diag(KIND_SECRET, ns, parsed.value, "data['auth']", "InvalidHtpasswd",
-                       f"data['auth'] {problem}.")
+        by_key = "basic.secret_type" in v and v["basic.secret_type"].value == "auth-map"
+        if by_key:
+            secret = self.t.secrets.get((ns, parsed.value))
+            data = secret.auth_map.value if secret is not None else b""
+            if not data:
+                self._diag(KIND_INGRESS, ns, ing.meta.name, parsed.field, "SecretNotFound",
+                           f"{parsed.annotation} names Secret {ns}/{parsed.value}, which does not exist or is not an "
+                           f"Opaque Secret with a key per user (auth-map), so {refused}. Create it in namespace {ns} "
+                           "with each user as a key and the user's password hash ({SHA}...) as its value.")
+                return None
+            users, keyed, unusable = check_user_map(data)
+            for key, problem in keyed:
+                field = f"data[{key!r}]" if key else "data"
+                self._diag(KIND_SECRET, ns, parsed.value, field, "InvalidHtpasswd", f"{field} {problem}.")
+        else:
+            data = self._secret(ing, parsed, "auth", "htpasswd entries (user:{SHA}base64)", refused)
+            if data is None:
+                return None
+            users, problems, unusable = check_users(data)
+            for problem in problems:
+                self._diag(KIND_SECRET, ns, parsed.value, "data['auth']", "InvalidHtpasswd",
+                           f"data['auth'] {problem}.")
+        rehash = ""
+        if unusable:
+            kinds = ", ".join(sorted({k for _, k in unusable}))
+            more = f" and {len(unusable) - 5} more" if len(unusable) > 5 else ""
+            who = ", ".join(u for u, _ in unusable[:5]) + more
+            rehash = (f" Envoy checks SHA-1 hashes only, and {'user' if len(unusable) == 1 else 'users'} {who} "
+                      f"{'is' if len(unusable) == 1 else 'are'} hashed with {kinds}: re-hash the "
+                      f"{'password' if len(unusable) == 1 else 'passwords'} with 'htpasswd -s' (a value starting "
+                      "with {SHA}).")
         if not users:
             self._diag(KIND_INGRESS, ns, ing.meta.name, parsed.field, "SecretNotFound",
-                       f"{parsed.annotation} names Secret {ns}/{parsed.value}, which has no usable htpasswd entry "
-                       f"(see its diagnostics), so {refused}.")
+                       f"{parsed.annotation} names Secret {ns}/{parsed.value}, which has no usable "
+                       f"{'user' if by_key else 'htpasswd entry'} (see its diagnostics), so {refused}.{rehash}")
             return None
+        if rehash:
+            self.t.diagnostics.append(Diagnostic(
+                kind=KIND_INGRESS, namespace=ns, name=ing.meta.name, field=parsed.field, reason="UnusableUsers",
+                severity=Severity.WARNING,
+                message=f"{parsed.annotation} names Secret {ns}/{parsed.value}, some of whose users cannot log in "
+                        f"(401).{rehash}"))
         realm_v = v.get("basic.realm")
         return ir.BasicAuth(secret=f"{ns}/{parsed.value}", users=Redacted(users),
                             realm=realm_v.value if realm_v is not None else "")

@@ -26,6 +26,13 @@ What concerns a whole host (use-regex, app-root, server-alias, from-to-www-redir
 force-ssl-redirect) and the regex paths are applied on the assembled route configurations
 (`finish`): ingress-nginx's rule that `use-regex` or `rewrite-target` on one Ingress of a host
 makes every path of that host a case-insensitive regex (`location ~* "^path"`) holds here too.
+
+What protects (authentication, client certificates, address lists, verified backends) is never dropped: an
+Ingress whose annotations ask for a protection that cannot be given here (a refused value, a Secret or
+Service of another namespace, digest authentication, an auth-url outside the namespace, a snippet with
+auth_basic or deny, auth-tls-match-cn...) is refused with a diagnostic: its paths answer 503 (the keys
+basic.refused, auth.url_refused and auth.refused, read by translate/auth.py), or the protection refuses every
+client; never served open.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from dataclasses import dataclass
 from xds_ingress import ir
 from xds_ingress.diagnostics import Diagnostic, Severity
 from xds_ingress.model import KIND_INGRESS, Ingress, IngressBackend, ObjectMeta, Service, is_url_path, valid_host
+from xds_ingress.translate import auth
 from xds_ingress.translate import parsers as p
 from xds_ingress.translate.annotations import XDS, Annotation, Dialect, Parsed, field_of, present_keys, read
 from xds_ingress.translate.settings import TranslateSettings
@@ -51,7 +59,8 @@ from xds_ingress.translate.tls import (
 )
 
 __all__ = ["PREFIX", "Row", "TABLE", "NGINX", "EXACT", "DIFFERENCE", "UNSUPPORTED", "row", "read_ingress",
-           "service_values", "finish", "path_regex", "canary_annotation", "markdown", "secret_references"]
+           "service_values", "finish", "path_regex", "canary_annotation", "markdown", "secret_references",
+           "whole_secret_references"]
 
 PREFIX = "nginx.ingress.kubernetes.io/"
 EXACT, DIFFERENCE, UNSUPPORTED = "exact", "difference", "unsupported"
@@ -227,6 +236,31 @@ def _namespaced_secret(value: str) -> tuple[str, str]:
         return ns if sep else "", p.secret_name(name)
     except p.Invalid:
         raise p.Invalid("'NAMESPACE/NAME' or 'NAME' of a Secret") from None
+
+
+def _auth_url(value: str) -> tuple[str, str, int | None, str]:
+    """(scheme, host, port or None, path with query or "") of an absolute http(s) URL without nginx variables;
+    `_expand_auth` says which of them are a Service of the Ingress's namespace."""
+    accepted = ("an http URL of a Service of the Ingress's namespace, 'http://SERVICE[.NAMESPACE[.svc[.cluster.local"
+                "]]][:PORT][/PATH]' (no nginx variables such as $host); for another service, an ExternalName Service "
+                "of this namespace or xds serve --auth-service")
+    if "$" in value:
+        raise p.Invalid(accepted)
+    try:
+        scheme, host, port, path = p.redirect_url(value)
+    except p.Invalid:
+        raise p.Invalid(accepted) from None
+    return scheme, host, port, path or ""
+
+
+_auth_response_headers = p.header_names(request=True)  # Authorization and Cookie too: see translate/auth.py
+
+
+def _http_method(value: str) -> str:
+    v = value.strip().upper()
+    if not re.fullmatch(r"[A-Z]{1,16}", v):
+        raise p.Invalid("an HTTP method (GET, POST, ...)")
+    return v
 
 
 def _on_off(value: str) -> bool:
@@ -555,10 +589,13 @@ TABLE: tuple[Row, ...] = (
         key="nginx.proxy_ssl_secret", example="default/backend-ca",
         doc="A Secret whose ca.crt verifies HTTPS backends (with proxy-ssl-verify on) and whose tls.crt and tls.key "
             "are a client certificate.",
-        note=_SVC_NOTE + "; the Secret must be in the Ingress's namespace; its client certificate is not sent",
+        note=_SVC_NOTE + "; the Secret must be in the Ingress's namespace (with proxy-ssl-verify on, another "
+             "namespace's makes requests to the HTTPS backends answer 503, never unverified); its client certificate "
+             "is not sent",
         replacement=f"{_X}upstream-tls-ca-secret on the Service"),
     Row(name="proxy-ssl-verify", status=EXACT, group="Upstream", parse=_on_off, key="nginx.proxy_ssl_verify",
-        example="on", doc="Verify HTTPS backends' certificates against proxy-ssl-secret's ca.crt (default off)."),
+        example="on", doc="Verify HTTPS backends' certificates against proxy-ssl-secret's ca.crt (default off); "
+                          "without a usable CA, requests to them fail (here 503)."),
     Row(name="proxy-ssl-name", status=DIFFERENCE, group="Upstream", parse=p.dns_name, key="tls.sni",
         example="api.internal", doc="The name sent (SNI) to, and verified in the certificate of, HTTPS backends.",
         note=_SVC_NOTE, replacement=f"{_X}upstream-tls-sni on the Service"),
@@ -689,26 +726,86 @@ TABLE: tuple[Row, ...] = (
     Row(name="cors-max-age", status=EXACT, group="CORS", parse=p.integer(0, 31_536_000), key="nginx.cors_max_age",
         example="600", doc="How long a preflight's answer may be cached, in seconds (default 1728000).",
         replacement=f"{_X}cors-max-age"),
-    _pending("auth-url", "Authentication", "An external service that authorizes each request.", "auth-url"),
-    _pending("auth-signin", "Authentication", "Where a request the auth-url refuses is redirected.", "auth-signin"),
-    _pending("auth-response-headers", "Authentication", "Headers of the auth-url's answer passed upstream.",
-             "auth-response-headers"),
-    _pending("auth-method", "Authentication", "The method of the auth-url request.", "auth-method"),
-    _pending("auth-request-redirect", "Authentication", "X-Auth-Request-Redirect sent to the auth-url.",
-             "auth-url"),
-    _pending("auth-signin-redirect-param", "Authentication", "The parameter carrying the original URL.",
-             "auth-signin"),
-    _none("auth-cache-key", "Authentication", "Caches auth-url answers.", "auth-url answers are not cached"),
-    _none("auth-cache-duration", "Authentication", "How long auth-url answers are cached.",
-          "auth-url answers are not cached"),
-    _none("auth-proxy-set-headers", "Authentication", "Headers for the auth-url from a ConfigMap.",
-          "ConfigMaps are not read"),
-    _none("enable-global-auth", "Authentication", "Whether the ConfigMap's global auth-url applies.",
-          "there is no global auth-url"),
-    _pending("auth-type", "Authentication", "basic (or digest) authentication against auth-secret.", "basic-auth"),
-    _pending("auth-secret", "Authentication", "The Secret holding the htpasswd users.", "basic-auth-secret"),
-    _pending("auth-secret-type", "Authentication", "auth-file or auth-map.", "basic-auth-secret"),
-    _pending("auth-realm", "Authentication", "The realm of basic authentication.", "basic-auth-realm"),
+    Row(name="auth-type", status=DIFFERENCE, group="Authentication", parse=p.one_of("basic", "digest"),
+        key="nginx.auth_type", example="basic",
+        doc="basic (or digest) authentication of every path of the Ingress against the users of auth-secret.",
+        note="a request without valid credentials gets 401 with the realm, as in ingress-nginx; digest is refused "
+             "(Envoy has no digest authentication), and so is auth-secret without "
+             "auth-type (ingress-nginx would serve that Ingress without authentication): the paths answer 503",
+        replacement=f"{_X}basic-auth-secret"),
+    Row(name="auth-secret", status=DIFFERENCE, group="Authentication", parse=_namespaced_secret,
+        key="nginx.auth_secret", example="basic-auth",
+        doc="The Secret of the users ('name' or 'namespace/name'): htpasswd lines in its key auth, or a key per "
+            "user (auth-secret-type).",
+        note="Envoy checks SHA-1 hashes only ({SHA}, made by `htpasswd -s`): a user hashed with apr1 ($apr1$, "
+             "htpasswd's default), bcrypt or crypt cannot log in (a diagnostic names the line), and a Secret without "
+             "a usable user makes the paths answer 503: re-hash the passwords with `htpasswd -s`; a Secret of "
+             "another namespace is refused (503); the backend gets the user in x-forwarded-user, not the "
+             "Authorization header",
+        replacement=f"{_X}basic-auth-secret"),
+    Row(name="auth-secret-type", status=EXACT, group="Authentication", parse=p.one_of("auth-file", "auth-map"),
+        key="nginx.auth_secret_type", example="auth-map",
+        doc="auth-file (the default: htpasswd lines in the Secret's key auth) or auth-map (each key of the Secret "
+            "a user, its value the password hash).", replacement=f"{_X}basic-auth-secret (an auth file)"),
+    Row(name="auth-realm", status=DIFFERENCE, group="Authentication", parse=auth.realm, key="nginx.auth_realm",
+        example="Authentication Required", doc="The realm of the 401 answer's WWW-Authenticate header.",
+        note="without it the realm is Envoy's default (the request's URL); a realm with '\"' or '\\' or of more "
+             "than 128 characters is refused and the default applies", replacement=f"{_X}basic-auth-realm"),
+    Row(name="auth-url", status=DIFFERENCE, group="Authentication", parse=_auth_url, key="nginx.auth_url",
+        example="http://auth.default.svc.cluster.local:8080/verify",
+        doc="An HTTP service asked about every request first: a 2xx answer lets it through, a 401 or 403 is the "
+            "client's answer.",
+        note="only a Service of the Ingress's namespace, by its in-cluster URL (http://SERVICE[.NAMESPACE[.svc["
+             ".cluster.local]]][:PORT][/PATH]); any other URL (another namespace, an outside host, https, a query, "
+             "nginx variables such as $host) is refused and the paths answer 503: reach another service through an "
+             "ExternalName Service of the namespace, or use xds serve --auth-service. Envoy asks PATH followed by "
+             "the request's path (nginx: PATH), with the request's method, Host, Authorization, Cookie and the "
+             f"headers of {_X}auth-request-headers (nginx: every header, and X-Original-URL, X-Original-Method, "
+             "X-Auth-Request-Redirect); any answer other than 2xx is the client's (nginx: 500 for other than 401 "
+             "and 403), an unreachable service 403 (nginx: 500); the Set-Cookie of a 2xx answer reaches the client, "
+             "as nginx's", replacement=f"{_X}auth-url"),
+    Row(name="auth-response-headers", status=DIFFERENCE, group="Authentication", parse=_auth_response_headers,
+        key="nginx.auth_response_headers", example="X-Auth-Request-User, X-Auth-Request-Email",
+        doc="Headers of the auth-url's answer set on the request sent upstream.",
+        note="the client's own headers of these names are removed before the check, so a client cannot send them "
+             "itself (nginx replaces them; neither sends a header the answer lacks), except Authorization and "
+             "Cookie, which the check reads: those the answer replaces, and without them in the answer the "
+             "client's go upstream (nginx: none)", replacement=f"{_X}auth-response-headers"),
+    _noop("auth-method", "Authentication", "The method of the auth-url request (default: the request's).",
+          "the authorization request always has the client request's method (Envoy's external authorization "
+          "cannot set another)", parse=_http_method, example="GET"),
+    _none("auth-signin", "Authentication", "Where a request the auth-url refuses with 401 is redirected to sign in.",
+          "Envoy's external authorization cannot turn a refusal into a redirect: the client gets the service's 401, "
+          "and authentication still applies",
+          "an authorization service that answers the redirect itself (its 302 and Location reach the client)"),
+    _none("auth-signin-redirect-param", "Authentication", "The query parameter of auth-signin that carries the "
+          "original URL.", "auth-signin is not translated: the client gets the service's 401"),
+    _none("auth-request-redirect", "Authentication", "The X-Auth-Request-Redirect header sent to the auth-url.",
+          "the header is not sent to the authorization service"),
+    _noop("auth-cache-key", "Authentication", "Caches the auth-url's answers under this key.",
+          "answers are not cached: every request is asked", example="$remote_user$http_authorization"),
+    _noop("auth-cache-duration", "Authentication", "How long the auth-url's answers are cached, per status.",
+          "answers are not cached: every request is asked", example="200 202 401 5m"),
+    _none("auth-proxy-set-headers", "Authentication", "Headers for the auth-url request, from a ConfigMap.",
+          "ConfigMaps are not read: those headers are not sent to the authorization service",
+          f"{_X}auth-request-headers (headers of the client's request it receives)"),
+    _noop("auth-keepalive", "Authentication", "Idle keep-alive connections to the auth-url's host.",
+          "Envoy keeps connections to the authorization service's cluster itself", example="10"),
+    _noop("auth-keepalive-share-vars", "Authentication", "Whether keep-alive auth requests share variables.",
+          "Envoy keeps connections to the authorization service's cluster itself", parse=p.boolean,
+          example="false"),
+    _noop("auth-keepalive-requests", "Authentication", "Requests per keep-alive connection to the auth-url.",
+          "Envoy keeps connections to the authorization service's cluster itself", example="1000"),
+    _noop("auth-keepalive-timeout", "Authentication", "Idle timeout of keep-alive connections to the auth-url.",
+          "Envoy keeps connections to the authorization service's cluster itself", example="60"),
+    _noop("auth-always-set-cookie", "Authentication", "The Set-Cookie of the auth-url's answer reaches the client "
+          "also when it refuses.", "the cookies of a refusing answer always reach the client (Envoy passes every "
+          "header of a refusal), as with \"true\"", parse=p.boolean, example="true"),
+    Row(name="enable-global-auth", status=DIFFERENCE, group="Authentication", parse=p.boolean,
+        key="nginx.enable_global_auth", example="false",
+        doc="\"false\": the global authorization service (the ConfigMap's global-auth-url) does not check this "
+            "Ingress.",
+        note="the global authorization service is xds serve --auth-service", replacement=f"{_X}auth: \"off\""),
     Row(name="auth-tls-secret", status=DIFFERENCE, group="Client certificates", parse=_namespaced_secret,
         key="nginx.auth_tls_secret", example="default/client-ca",
         doc="Mutual TLS: clients of the Ingress's TLS hosts must present a certificate signed by a CA of this "
@@ -733,7 +830,9 @@ TABLE: tuple[Row, ...] = (
              "Cert), not nginx's ssl-client-cert; nginx's ssl-client-verify, ssl-client-subject-dn and "
              "ssl-client-issuer-dn headers are not sent", replacement=f"{_X}client-cert-forward"),
     _none("auth-tls-match-cn", "Client certificates", "Only client certificates whose subject matches this CN regex.",
-          "the subject is not matched: every certificate the CA signed is accepted"),
+          "Envoy cannot match the subject of a client certificate: with client certificates asked for "
+          "(auth-tls-secret), the Ingress's paths answer 503 rather than admit every certificate the CA signed",
+          "a CA (auth-tls-secret) that signs only the certificates to admit"),
     _none("auth-tls-error-page", "Client certificates", "Where a failed client certificate is redirected.",
           "a failed client certificate fails the request"),
     Row(name="whitelist-source-range", status=DIFFERENCE, group="Access and rate limits", parse=_address_ranges,
@@ -906,7 +1005,66 @@ def _snippet_actions(text: str) -> str:
     return ", ".join(said)
 
 
-def _unsupported(kind: str, meta: ObjectMeta, key: str, r: Row, raw: str) -> Diagnostic:
+# nginx directives that protect a location (authentication, address lists, refusals): a snippet with one of them
+# cannot be ignored without opening what it protected. Matched where a directive starts (after ; { } or a line).
+_PROTECTIVE_DIRECTIVE = re.compile(r"(?:^|[;{}])\s*(auth_basic|auth_request|auth_jwt|allow|deny|return\s+40[13])\b"
+                                   r"\s*([^;{}\s]*)", re.MULTILINE)
+
+
+def _protective_directives(text: str) -> list[str]:
+    """The protective directives of nginx configuration text (comments removed), in order, each once."""
+    code = re.sub(r"(?m)(^|\s)#.*$", r"\1", text)
+    found: list[str] = []
+    for m in _PROTECTIVE_DIRECTIVE.finditer(code):
+        name = re.sub(r"\s+", " ", m[1])
+        if name in ("auth_basic", "auth_request", "auth_jwt") and m[2].strip("'\"") == "off":
+            continue
+        if name not in found:
+            found.append(name)
+    return found
+
+
+def _is_canary(meta: ObjectMeta) -> bool:
+    raw = meta.annotation(PREFIX + "canary")
+    try:
+        return raw is not None and p.boolean(raw)
+    except p.Invalid:
+        return False
+
+
+def _refusal(name: str, raw: str, meta: ObjectMeta) -> str:
+    """Why an annotation that is not translated cannot be ignored either (it protects the Ingress's paths), as
+    the end of its diagnostic; "" when ignoring it opens nothing (a canary's paths take the policies of the
+    Ingress they are a canary of)."""
+    if _is_canary(meta):
+        return ""
+    if name in ("configuration-snippet", "server-snippet", "auth-snippet"):
+        found = _protective_directives(raw)
+        if found:
+            return (f"; it protects the paths ({', '.join(found)}), so every path of this Ingress answers 503 rather "
+                    "than be served without that protection. Replace it with auth-type and auth-secret (auth_basic), "
+                    "auth-url (auth_request), whitelist-source-range or denylist-source-range (allow, deny)")
+        if name == "auth-snippet" and meta.annotation(PREFIX + "auth-url") is None:
+            return ("; it is meant for authentication, and without auth-url there is none it could belong to, so "
+                    "every path of this Ingress answers 503 rather than be served without authentication (ingress-"
+                    "nginx ignores it). Remove it, or ask for authentication with auth-url or auth-type and "
+                    "auth-secret")
+        return ""
+    if name == "auth-tls-match-cn" and meta.annotation(PREFIX + "auth-tls-secret") is not None:
+        raw_verify = meta.annotation(PREFIX + "auth-tls-verify-client")
+        if (raw_verify or "on").strip().lower() != "off":
+            return (": Envoy cannot match the subject of a client certificate, so every path of this Ingress answers "
+                    "503 rather than admit every certificate the CA signed. Remove it, and let the CA of "
+                    "auth-tls-secret sign only the certificates to admit")
+    return ""
+
+
+def _unsupported(kind: str, meta: ObjectMeta, key: str, r: Row, raw: str, refusal: str = "") -> Diagnostic:
+    if refusal:
+        head = f"{key} is nginx configuration text, which xds-ingress never executes" if r.snippet else \
+            f"{key} is not supported"
+        return Diagnostic(kind=kind, namespace=meta.namespace, name=meta.name, field=field_of(key),
+                          reason="AuthenticationUnavailable", message=f"{head}{refusal}.", severity=Severity.ERROR)
     if r.snippet:
         did = _snippet_actions(raw)
         msg = (f"{key} is nginx configuration text; xds-ingress never executes it, so it is ignored"
@@ -920,28 +1078,37 @@ def _unsupported(kind: str, meta: ObjectMeta, key: str, r: Row, raw: str) -> Dia
 
 
 def _read_nginx(meta: ObjectMeta, kind: str) -> tuple[dict[str, Parsed], list[Diagnostic]]:
-    """The nginx annotations of `meta` as policy keys (nginx.* keys expanded), and their diagnostics."""
+    """The nginx annotations of `meta` as policy keys (nginx.* keys expanded), and their diagnostics. An annotation
+    that is not translated but protects the paths (see `_refusal`) gives the key auth.refused: the Ingress is not
+    served (translate/auth.py)."""
     diags: list[Diagnostic] = []
     kept = []
+    refused: Parsed | None = None
     for key, raw in meta.annotations:
         if not key.startswith(PREFIX):
             continue
         r = _BY_NAME.get(key[len(PREFIX):])
         if r is not None and r.parse is None:
-            diags.append(_unsupported(kind, meta, key, r, raw))
+            why = _refusal(r.name, raw, meta) if kind == KIND_INGRESS else ""
+            diags.append(_unsupported(kind, meta, key, r, raw, why))
+            if why and refused is None:
+                refused = Parsed(value=None, field=field_of(key), annotation=key)
             continue
         kept.append((key, raw))
-    if not kept:
-        return {}, diags
-    if kind != KIND_INGRESS:
+    out: dict[str, Parsed] = {}
+    if kept and kind != KIND_INGRESS:
         for key, _raw in kept:
             diags.append(Diagnostic(kind=kind, namespace=meta.namespace, name=meta.name, field=field_of(key),
                                     reason="MisplacedAnnotation", severity=Severity.WARNING,
                                     message=f"{key} is read on Ingresses, not on {kind}s, so it is ignored here."))
         return {}, diags
-    values, read_diags = read(NGINX, kind, dataclasses.replace(meta, annotations=tuple(kept)))
-    diags += read_diags
-    return _expand(values, meta, diags), diags
+    if kept:
+        values, read_diags = read(NGINX, kind, dataclasses.replace(meta, annotations=tuple(kept)))
+        diags += read_diags
+        out = _expand(values, meta, diags)
+    if refused is not None:
+        out["auth.refused"] = refused
+    return out, diags
 
 
 def _report(meta: ObjectMeta, diags: list[Diagnostic]):
@@ -1005,16 +1172,29 @@ def _expand(values: dict[str, Parsed], meta: ObjectMeta, diags: list[Diagnostic]
         if bp.value in ("HTTPS", "GRPCS"):
             put("tls.enabled", True, bp)
     secret, verify = g("nginx.proxy_ssl_secret"), g("nginx.proxy_ssl_verify")
+    # proxy-ssl-verify on, towards HTTPS backends, without a CA to verify them against: their requests get 503
+    # rather than go to backends that are not verified (ingress-nginx cannot verify them either).
+    unverified = verify is not None and verify.value and "tls.enabled" in out
+    closed = "; with proxy-ssl-verify on, requests to its HTTPS backends get 503 rather than go unverified" \
+        if unverified else ""
     if secret is not None:
         ns, name = secret.value
         if ns and ns != meta.namespace:
             report(secret, "CrossNamespaceSecret",
                    f"names a Secret of namespace {ns!r}; only Secrets of the Ingress's namespace ({meta.namespace}) "
-                   "are read, so it is ignored. Copy the Secret into this namespace.", Severity.ERROR)
+                   f"are read, so it is ignored{closed}. Copy the Secret into this namespace.", Severity.ERROR)
         elif verify is not None and verify.value:
             put("tls.ca_secret", name, secret)
     if verify is not None and verify.value and "tls.ca_secret" not in out and secret is None:
-        report(verify, "IgnoredAnnotation", "is ignored without proxy-ssl-secret (the CA to verify against).")
+        if not unverified:
+            report(verify, "IgnoredAnnotation", "is ignored without proxy-ssl-secret (the CA to verify against).")
+        elif meta.annotation(PREFIX + "proxy-ssl-secret") is None:
+            report(verify, "IncompleteAnnotation",
+                   "is on without proxy-ssl-secret (the CA to verify HTTPS backends against), so requests to the "
+                   "backends get 503 rather than go unverified. Name the Secret of the CA in proxy-ssl-secret.",
+                   Severity.ERROR)
+    if unverified and "tls.ca_secret" not in out:
+        put("tls.ca_refused", True, verify)
     if "tls.sni" in out and "tls.enabled" not in out:
         out.pop("tls.sni")  # proxy-ssl-name with a plain HTTP backend: nothing to send it on
     # upstream: hashing and affinity
@@ -1056,6 +1236,7 @@ def _expand(values: dict[str, Parsed], meta: ObjectMeta, diags: list[Diagnostic]
     _expand_cors(values, meta, put, report)
     _expand_access(values, meta, put, report)
     _expand_client_certificates(values, meta, put, report)
+    _expand_auth(values, meta, put, report)
     ciphers = g("nginx.ssl_ciphers")
     if ciphers is not None:
         kept, dropped = ciphers.value
@@ -1222,10 +1403,124 @@ def _expand_client_certificates(values: dict[str, Parsed], meta: ObjectMeta, put
     put("https.client_cert_max_depth", (depth.value if depth is not None else 1) + 1, depth or secret)
 
 
+def _local_service(host: str, namespace: str) -> tuple[str, str] | None:
+    """(service, its namespace) of an in-cluster Service host name (SERVICE, SERVICE.NAMESPACE,
+    SERVICE.NAMESPACE.svc, SERVICE.NAMESPACE.svc.cluster.local), None for any other host."""
+    labels = host.split(".")
+    if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", labels[0]):
+        return None
+    if len(labels) == 1:
+        return labels[0], namespace
+    if len(labels) == 2 or labels[2:] in (["svc"], ["svc", "cluster", "local"]):
+        return labels[0], labels[1]
+    return None
+
+
+def _expand_auth(values: dict[str, Parsed], meta: ObjectMeta, put: Put, report: Report) -> None:
+    """auth-type basic with auth-secret, and auth-url: our basic.* and auth.* keys. An Ingress that asks for
+    authentication that cannot be given here gets basic.refused or auth.url_refused (with a diagnostic saying
+    why): its paths answer 503 (translate/auth.py), never served without it."""
+    g = values.get
+    ns = meta.namespace
+    canary = _is_canary(meta)  # its paths take the authentication of the Ingress they are a canary of
+    # Ours of the same kind win over a refused nginx authentication (_merge says so): no 503 to announce then.
+    ours = {"auth.url_refused": meta.annotation(XDS.prefix + "auth-url") is not None,
+            "basic.refused": meta.annotation(XDS.prefix + "basic-auth-secret") is not None}
+
+    def refuse(key: str, at: Parsed, reason: str, problem: str, fix: str) -> None:
+        if not canary and not ours[key]:
+            report(at, reason, f"{problem}, so every path of this Ingress answers 503 rather than be served without "
+                               f"authentication. {fix}", Severity.ERROR)
+        put(key, None, at)  # (on a canary, ignored with the other route policies: translate/__init__.py)
+
+    def unreadable(name: str) -> bool:
+        return meta.annotation(PREFIX + name) is not None and f"nginx.{name.replace('-', '_')}" not in values
+
+    # -- basic authentication --
+    atype, secret, stype, realm = (g("nginx.auth_type"), g("nginx.auth_secret"), g("nginx.auth_secret_type"),
+                                   g("nginx.auth_realm"))
+    if any(meta.annotation(PREFIX + n) is not None for n in ("auth-type", "auth-secret")):
+        bad = next((n for n in ("auth-type", "auth-secret", "auth-secret-type") if unreadable(n)), None)
+        if bad is not None:
+            refuse("basic.refused", _at(bad), "AuthenticationUnavailable", "cannot be read (see its diagnostic)",
+                   "Fix the value.")
+        elif atype is None:
+            refuse("basic.refused", secret, "AuthenticationUnavailable",
+                   "names the users of basic authentication without auth-type (ingress-nginx would serve the Ingress "
+                   "without authentication)", "Add auth-type: basic, or remove auth-secret.")
+        elif atype.value == "digest":
+            refuse("basic.refused", atype, "AuthenticationUnavailable",
+                   "asks for digest authentication, which Envoy does not have", "Use basic (over HTTPS).")
+        elif secret is None:
+            refuse("basic.refused", atype, "AuthenticationUnavailable",
+                   "asks for basic authentication without auth-secret", "Name the Secret of the users in auth-secret.")
+        elif secret.value[0] and secret.value[0] != ns:
+            refuse("basic.refused", secret, "CrossNamespaceSecret",
+                   f"names a Secret of namespace {secret.value[0]!r}, and only Secrets of the Ingress's namespace "
+                   f"({ns}) are read", "Copy the Secret into this namespace.")
+        else:
+            put("basic.secret", secret.value[1], secret)
+            if stype is not None and stype.value == "auth-map":
+                put("basic.secret_type", "auth-map", stype)
+            if realm is not None:
+                put("basic.realm", realm.value, realm)
+    else:
+        for x in (stype, realm):
+            if x is not None:
+                report(x, "IgnoredAnnotation", "is ignored without auth-type and auth-secret.")
+    # -- external authentication --
+    url, headers = g("nginx.auth_url"), g("nginx.auth_response_headers")
+    if meta.annotation(PREFIX + "auth-url") is not None:
+        other = ("Reach it through an ExternalName Service of this namespace (its externalName the service's host; "
+                 "for a Service of another namespace, SERVICE.NAMESPACE.svc.cluster.local), named here as "
+                 "http://THAT-SERVICE:PORT/PATH; or use xds serve --auth-service, which every route asks.")
+        bad = next((n for n in ("auth-url", "auth-response-headers") if unreadable(n)), None)
+        if bad is not None:
+            refuse("auth.url_refused", _at(bad), "AuthenticationUnavailable", "cannot be read (see its diagnostic)",
+                   "Fix the value." if bad != "auth-url" else other)
+        else:
+            scheme, host, port, path = url.value
+            local = _local_service(host, ns)
+            if scheme != "http":
+                refuse("auth.url_refused", url, "AuthenticationUnavailable", "is an https URL, which is not translated",
+                       f"Name the Service by an http URL, and put {_X}upstream-tls: \"true\" on it for TLS.")
+            elif "?" in path:
+                refuse("auth.url_refused", url, "AuthenticationUnavailable",
+                       "has a query, which Envoy cannot send (it asks the URL's path followed by the request's path)",
+                       "Let the service read what it needs from the request's headers.")
+            elif local is None:
+                refuse("auth.url_refused", url, "AuthenticationUnavailable",
+                       f"names {host!r}, which is not a Service: an authorization service is reached here only as a "
+                       f"Service of the Ingress's namespace ({ns})", other)
+            elif local[1] != ns:
+                refuse("auth.url_refused", url, "AuthenticationUnavailable",
+                       f"names Service {local[0]} of namespace {local[1]!r}, and only Services of the Ingress's "
+                       f"namespace ({ns}) are reached", other)
+            else:
+                put("auth.url", (local[0], port or 80, path), url)
+                put("auth.client_cookies", True, url)
+                if headers is not None:
+                    put("auth.response_headers", headers.value, headers)
+    elif headers is not None:
+        report(headers, "IgnoredAnnotation", "is ignored without auth-url.")
+    glob = g("nginx.enable_global_auth")
+    if glob is not None and glob.value is False:
+        put("auth.mode", "off", glob)
+
+
+# What our own annotations override of the nginx ones besides their own keys (see _merge): the authentication
+# that one of ours sets replaces the nginx authentication of the same kind, including a refused one.
+_OVERRIDES = {"auth.url": ("auth.url_refused", "auth.response_headers", "auth.client_cookies"),
+              "basic.secret": ("basic.refused", "basic.realm", "basic.secret_type")}
+
+
 def _merge(ours: dict[str, Parsed], theirs: dict[str, Parsed], meta: ObjectMeta, kind: str,
            diags: list[Diagnostic]) -> dict[str, Parsed]:
     """Ours and the nginx values: for each policy family ours set, the nginx values are ignored (a diagnostic)."""
     fams = {_family(k): ours[k] for k in ours}
+    for k, covered in _OVERRIDES.items():
+        if k in ours:
+            fams.update({c: ours[k] for c in covered})
     out = dict(ours)
     said: set[str] = set()
     for k, v in theirs.items():
@@ -1244,10 +1539,10 @@ def _merge(ours: dict[str, Parsed], theirs: dict[str, Parsed], meta: ObjectMeta,
 
 def secret_references(meta: ObjectMeta) -> set[tuple[str, str]]:
     """The Secrets (namespace, name) an Ingress's nginx annotations name that a Kubernetes source must read by
-    name (CA bundles are rarely kubernetes.io/tls Secrets): auth-tls-secret and proxy-ssl-secret, of the
-    Ingress's own namespace only (another namespace's is refused, so never read)."""
+    name (CA bundles and users are rarely kubernetes.io/tls Secrets): auth-tls-secret, proxy-ssl-secret and
+    auth-secret, of the Ingress's own namespace only (another namespace's is refused, so never read)."""
     out = set()
-    for name in ("auth-tls-secret", "proxy-ssl-secret"):
+    for name in ("auth-tls-secret", "proxy-ssl-secret", "auth-secret"):
         raw = meta.annotation(PREFIX + name)
         if raw is None:
             continue
@@ -1272,6 +1567,19 @@ def passthrough_backends(ing: Ingress) -> list[tuple[str, IngressBackend]]:
         root = next((hp for hp in rule.paths if hp.path.rstrip("/") == ""), rule.paths[0])
         out.append((rule.host, root.backend))
     return out
+
+
+def whole_secret_references(meta: ObjectMeta) -> set[tuple[str, str]]:
+    """The Secrets of secret_references whose every key is read, not only ca.crt, auth and jwks: an auth-secret of
+    auth-secret-type auth-map (each key a user)."""
+    raw = meta.annotation(PREFIX + "auth-secret-type")
+    if raw is None or raw.strip().lower() != "auth-map":
+        return set()
+    try:
+        ns, secret = _namespaced_secret(meta.annotation(PREFIX + "auth-secret") or "")
+    except p.Invalid:
+        return set()
+    return {(meta.namespace, secret)} if ns in ("", meta.namespace) else set()
 
 
 def canary_annotation(settings: TranslateSettings, meta: ObjectMeta) -> str | None:

@@ -268,6 +268,9 @@ class ClusterSettings:
     discovery: str  # ir.DISCOVERY_EDS or ir.DISCOVERY_CLUSTER_IP (ExternalName is the Service's type)
     ca_secret: str | None  # a Secret name to look up; None: no CA
     ca_field: str = ""
+    # Backends to verify without a CA to verify them against (tls.ca_refused, from ingress-nginx's proxy-ssl-verify,
+    # diagnosed where it was set): no cluster, so that requests get 503 rather than go unverified.
+    ca_refused: bool = False
 
 
 def protocol_of(values: Values, app_protocol: str | None, port: int, report: Report) -> str:
@@ -286,11 +289,13 @@ def cluster_settings(values: Values, protocol: str, report: Report) -> ClusterSe
     tls = None
     ca_secret = None
     ca_field = ""
+    ca_refused = False
     if _v(values, "tls.enabled") is True:
         tls = ir.UpstreamTLS(sni=_v(values, "tls.sni", ""))
         if "tls.ca_secret" in values:
             ca_secret = values["tls.ca_secret"].value
             ca_field = values["tls.ca_secret"].field
+        ca_refused = "tls.ca_refused" in values and ca_secret is None
     else:
         for k in ("tls.sni", "tls.ca_secret"):
             if k in values:
@@ -327,7 +332,7 @@ def cluster_settings(values: Values, protocol: str, report: Report) -> ClusterSe
         circuit_breakers=_circuit_breakers(values), connect_timeout_ms=_v(values, "cluster.connect_timeout"))
     discovery = ir.DISCOVERY_CLUSTER_IP if _v(values, "cluster.discovery") == "service" else ir.DISCOVERY_EDS
     return ClusterSettings(policy=None if policy == ir.ClusterPolicy() else policy, discovery=discovery,
-                           ca_secret=ca_secret, ca_field=ca_field)
+                           ca_secret=ca_secret, ca_field=ca_field, ca_refused=ca_refused)
 
 
 def _health_check(values: Values, protocol: str, report: Report) -> ir.HealthCheck | None:
