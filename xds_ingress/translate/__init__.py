@@ -21,12 +21,12 @@ The Ingress v1 contract lives here:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import ipaddress
 import re
+import weakref
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from xds_ingress import ir
@@ -176,6 +176,32 @@ def _ref(ing: Ingress) -> str:
     return f"Ingress {ing.meta.namespace}/{ing.meta.name}"
 
 
+class _ScopeGuard:
+    """The context of `_Translator._in` (a plain class: it is entered tens of thousands of times per translation,
+    where a generator-based context manager costs a tenth of the whole)."""
+
+    __slots__ = ("t", "scope", "unit", "saved")
+
+    def __init__(self, t: _Translator, scope: Scope, unit: bool) -> None:
+        self.t, self.scope, self.unit = t, scope, unit
+
+    def __enter__(self) -> None:
+        t = self.t
+        t._flush()
+        self.saved = t._scope, t._unit
+        t._scope = self.scope
+        if self.unit:
+            t._unit = self.scope
+            t.touched.setdefault(self.scope, set())
+        else:
+            t.touched.setdefault(t._unit, set()).add(self.scope)
+
+    def __exit__(self, *exc: object) -> None:
+        t = self.t
+        t._flush()
+        t._scope, t._unit = self.saved
+
+
 class _Translator:
     def __init__(self, objects: Iterable[K8sObject], settings: TranslateSettings,
                  base: Index | None = None, slices: Mapping[tuple[str, str], Iterable[EndpointSlice]] | None = None
@@ -222,7 +248,9 @@ class _Translator:
         self._ingress_policies: dict[tuple[str, str], _IngressPolicy] = {}
         self._service_values: dict[tuple[str, str], dict[str, Parsed]] = {}
         self.tls_claims: list[tuple[str, Ingress, str, str]] = []  # (host, Ingress, secret name, spec.tls field)
-        self.auth = auth.AuthResolver(self)  # authentication of routes (translate/auth.py)
+        # Authentication of routes (translate/auth.py). It holds the translator weakly: a translation makes no
+        # reference cycle, so refcounting frees it whole (the Controller freezes the collector around it).
+        self.auth = auth.AuthResolver(weakref.proxy(self))
 
     # -- scopes --
 
@@ -232,23 +260,10 @@ class _Translator:
             self.by_scope.setdefault(self._scope, []).extend(self.diagnostics[self._mark:])
             self._mark = len(self.diagnostics)
 
-    @contextlib.contextmanager
-    def _in(self, scope: Scope, *, unit: bool = False) -> Iterator[None]:
+    def _in(self, scope: Scope, *, unit: bool = False) -> _ScopeGuard:
         """Diagnostics made inside go to `scope`; a unit's scope also collects the uses made inside it, and a
         nested (service, port, cluster) scope counts as used by the unit around it."""
-        self._flush()
-        saved = self._scope, self._unit
-        self._scope = scope
-        if unit:
-            self._unit = scope
-            self.touched.setdefault(scope, set())
-        else:
-            self.touched.setdefault(self._unit, set()).add(scope)
-        try:
-            yield
-        finally:
-            self._flush()
-            self._scope, self._unit = saved
+        return _ScopeGuard(self, scope, unit)
 
     def _use(self, scope: Scope) -> None:
         self.touched.setdefault(self._unit, set()).add(scope)
