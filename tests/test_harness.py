@@ -136,6 +136,18 @@ def test_free_ports_are_distinct_and_bindable() -> None:
         s.bind(("127.0.0.1", free_port()))
 
 
+def test_free_ports_are_below_the_ephemeral_range() -> None:
+    """Ports for Envoy's listeners are bound later by Envoy: outside the range the kernel gives outgoing
+    connections, no connection of the run can take one in between (harness/ports.py)."""
+    from pathlib import Path
+
+    start = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    if start < 21_000:
+        pytest.skip(f"the ephemeral range starts at {start}: no room below it")
+    assert all(20_000 <= p < start for p in free_ports(20)), "a port from the ephemeral range"
+    assert 20_000 <= free_port("::1") < start
+
+
 def test_wait_until_returns_value_and_times_out_with_detail() -> None:
     calls = iter(range(100))
     assert wait_until(lambda: next(calls) >= 3, timeout=2, interval=0.001) is True
