@@ -17,13 +17,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.harness import envoy_binary, k8s
+from tests.envoy_merge import assert_envoy_accepts
+from tests.harness import k8s
 from xds_ingress import envoy, ir
 from xds_ingress.diagnostics import Severity
 from xds_ingress.envoy.routes import authority_regex
 from xds_ingress.explain import guard_regex
 from xds_ingress.model import MAX_WILDCARD_SUFFIX_LENGTH, parse_objects
-from xds_ingress.ops import envoy_validate
 from xds_ingress.translate import parsers as p
 from xds_ingress.translate import translate
 from xds_ingress.translate.annotations import XDS, markdown
@@ -235,69 +235,5 @@ def test_no_annotation_value_makes_envoy_reject_the_configuration() -> None:
         drawn.append(envoy.build(translate(objs).ir))
 
     draw()
-    binary = envoy_binary()
-    batches = 4
-    for b in range(batches):
-        merged: dict = {}
-        for i, resources in enumerate(drawn[b::batches]):
-            for type_url, msgs in resources.items():
-                for name, msg in msgs.items():
-                    copy = type(msg)()
-                    copy.CopyFrom(msg)
-                    _rename(type_url, copy, i)
-                    merged.setdefault(type_url, {})[_renamed(type_url, name, i)] = copy
-        verdict = envoy_validate(binary, merged)
-        assert verdict.ok, verdict.reason
+    assert_envoy_accepts(drawn, batches=4)
 
-
-def _renamed(type_url: str, name: str, i: int) -> str:
-    return f"{i}/{name}"
-
-
-def _rename(type_url: str, msg, i: int) -> None:
-    """Give every drawn set its own resource names (and listener ports 0) so that they merge into one bootstrap."""
-    from xds_ingress.envoy import types
-
-    if type_url == types.LISTENER:
-        msg.name = f"{i}/{msg.name}"
-        msg.address.socket_address.port_value = 0
-        msg.address.socket_address.address = "127.0.0.1"
-        from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-        from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
-        for chain in msg.filter_chains:
-            for f in chain.filters:
-                if f.name == "envoy.filters.network.tcp_proxy":  # ssl-passthrough: its cluster
-                    tcp = tcp_proxy_pb2.TcpProxy()
-                    assert f.typed_config.Unpack(tcp)
-                    tcp.cluster = f"{i}/{tcp.cluster}"
-                    f.typed_config.Pack(tcp, deterministic=True)
-                    continue
-                hcm = hcm_pb2.HttpConnectionManager()
-                assert f.typed_config.Unpack(hcm)
-                hcm.rds.route_config_name = f"{i}/{hcm.rds.route_config_name}"
-                f.typed_config.Pack(hcm, deterministic=True)
-    elif type_url == types.ROUTE:
-        msg.name = f"{i}/{msg.name}"
-        for vh in msg.virtual_hosts:
-            for r in vh.routes:
-                if r.HasField("route"):
-                    if r.route.cluster:
-                        r.route.cluster = f"{i}/{r.route.cluster}"
-                    for w in r.route.weighted_clusters.clusters:
-                        w.name = f"{i}/{w.name}"
-                    for m in r.route.request_mirror_policies:
-                        m.cluster = f"{i}/{m.cluster}"
-    elif type_url == types.CLUSTER:
-        msg.name = f"{i}/{msg.name}"
-        if msg.HasField("cluster_type"):  # an aggregate cluster: its clusters too
-            from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
-            agg = aggregate_pb2.ClusterConfig()
-            msg.cluster_type.typed_config.Unpack(agg)
-            agg.clusters[:] = [f"{i}/{c}" for c in agg.clusters]
-            msg.cluster_type.typed_config.Pack(agg, deterministic=True)
-        if msg.HasField("eds_cluster_config"):
-            msg.eds_cluster_config.service_name = f"{i}/{msg.eds_cluster_config.service_name}"
-        if msg.HasField("load_assignment"):
-            msg.load_assignment.cluster_name = msg.name
-    elif type_url == types.ENDPOINT:
-        msg.cluster_name = f"{i}/{msg.cluster_name}"

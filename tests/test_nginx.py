@@ -10,14 +10,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.harness import envoy_binary, k8s
-from tests.test_annotations import HOSTILE, _rename, _renamed
+from tests.envoy_merge import assert_envoy_accepts
+from tests.harness import k8s
+from tests.test_annotations import HOSTILE
 from xds_ingress import cli, envoy
-from xds_ingress.envoy import types
 from xds_ingress.diagnostics import Severity
 from xds_ingress.explain import explain
 from xds_ingress.model import parse_objects
-from xds_ingress.ops import envoy_validate
 from xds_ingress.translate import TranslateSettings, nginx, translate
 from xds_ingress.translate.settings import CONTROLLER_NAME, NGINX_CONTROLLER_NAME
 from xds_ingress.translate.tls import TLSState
@@ -256,21 +255,7 @@ def test_no_nginx_annotation_value_makes_envoy_reject_the_configuration() -> Non
         drawn.append(envoy.build(translate(objs, COMPAT).ir))
 
     draw()
-    binary = envoy_binary()
-    for b in range(3):
-        merged: dict = {}
-        for i, resources in enumerate(drawn[b::3]):
-            for type_url, msgs in resources.items():
-                for name, msg in msgs.items():
-                    copy = type(msg)()
-                    copy.CopyFrom(msg)
-                    if type_url == types.SECRET:  # the same Secrets in every draw: one copy, the listeners' names
-                        merged.setdefault(type_url, {})[name] = copy
-                        continue
-                    _rename(type_url, copy, i)
-                    merged.setdefault(type_url, {})[_renamed(type_url, name, i)] = copy
-        verdict = envoy_validate(binary, merged)
-        assert verdict.ok, verdict.reason
+    assert_envoy_accepts(drawn, batches=3)
 
 
 def test_host_settings_apply_to_every_route_configuration_without_a_domain_twice() -> None:

@@ -18,14 +18,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.fakekube import FakeKube
-from tests.harness import envoy_binary, k8s
+from tests.envoy_merge import assert_envoy_accepts
+from tests.harness import k8s
 from tests.harness.certs import make_ca, tls_secret
 from xds_ingress import cli, envoy, ir
 from xds_ingress.app import App, ServeSettings, kube_api_client
 from xds_ingress.envoy import static, types
 from xds_ingress.explain import explain
 from xds_ingress.model import parse_objects
-from xds_ingress.ops import envoy_validate
 from xds_ingress.sources.kube import SecretFetcher
 from xds_ingress.store import Store
 from xds_ingress.translate import TranslateSettings, translate
@@ -259,57 +259,8 @@ def test_no_tls_annotation_value_makes_envoy_reject_the_configuration() -> None:
         drawn.append(envoy.build(t.ir))
 
     draw()
-    binary = envoy_binary()
-    for b in range(3):
-        merged: dict = {}
-        for i, resources in enumerate(drawn[b::3]):
-            for type_url, msgs in resources.items():
-                for name, msg in msgs.items():
-                    copy = type(msg)()
-                    copy.CopyFrom(msg)
-                    _rename(type_url, copy, i)
-                    merged.setdefault(type_url, {})[f"{i}/{name}"] = copy
-        verdict = envoy_validate(binary, merged)
-        assert verdict.ok, verdict.reason
+    assert_envoy_accepts(drawn, batches=3)
 
-
-def _rename(type_url: str, msg, i: int) -> None:
-    """Every drawn set under its own names (listeners on port 0), so that they merge into one bootstrap."""
-    def sds(configs) -> None:
-        for c in configs:
-            c.name = f"{i}/{c.name}"
-
-    if type_url == types.LISTENER:
-        msg.name = f"{i}/{msg.name}"
-        msg.address.socket_address.port_value = 0
-        msg.address.socket_address.address = "127.0.0.1"
-        for chain in msg.filter_chains:
-            for f in chain.filters:
-                hcm = hcm_pb2.HttpConnectionManager()
-                f.typed_config.Unpack(hcm)
-                hcm.rds.route_config_name = f"{i}/{hcm.rds.route_config_name}"
-                f.typed_config.Pack(hcm, deterministic=True)
-            if chain.HasField("transport_socket"):
-                ctx = tls_pb2.DownstreamTlsContext()
-                chain.transport_socket.typed_config.Unpack(ctx)
-                sds(ctx.common_tls_context.tls_certificate_sds_secret_configs)
-                if ctx.common_tls_context.HasField("validation_context_sds_secret_config"):
-                    sds([ctx.common_tls_context.validation_context_sds_secret_config])
-                chain.transport_socket.typed_config.Pack(ctx, deterministic=True)
-    elif type_url == types.ROUTE:
-        msg.name = f"{i}/{msg.name}"
-        for vh in msg.virtual_hosts:
-            for r in vh.routes:
-                if r.HasField("route") and r.route.cluster:
-                    r.route.cluster = f"{i}/{r.route.cluster}"
-    elif type_url == types.CLUSTER:
-        msg.name = f"{i}/{msg.name}"
-        if msg.HasField("eds_cluster_config"):
-            msg.eds_cluster_config.service_name = f"{i}/{msg.eds_cluster_config.service_name}"
-    elif type_url == types.ENDPOINT:
-        msg.cluster_name = f"{i}/{msg.cluster_name}"
-    elif type_url == types.SECRET:
-        msg.name = f"{i}/{msg.name}"
 
 
 # -- incremental translation keeps the TLS route configurations exact ------------------------------
