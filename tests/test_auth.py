@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from tests.harness import k8s
+from tests.test_incremental import _from_scratch, _snapshot_bytes
 from xds_ingress import envoy, ir
 from xds_ingress.app import App, ServeSettings
 from xds_ingress.diagnostics import Severity
@@ -348,17 +349,6 @@ def test_incremental_ingress_changes_with_authentication_equal_from_scratch(glob
 
     settings = TranslateSettings(auth_service=global_service)
 
-    def snapshot_bytes(cache: SnapshotCache) -> dict:
-        return {t: {n: r.body for n, r in cache.snapshot.of_type(t).items()} for t in types.ALL}
-
-    def from_scratch(store: Store) -> tuple[dict, tuple]:
-        fresh = Store()
-        fresh.replace({k: store.raw(k) for k in store.keys()})
-        cache = SnapshotCache()
-        ctl = Controller(fresh, cache, settings)
-        ctl.rebuild()
-        return snapshot_bytes(cache), ctl.diagnostics
-
     asyncio.set_event_loop(asyncio.new_event_loop())  # Controller makes asyncio.Events
     rng = random.Random(7 if global_service else 11)
     hosts = ["a.example.com", "b.example.com", "c.example.com"]
@@ -379,8 +369,8 @@ def test_incremental_ingress_changes_with_authentication_equal_from_scratch(glob
             store.upsert(k8s.ingress(name, *rules, annotations={X + k: v for k, v in ann.items()} or None,
                                      created=f"2026-01-0{1 + rng.randrange(3)}T00:00:00Z"))
         ctl.rebuild()
-        want_bytes, want_diags = from_scratch(store)
-        assert snapshot_bytes(cache) == want_bytes, f"step {step}"
+        want_bytes, want_diags = _from_scratch(store, settings)
+        assert _snapshot_bytes(cache) == want_bytes, f"step {step}"
         assert ctl.diagnostics == want_diags, f"step {step}"
     assert ctl.incremental_translations > 0  # the short path was taken, and handed over when it had to
 

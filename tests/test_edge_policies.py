@@ -10,6 +10,7 @@ import pytest
 
 from tests.golden_support import run_case
 from tests.harness import envoy_binary, k8s
+from tests.test_incremental import _from_scratch, _snapshot_bytes
 from xds_ingress import cli, envoy, ir
 from xds_ingress.diagnostics import Severity
 from xds_ingress.envoy import dump, edge_policies, types
@@ -251,17 +252,6 @@ def test_incremental_ingress_changes_keep_the_edge_settings_and_equal_from_scrat
 
     settings = TranslateSettings(xff_num_trusted_hops=1, rate_limit_service="10.0.0.9:8081")
 
-    def snapshot_bytes(cache: SnapshotCache) -> dict:
-        return {t: {n: r.body for n, r in cache.snapshot.of_type(t).items()} for t in types.ALL}
-
-    def from_scratch(store: Store) -> tuple[dict, tuple]:
-        fresh = Store()
-        fresh.replace({k: store.raw(k) for k in store.keys()})
-        cache = SnapshotCache()
-        ctl = Controller(fresh, cache, settings)
-        ctl.rebuild()
-        return snapshot_bytes(cache), ctl.diagnostics
-
     asyncio.set_event_loop(asyncio.new_event_loop())  # Controller makes asyncio.Events
     store = Store()
     for obj in [k8s.ingress_class(), *k8s.backend_service("web", [8080]),
@@ -286,6 +276,6 @@ def test_incremental_ingress_changes_keep_the_edge_settings_and_equal_from_scrat
             assert cache.snapshot.changed == frozenset({types.ROUTE}), i
         assert cache.snapshot.of_type(types.LISTENER) is listeners
         assert "rate_limit_service" in cache.snapshot.of_type(types.CLUSTER)
-        want_bytes, want_diags = from_scratch(store)
-        assert snapshot_bytes(cache) == want_bytes, i
+        want_bytes, want_diags = _from_scratch(store, settings)
+        assert _snapshot_bytes(cache) == want_bytes, i
         assert ctl.diagnostics == want_diags, i

@@ -55,11 +55,12 @@ def _snapshot_bytes(cache: SnapshotCache) -> dict[str, dict[str, bytes]]:
     return {t: {n: r.body for n, r in snap.of_type(t).items()} for t in types.ALL}
 
 
-def _from_scratch(store: Store) -> tuple[dict, tuple]:
+def _from_scratch(store: Store, settings: TranslateSettings | None = None) -> tuple[dict, tuple]:
+    """The snapshot bytes and diagnostics a fresh Controller builds from the same objects."""
     fresh = Store()
     fresh.replace({k: store.raw(k) for k in store.keys()})
     cache = SnapshotCache()
-    ctl = Controller(fresh, cache, TranslateSettings())
+    ctl = Controller(fresh, cache, settings or TranslateSettings())
     ctl.rebuild()
     return _snapshot_bytes(cache), ctl.diagnostics
 
