@@ -255,6 +255,23 @@ def _add_compat(p: argparse.ArgumentParser) -> None:
                    help="the spec.controller of the IngressClass served (default xds-ingress.io/controller; with "
                         "--nginx-compat and --ingress-class nginx: k8s.io/ingress-nginx, to take over ingress-nginx's "
                         "class)")
+    p.add_argument("--global-allowed-response-headers", type=_allowed_headers, default=(), metavar="NAMES",
+                   help="with --nginx-compat: the response headers that the ConfigMaps of ingress-nginx's "
+                        "custom-headers annotation may set, comma-separated (ingress-nginx's ConfigMap key "
+                        "global-allowed-response-headers; default: none, so custom-headers sets nothing)")
+
+
+def _allowed_headers(value: str) -> tuple[str, ...]:
+    from xds_ingress.translate import parsers
+
+    if not value.strip():
+        return ()
+    try:
+        names = parsers.list_of(lambda v: parsers.header_name(v, request=True), what="header names",
+                                max_items=256)(value)
+    except parsers.Invalid as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not {exc.accepted}") from None
+    return tuple(sorted(names))
 
 
 def _controller(args: argparse.Namespace) -> str:
@@ -435,7 +452,8 @@ def _translate_settings(args: argparse.Namespace):
                              auth_service=args.auth_service, auth_failure_mode=args.auth_failure_mode,
                              auth_timeout_ms=args.auth_timeout,
                              hsts_max_age_s=args.hsts_max_age, hsts_include_subdomains=args.hsts_include_subdomains,
-                             hsts_preload=args.hsts_preload)
+                             hsts_preload=args.hsts_preload,
+                             global_allowed_response_headers=args.global_allowed_response_headers)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -521,6 +521,9 @@ class ExternalAuth:
     request_headers: tuple[str, ...] = ()  # sent to the service (listener-wide in Envoy: see ListenerAuth)
     response_headers: tuple[str, ...] = ()  # copied from an HTTP service's answer onto the upstream request
     client_headers_on_success: tuple[str, ...] = ()  # of an HTTP service's 2xx answer, added to the client's response
+    # (name, value) added to the request sent to an HTTP service (ingress-nginx's auth-proxy-set-headers); values
+    # in Envoy's header formatter syntax (%REQ(:authority)%...; a literal % is %%).
+    request_headers_to_add: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -113,8 +113,11 @@ def ext_authz_filter(lst: ir.Listener) -> hcm_pb2.HttpFilter | None:
 
 
 def _http_service(s: ir.AuthService, response_headers: tuple[str, ...] = (),
-                  client_headers_on_success: tuple[str, ...] = ()) -> ext_authz_pb2.HttpService:
+                  client_headers_on_success: tuple[str, ...] = (),
+                  headers_to_add: tuple[tuple[str, str], ...] = ()) -> ext_authz_pb2.HttpService:
     msg = ext_authz_pb2.HttpService(path_prefix=s.path_prefix)
+    for name, value in headers_to_add:  # already in the header formatter's syntax (ir.ExternalAuth)
+        msg.authorization_request.headers_to_add.add(key=name, value=value)
     msg.server_uri.CopyFrom(http_uri_pb2.HttpUri(uri=f"http://{s.authority}", cluster=s.cluster,
                                                  timeout=seconds(s.timeout_ms / 1000)))
     if response_headers:
@@ -132,12 +135,13 @@ def _grpc_service(s: ir.AuthService) -> grpc_service_pb2.GrpcService:
 
 
 def _set_service(msg, s: ir.AuthService, response_headers: tuple[str, ...] = (),
-                 client_headers_on_success: tuple[str, ...] = ()) -> None:
+                 client_headers_on_success: tuple[str, ...] = (),
+                 headers_to_add: tuple[tuple[str, str], ...] = ()) -> None:
     """The service of an ExtAuthz or a CheckSettings."""
     if s.protocol == "grpc":
         msg.grpc_service.CopyFrom(_grpc_service(s))
     else:
-        msg.http_service.CopyFrom(_http_service(s, response_headers, client_headers_on_success))
+        msg.http_service.CopyFrom(_http_service(s, response_headers, client_headers_on_success, headers_to_add))
 
 
 # --- per route ----------------------------------------------------------------------------------
@@ -173,7 +177,8 @@ def route_config(auth: ir.RouteAuth, route: rc.Route) -> None:
         if e.disabled:
             per.disabled = True
         elif e.service is not None:
-            _set_service(per.check_settings, e.service, e.response_headers, e.client_headers_on_success)
+            _set_service(per.check_settings, e.service, e.response_headers, e.client_headers_on_success,
+                         e.request_headers_to_add)
         else:
             per = None  # the listener's service, as it is
         if per is not None:

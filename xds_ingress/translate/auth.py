@@ -61,7 +61,7 @@ REFUSED = ("auth.refused", "auth.url_refused", "basic.refused")
 # basic.secret_type: "auth-map" for a Secret whose keys are the users (ingress-nginx's auth-map);
 # auth.client_cookies: the Set-Cookie of an HTTP service's 2xx answer reaches the client (ingress-nginx's auth-url).
 KEYS = PROTECTIVE + REFUSED + ("auth.mode", "auth.request_headers", "basic.realm", "basic.secret_type",
-                               "auth.client_cookies", "jwt.forward")
+                               "auth.client_cookies", "jwt.forward", "auth.request_headers_to_add")
 # Headers an authorization answer may replace on the upstream request without being removed from the client's
 # request first: the check needs them (ingress-nginx's auth-response-headers may name them).
 _CHECKED_HEADERS = ("authorization", "cookie")
@@ -557,8 +557,14 @@ class AuthResolver:
                                      authority=f"{host}:{cluster.port}", path_prefix="" if grpc else path.rstrip("/"),
                                      timeout_ms=self.settings.auth_timeout_ms)
             cookies = ("set-cookie",) if "auth.client_cookies" in v and not grpc else ()
+            add = v.get("auth.request_headers_to_add")  # auth-proxy-set-headers (translate/configmaps.py)
+            if add is not None and grpc:
+                report(add, "AuthenticationUnavailable", f"adds headers to the authorization request, but Service {svc} "
+                       f"speaks gRPC, which is asked without them, so {refused}.", Severity.ERROR)
+                return None, False
             return ir.ExternalAuth(service=service, request_headers=req, response_headers=resp,
-                                   client_headers_on_success=cookies), True
+                                   client_headers_on_success=cookies,
+                                   request_headers_to_add=tuple(add.value) if add is not None else ()), True
         unused = [x for x in (v.get("auth.request_headers"), v.get("auth.response_headers")) if x is not None]
         if off:
             if g is None:

@@ -39,3 +39,6 @@ class TranslateSettings:
     hsts_max_age_s: int | None = None
     hsts_include_subdomains: bool = False
     hsts_preload: bool = False
+    # The response headers ingress-nginx's custom-headers may set (`xds serve --global-allowed-response-headers`,
+    # ingress-nginx's ConfigMap key global-allowed-response-headers): lowercase names; none by default, as there.
+    global_allowed_response_headers: tuple[str, ...] = ()
