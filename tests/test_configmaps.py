@@ -1,0 +1,258 @@
+"""ConfigMap as a watched kind (ingress-nginx's custom-headers and auth-proxy-set-headers name them): parsing with
+diagnostics per field, the bounded part the store keeps, the manifests and Kubernetes sources (the fake API
+server: list, watch, update, delete, 410 relist), and which ConfigMap changes translate again."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.fakekube import FakeKube
+from tests.harness import Backends, Envoy, free_ports, request, wait_until
+from tests.harness import k8s
+from tests.harness.controlplane import ControlPlane
+from tests.test_kube_source import FAST
+from xds_ingress.app import Controller, kube_api_client
+from xds_ingress.cache import SnapshotCache
+from xds_ingress.model import CONFIG_MAP_DIGEST, CONFIG_MAP_MAX_BYTES, ConfigMap, parse_object
+from xds_ingress.sources.files import FileSource
+from xds_ingress.sources.kube import CONFIG_MAP_SPEC, KubeSource, Reflector
+from xds_ingress.store import Store
+from xds_ingress.translate import TranslateSettings
+from xds_ingress.translate.settings import NGINX_CONTROLLER_NAME
+
+N = "nginx.ingress.kubernetes.io/"
+KEY = ("ConfigMap", "default", "headers")
+
+
+def config_map(name: str = "headers", namespace: str = "default", **data) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
+            "data": data}
+
+
+# --- model and store -----------------------------------------------------------------------------
+
+def test_a_config_map_keeps_its_text_data_sorted_and_nothing_else() -> None:
+    raw = config_map(b="2", a="1")
+    raw["metadata"]["annotations"] = {"kubectl.kubernetes.io/last-applied-configuration": "{...}"}
+    raw["metadata"]["labels"] = {"app": "x"}
+    raw["binaryData"] = {"blob": "AAAA"}
+    r = parse_object(raw)
+    assert r.diagnostics == ()
+    assert isinstance(r.object, ConfigMap) and r.object.data == (("a", "1"), ("b", "2"))
+    assert r.object.meta.annotations == () and r.object.meta.labels == () and not r.object.too_large
+    assert r.object.get("a") == "1" and r.object.get("c") is None
+    # Without a namespace: default; without data: none.
+    r = parse_object({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "empty"}})
+    assert r.object.meta.namespace == "default" and r.object.data == ()
+
+
+def test_wrong_types_are_diagnosed_per_key_and_the_rest_is_kept() -> None:
+    r = parse_object(config_map(replicas=3, enabled=True, ok="yes", **{"bad key!": "x"}))
+    assert r.object.data == (("ok", "yes"),)
+    by_field = {d.field: d for d in r.diagnostics}
+    assert set(by_field) == {"data['replicas']", "data['enabled']", "data['bad key!']"}
+    assert "quote it" in by_field["data['replicas']"].message
+    assert by_field["data['bad key!']"].reason == "InvalidKey"
+    r = parse_object({**config_map(), "data": ["a", "b"]})
+    assert r.object.data == () and r.diagnostics[0].field == "data" and r.diagnostics[0].reason == "InvalidType"
+    r = parse_object({**config_map(), "apiVersion": "v2"})
+    assert r.object is None and r.diagnostics[0].reason == "UnsupportedAPIVersion"
+
+
+def test_the_store_keeps_a_bounded_part_of_a_big_config_map_and_still_sees_its_changes() -> None:
+    store = Store()
+    big = "x" * (CONFIG_MAP_MAX_BYTES + 1)
+    raw = config_map(blob=big)
+    raw["metadata"]["annotations"] = {"kubectl.kubernetes.io/last-applied-configuration": big}
+    assert store.upsert(raw)
+    obj = store.get(KEY)
+    assert obj.too_large and obj.data == ()
+    kept = store.raw(KEY)
+    assert "data" not in kept and "annotations" not in kept["metadata"] and len(repr(kept)) < 1000
+    assert kept[CONFIG_MAP_DIGEST]
+    store.take_changes()
+    assert not store.upsert(config_map(blob=big))  # the same data (annotations are not kept): no change
+    assert store.upsert(config_map(blob=big[:-1] + "y"))  # another data of the same size: a change
+    assert store.upsert(config_map(blob="small"))  # and back under the bound: its data again
+    assert store.get(KEY).data == (("blob", "small"),) and not store.get(KEY).too_large
+    # A manifest that claims a digest itself gains nothing: it is too large, its data not read.
+    assert store.upsert({**config_map(a="1"), CONFIG_MAP_DIGEST: "0" * 64})
+    assert store.get(KEY).too_large and store.get(KEY).data == ()
+
+
+def test_the_manifests_source_reads_config_maps(tmp_path: Path) -> None:
+    store = Store()
+    (tmp_path / "cm.yaml").write_text(yaml.safe_dump_all([config_map(a="1"), config_map("other", "ns", b="2")]))
+    FileSource([tmp_path], store).scan()
+    assert store.get(KEY).data == (("a", "1"),) and store.get(("ConfigMap", "ns", "other")).data == (("b", "2"),)
+    (tmp_path / "cm.yaml").write_text(yaml.safe_dump_all([config_map(a="2")]))
+    FileSource([tmp_path], store).scan()
+    assert store.get(KEY).data == (("a", "2"),) and store.get(("ConfigMap", "ns", "other")) is None
+
+
+# --- the Kubernetes source -----------------------------------------------------------------------
+
+@pytest.fixture
+def kube() -> Iterator[FakeKube]:
+    with FakeKube(bookmark_interval=None) as fake:
+        yield fake
+
+
+class Reflecting:
+    def __init__(self, kube: FakeKube, tmp_path: Path) -> None:
+        self.store = Store()
+        self.stop = threading.Event()
+        self.synced = threading.Event()
+        client = kube_api_client(str(kube.kubeconfig(tmp_path / "kubeconfig")))
+        self.reflector = Reflector(CONFIG_MAP_SPEC, None, client, self.store, FAST, self.stop, self.synced.set)
+        self.thread = threading.Thread(target=self.reflector.run, daemon=True)
+
+    def __enter__(self) -> Reflecting:
+        self.thread.start()
+        assert self.synced.wait(10), "the initial list did not complete"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.reflector.close()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+    def data(self, name: str, namespace: str = "default"):
+        obj = self.store.get(("ConfigMap", namespace, name))
+        return None if obj is None else obj.data
+
+
+def test_config_maps_are_listed_and_watched(kube: FakeKube, tmp_path: Path) -> None:
+    kube.create(config_map(a="1"))
+    kube.create(config_map("big", blob="x" * (CONFIG_MAP_MAX_BYTES + 10)))
+    with Reflecting(kube, tmp_path) as r:
+        assert r.data("headers") == (("a", "1"),)
+        assert r.store.get(("ConfigMap", "default", "big")).too_large
+        assert "data" not in r.store.raw(("ConfigMap", "default", "big"))
+        kube.create(config_map("later", "other", b="2"))
+        wait_until(lambda: r.data("later", "other") == (("b", "2"),), timeout=5)
+        kube.update(config_map(a="changed"))
+        wait_until(lambda: r.data("headers") == (("a", "changed"),), timeout=5)
+        kube.delete("ConfigMap", "default", "headers")
+        wait_until(lambda: r.data("headers") is None, timeout=5)
+
+
+def test_a_410_relist_deletes_the_config_maps_deleted_in_the_gap(kube: FakeKube, tmp_path: Path) -> None:
+    for name in ("keep", "gone"):
+        kube.create(config_map(name, a=name))
+    with Reflecting(kube, tmp_path) as r:
+        assert kube.wait_for_watches(1, "ConfigMap")
+        kube.stall_watches("ConfigMap")
+        kube.delete("ConfigMap", "default", "gone")
+        kube.update(config_map("keep", a="edited in the gap"))
+        kube.compact()
+        kube.expire_watches("ConfigMap")  # ERROR 410 mid-stream
+        wait_until(lambda: r.data("gone") is None and r.data("keep") == (("a", "edited in the gap"),), timeout=10)
+        assert r.reflector.lists == 2
+
+
+def test_config_maps_are_watched_only_with_nginx_compat(kube: FakeKube, tmp_path: Path) -> None:
+    client = kube_api_client(str(kube.kubeconfig(tmp_path / "kubeconfig")))
+    kinds = {r.spec.kind for r in KubeSource(client, Store()).reflectors}
+    assert "ConfigMap" not in kinds
+    assert "ConfigMap" in {r.spec.kind for r in KubeSource(client, Store(), config_maps=True).reflectors}
+
+
+# --- what a ConfigMap change translates ----------------------------------------------------------
+
+COMPAT = TranslateSettings(nginx_compat=True, ingress_class="nginx", controller=NGINX_CONTROLLER_NAME,
+                           global_allowed_response_headers=("x-frame-options",))
+
+
+def _headers_of(controller: Controller) -> dict[str, str]:
+    (route,) = [r for rc in controller.last.ir.route_configurations for vh in rc.virtual_hosts for r in vh.routes
+                if vh.name == "a.example.com"] or [None]
+    resp = route.policy.response_headers if route is not None and route.policy is not None else None
+    return dict(resp.set) if resp is not None else {}
+
+
+def test_a_change_of_a_named_config_map_translates_again_and_others_do_not() -> None:
+    store = Store()
+    controller = Controller(store, SnapshotCache(), COMPAT)
+    for obj in (k8s.ingress_class("nginx", controller=NGINX_CONTROLLER_NAME), *k8s.backend_service("web", [80]),
+                k8s.ingress("web", k8s.rule("a.example.com", k8s.path("/", "web")), class_name="nginx",
+                            annotations={N + "custom-headers": "default/headers"}),
+                config_map(**{"X-Frame-Options": "DENY"}), config_map("unrelated", a="1")):
+        store.upsert(obj)
+    controller.rebuild()
+    assert _headers_of(controller) == {"x-frame-options": "DENY"}
+    done = controller.translations
+
+    # A ConfigMap no Ingress names: no translation.
+    assert store.upsert(config_map("unrelated", a="2"))
+    assert controller.rebuild() is False and controller.translations == done
+    assert controller.translated_generation == store.generation
+
+    # The named one: translated again, its new headers served.
+    assert store.upsert(config_map(**{"X-Frame-Options": "SAMEORIGIN"}))
+    assert controller.rebuild() is True and controller.translations == done + 1
+    assert _headers_of(controller) == {"x-frame-options": "SAMEORIGIN"}
+    assert store.delete(KEY)
+    assert controller.rebuild() is True and _headers_of(controller) == {}
+    assert {d.reason for d in controller.diagnostics if d.name == "web"} == {"ConfigMapNotFound"}
+
+    # Without --nginx-compat no ConfigMap is named: none translates.
+    plain = Controller(store, SnapshotCache(), dataclasses.replace(COMPAT, nginx_compat=False))
+    plain.rebuild()
+    store.take_changes()
+    assert store.upsert(config_map(**{"X-Frame-Options": "DENY"}))
+    before = plain.translations
+    assert plain.rebuild() is False and plain.translations == before
+
+
+# --- end to end on the Kubernetes source ---------------------------------------------------------
+
+@pytest.mark.envoy
+def test_custom_headers_follow_a_config_map_edited_in_the_api(tmp_path: Path) -> None:
+    http_port, https_port = free_ports(2)
+    with FakeKube(bookmark_interval=0.5) as kube, Backends(["a"]) as be:
+        kube.create(k8s.ingress_class("nginx", controller=NGINX_CONTROLLER_NAME))
+        kube.create(k8s.service("web"))
+        kube.create(k8s.endpoint_slice("web-1", "web", be.port("a")))
+        kube.create(config_map(**{"X-Frame-Options": "DENY"}))
+        kube.create(k8s.ingress("web", k8s.rule("a.example.com", k8s.path("/", "web")), class_name="nginx",
+                                annotations={N + "custom-headers": "default/headers"}))
+        kube.create(k8s.ingress("plain", k8s.rule("b.example.com", k8s.path("/", "web")), class_name="nginx"))
+        with ControlPlane(None, http_port=http_port, https_port=https_port, ingress_class="nginx", nginx_compat=True,
+                          controller=NGINX_CONTROLLER_NAME, kubeconfig=str(kube.kubeconfig(tmp_path / "kubeconfig")),
+                          watch=FAST, translate={"global_allowed_response_headers": ("x-frame-options",)}) as cp, \
+                Envoy(cp.bootstrap(), tmp_path / "envoy") as envoy:
+            def frame(host: str) -> str | None:
+                r = request(http_port, "/", host=host)
+                return r.headers.get("x-frame-options") if r.status == 200 else f"status {r.status}"
+
+            wait_until(lambda: frame("a.example.com") == "DENY", timeout=10)
+            assert frame("b.example.com") is None
+            pid = envoy.pid
+            kube.update(config_map(**{"X-Frame-Options": "SAMEORIGIN"}))
+            wait_until(lambda: frame("a.example.com") == "SAMEORIGIN", timeout=10)
+            kube.delete("ConfigMap", "default", "headers")
+            wait_until(lambda: frame("a.example.com") is None, timeout=10)
+            assert frame("b.example.com") is None and envoy.pid == pid
+
+
+def test_the_allow_list_flag_of_serve_translate_and_validate(capsys) -> None:
+    from xds_ingress import cli
+
+    for command in (["serve", "--manifests", "x"], ["translate", "-f", "x"], ["validate", "-f", "x"]):
+        args = cli.parser().parse_args([*command, "--nginx-compat",
+                                        "--global-allowed-response-headers", "X-Frame-Options, x-team"])
+        assert cli._translate_settings(args).global_allowed_response_headers == ("x-frame-options", "x-team")
+        assert cli._translate_settings(cli.parser().parse_args(command)).global_allowed_response_headers == ()
+    for bad in ("x-frame-options, bad header", "transfer-encoding", "x-envoy-upstream-service-time", "a,a"):
+        with pytest.raises(SystemExit) as exc:
+            cli.parser().parse_args(["translate", "-f", "x", "--global-allowed-response-headers", bad])
+        assert exc.value.code == 2
+        assert "--global-allowed-response-headers" in capsys.readouterr().err
