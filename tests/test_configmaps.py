@@ -194,6 +194,13 @@ def test_a_change_of_a_named_config_map_translates_again_and_others_do_not() -> 
     assert store.upsert(config_map("unrelated", a="2"))
     assert controller.rebuild() is False and controller.translations == done
     assert controller.translated_generation == store.generation
+    # ...but the index the next translation starts from holds it as it is now (an Ingress translated
+    # incrementally later may name it), without touching the index it was in.
+    assert controller.last.index.config_maps[("default", "unrelated")].data == (("a", "2"),)
+    assert store.upsert(config_map("later", a="3")) and controller.rebuild() is False
+    assert controller.last.index.config_maps[("default", "later")].data == (("a", "3"),)
+    assert store.delete(("ConfigMap", "default", "later")) and controller.rebuild() is False
+    assert ("default", "later") not in controller.last.index.config_maps
 
     # The named one: translated again, its new headers served.
     assert store.upsert(config_map(**{"X-Frame-Options": "SAMEORIGIN"}))
@@ -251,6 +258,8 @@ def test_the_allow_list_flag_of_serve_translate_and_validate(capsys) -> None:
                                         "--global-allowed-response-headers", "X-Frame-Options, x-team"])
         assert cli._translate_settings(args).global_allowed_response_headers == ("x-frame-options", "x-team")
         assert cli._translate_settings(cli.parser().parse_args(command)).global_allowed_response_headers == ()
+    args = cli.parser().parse_args(["migrate", "-f", "x", "--global-allowed-response-headers", "X-Team"])
+    assert args.global_allowed_response_headers == ("x-team",)
     for bad in ("x-frame-options, bad header", "transfer-encoding", "x-envoy-upstream-service-time", "a,a"):
         with pytest.raises(SystemExit) as exc:
             cli.parser().parse_args(["translate", "-f", "x", "--global-allowed-response-headers", bad])

@@ -15,6 +15,7 @@ NACK logs that name the objects behind the rejected resources).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import gc
 import threading
@@ -50,6 +51,7 @@ from xds_ingress.model import (
     KIND_ENDPOINT_SLICE,
     KIND_INGRESS,
     KIND_SERVICE,
+    ConfigMap,
     EndpointSlice,
     Ingress,
     ObjectKey,
@@ -181,7 +183,9 @@ class Controller:
         if self.last is not None and config_maps:
             # ConfigMaps no Ingress names (a cluster has many, some written often) change no translation; one that
             # an Ingress names translates everything (it is not among _INCREMENTAL_KINDS).
-            changes -= config_maps - self._referenced_config_maps(config_maps)
+            unnamed = config_maps - self._referenced_config_maps(config_maps)
+            changes -= unnamed
+            self.last = self._with_config_maps(self.last, unnamed)
             if not changes:
                 self.translated_generation = generation
                 self._report(tuple(sorted(set(self.store.diagnostics()) | set(self.last.diagnostics))))
@@ -233,6 +237,21 @@ class Controller:
         named = {ref for obj in self.store.objects() if isinstance(obj, Ingress)
                  for ref in nginx.config_map_references(obj.meta)}
         return {k for k in changes if (k[1], k[2]) in named}
+
+    def _with_config_maps(self, t: Translation, keys: set[ObjectKey]) -> Translation:
+        """`t` with the ConfigMaps of its index as they are now in the store: an Ingress translated incrementally
+        later may name one that changed while no Ingress named it (the index is never mutated: a new one)."""
+        index = t.index
+        if index is None or not keys:
+            return t
+        held = dict(index.config_maps)
+        for key in keys:
+            obj = self.store.get(key)
+            if isinstance(obj, ConfigMap):
+                held[(key[1], key[2])] = obj
+            else:
+                held.pop((key[1], key[2]), None)
+        return dataclasses.replace(t, index=dataclasses.replace(index, config_maps=held))
 
     def _index_slices(self, objects: list) -> None:
         self._slice_owner = {}

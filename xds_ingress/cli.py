@@ -242,6 +242,7 @@ def _add_migrate(sub: argparse._SubParsersAction) -> None:
                    help="the IngressClass the Ingresses use (default nginx; added when the manifests lack it)")
     p.add_argument("--controller", default=None, metavar="NAME",
                    help="its spec.controller (default k8s.io/ingress-nginx)")
+    _add_allowed_headers(p)
     p.add_argument("--allow-unsupported", action="store_true",
                    help="exit 0 even when annotations are unsupported, invalid or unknown")
     p.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
@@ -255,6 +256,10 @@ def _add_compat(p: argparse.ArgumentParser) -> None:
                    help="the spec.controller of the IngressClass served (default xds-ingress.io/controller; with "
                         "--nginx-compat and --ingress-class nginx: k8s.io/ingress-nginx, to take over ingress-nginx's "
                         "class)")
+    _add_allowed_headers(p)
+
+
+def _add_allowed_headers(p: argparse.ArgumentParser) -> None:
     p.add_argument("--global-allowed-response-headers", type=_allowed_headers, default=(), metavar="NAMES",
                    help="with --nginx-compat: the response headers that the ConfigMaps of ingress-nginx's "
                         "custom-headers annotation may set, comma-separated (ingress-nginx's ConfigMap key "
@@ -479,7 +484,8 @@ def main(argv: list[str] | None = None) -> int:
         from xds_ingress.translate.settings import NGINX_CONTROLLER_NAME
 
         settings = TranslateSettings(ingress_class=args.ingress_class, nginx_compat=True,
-                                     controller=args.controller or NGINX_CONTROLLER_NAME)
+                                     controller=args.controller or NGINX_CONTROLLER_NAME,
+                                     global_allowed_response_headers=args.global_allowed_response_headers)
         if args.from_cluster == bool(args.paths):
             print("xds migrate: give either -f PATH... or --from-cluster", file=sys.stderr)
             return 2
