@@ -290,8 +290,8 @@ def update_ingresses(previous: Translation, changed: Mapping[IngressKey, Ingress
         # nginx's host settings reach across hosts (aliases, www names): finished again over all hosts, reusing
         # what it made of every virtual host that did not change (nginx.finish_memoized).
         finished: list = []
-        configs, finish_memo = nginx.finish_memoized(configs, [ours_all[k] for k in served], settings, finished,
-                                                     index.tls, memo=index.finish_memo)
+        configs, finish_memo = nginx.finish_memoized(configs, ours_all, settings, finished, index.tls,
+                                                     memo=index.finish_memo, changed=changed.keys())
         if finished:
             by_scope[NGINX_SCOPE] = tuple(finished)
         else:

@@ -1844,7 +1844,7 @@ class _Staged:
 @dataclass(frozen=True, slots=True)
 class FinishMemo:
     ingresses: Mapping[tuple[str, str], Ingress]
-    options: Mapping[tuple[str, str], tuple[Ingress, _HostOptions]]
+    options: Mapping[tuple[str, str], _HostOptions]
     staged: Mapping[tuple[str, str], _Staged]  # (route configuration, virtual host) -> its staging
     final: Mapping[tuple[str, str], ir.VirtualHost]  # (route configuration, virtual host) -> as finished
 
@@ -1855,9 +1855,11 @@ def finish(configs: tuple[ir.RouteConfiguration, ...], served: Iterable[Ingress]
     return finish_memoized(configs, served, settings, diagnostics, tls_state)[0]
 
 
-def finish_memoized(configs: tuple[ir.RouteConfiguration, ...], served: Iterable[Ingress],
+def finish_memoized(configs: tuple[ir.RouteConfiguration, ...],
+                    served: Iterable[Ingress] | Mapping[tuple[str, str], Ingress],
                     settings: TranslateSettings, diagnostics: list[Diagnostic], tls_state: TLSState = NO_TLS_STATE,
-                    memo: FinishMemo | None = None) -> tuple[tuple[ir.RouteConfiguration, ...], FinishMemo]:
+                    memo: FinishMemo | None = None, changed: Iterable[tuple[str, str]] | None = None
+                    ) -> tuple[tuple[ir.RouteConfiguration, ...], FinishMemo]:
     """Regex paths (ingress-nginx's use-regex, host-wide) and the nginx host settings (app-root, server-alias,
     from-to-www-redirect, force-ssl-redirect) on the assembled route configurations. Without nginx
     compatibility, only refuses the ImplementationSpecific paths that are no URL path (regex syntax).
@@ -1867,19 +1869,28 @@ def finish_memoized(configs: tuple[ir.RouteConfiguration, ...], served: Iterable
     the chain of their host: anywhere else they get 421, as any name of another chain does (translate/tls.py).
 
     `memo` (of the previous finish): each virtual host that is the same object, with the same Ingresses behind
-    its routes, is not staged again (an incremental translation changes a few); the result is the same."""
-    ings = {(i.meta.namespace, i.meta.name): i for i in served}
-    # The Ingresses that are not the very objects of the previous finish: new, changed or gone.
+    its routes, is not staged again (an incremental translation changes a few); the result is the same.
+    `changed`, with a memo: the keys of the Ingresses that are not the very objects the memo's finish had (new,
+    changed or gone), when the caller knows them; else they are found by comparing every one."""
+    ings = served if isinstance(served, Mapping) else {(i.meta.namespace, i.meta.name): i for i in served}
     was = memo.ingresses if memo is not None else {}
-    changed = {k for k, i in ings.items() if was.get(k) is not i}
-    changed.update(k for k in was if k not in ings)
-    options: dict[tuple[str, str], tuple[Ingress, _HostOptions]] = {}
+    if memo is None or changed is None:
+        dirty = {k for k, i in ings.items() if was.get(k) is not i}
+        dirty.update(k for k in was if k not in ings)
+    else:
+        dirty = set(changed)
+    opts: dict[tuple[str, str], _HostOptions] = {}
     if settings.nginx_compat:
-        known = memo.options if memo is not None else {}
-        for k, ing in ings.items():
-            options[k] = known[k] if k not in changed and k in known else (ing, _options(ing))
-    opts = {k: o for k, (_i, o) in options.items()}
-    position = {k: n for n, k in enumerate(ings)}  # precedence order (oldest first)
+        if memo is not None:
+            opts = dict(memo.options)
+            for k in dirty:
+                opts.pop(k, None)
+        for k in dirty if memo is not None else ings:
+            if k in ings:
+                opts[k] = _options(ings[k])
+
+    def precedence(k: tuple[str, str]) -> tuple[str, str, str]:  # oldest first (translate._precedence)
+        return (ings[k].meta.creation_timestamp, k[0], k[1])
 
     def ing_of(route: ir.Route) -> Ingress | None:
         return ings.get((route.source.namespace, route.source.name)) if route.source.kind == KIND_INGRESS else None
@@ -1887,7 +1898,7 @@ def finish_memoized(configs: tuple[ir.RouteConfiguration, ...], served: Iterable
     def owners(vh: ir.VirtualHost) -> tuple[tuple[str, str], ...]:
         keys = {(r.source.namespace, r.source.name) for r in vh.routes
                 if r.guard is None or not r.guard.invert}
-        return tuple(sorted(keys & position.keys(), key=position.__getitem__))
+        return tuple(sorted(keys & ings.keys(), key=precedence))
 
     def sources(vh: ir.VirtualHost) -> frozenset[tuple[str, str]]:
         return frozenset((r.source.namespace, r.source.name) for r in vh.routes if r.source.kind == KIND_INGRESS)
@@ -1904,7 +1915,7 @@ def finish_memoized(configs: tuple[ir.RouteConfiguration, ...], served: Iterable
         for vh in rc.virtual_hosts:
             at = (rc.name, vh.name)
             old = previous.get(at)
-            if old is not None and old.before is vh and changed.isdisjoint(old.sources):
+            if old is not None and old.before is vh and dirty.isdisjoint(old.sources):
                 reusable[at] = old
                 owned[at] = old.owners
                 if old.owners_regex:
@@ -1958,7 +1969,7 @@ def finish_memoized(configs: tuple[ir.RouteConfiguration, ...], served: Iterable
         catch = [vh for vh in kept if vh.name == ir.CATCH_ALL_HOST]
         rest = sorted([vh for vh in kept if vh.name != ir.CATCH_ALL_HOST], key=lambda v: v.name)
         out.append(dataclasses.replace(rc, virtual_hosts=tuple(rest + catch)))
-    return tuple(out), FinishMemo(ingresses=ings, options=options, staged=staged_by, final=final)
+    return tuple(out), FinishMemo(ingresses=ings, options=opts, staged=staged_by, final=final)
 
 
 def _host_settings(rc: ir.RouteConfiguration, vh: ir.VirtualHost, regex_hosts: set[str],
@@ -2112,12 +2123,19 @@ def _alias_warnings(aliases: Mapping[str, str], state: TLSState, ings: Mapping[t
                     diagnostics: list[Diagnostic]) -> None:
     """An alias of a host served over HTTPS with a certificate of its own that the alias's TLS server name does
     not select: HTTPS requests for the alias get 421 (or no handshake)."""
+    by_host: dict[str, list[Ingress]] | None = None
     for alias, host in sorted(aliases.items()):
         chain, server_name = state.owner(host)
         if chain is None or server_name is None or state.owner(alias)[0] == chain:
             continue
-        for k, ing in ings.items():
-            if alias in (_silent(ing, "server-alias") or ()) and any(r.host == host for r in ing.rules):
+        if by_host is None:  # the Ingresses with a rule for each host, oldest first (translate._precedence)
+            by_host = {}
+            for ing in sorted(ings.values(), key=lambda i: (i.meta.creation_timestamp, i.meta.namespace,
+                                                             i.meta.name)):
+                for h in dict.fromkeys(r.host for r in ing.rules):
+                    by_host.setdefault(h, []).append(ing)
+        for ing in by_host.get(host, ()):
+            if alias in (_silent(ing, "server-alias") or ()):
                 diagnostics.append(_diag(
                     ing, field_of(PREFIX + "server-alias"), "AliasWithoutCertificate",
                     f"{PREFIX}server-alias {alias!r} is not served over HTTPS: the certificate of host {host!r} does "
