@@ -447,6 +447,12 @@ _RANGES_NOTE = ("the client address is the connection's peer, or with xds serve 
                 "(a warning); a list that cannot be read refuses every client (403, nginx: 503) until it is fixed")
 _GLOBAL_NOTE = ("memcached is not used: global limits are counted by a rate limit service (xds serve "
                 "--rate-limit-service) whose own configuration holds the limits, which an annotation cannot set")
+_CONN_NOTE = ("needs xds serve --connection-limit-service HOST:PORT and the `xds connection-limiter` it names (Envoy "
+              "asks it over ext_proc; without it the annotation is refused with a diagnostic); counted per limiter "
+              "process (nginx: per controller pod), so Envoys sharing one limiter share the count; the limiter "
+              "unreachable or slower than --connection-limit-timeout (200 ms): requests are not limited (fail open); "
+              "limit-rps and limit-rpm "
+              "refuse first, and a request they refuse takes no slot")
 _LIMIT_NOTE = ("a token bucket per client address and per path (nginx: per Ingress) in each Envoy; over it 429 "
                "(nginx: 503, its limit-req-status-code) with x-ratelimit-* headers")
 
@@ -860,12 +866,14 @@ TABLE: tuple[Row, ...] = (
         key="nginx.limit_burst_multiplier", example="3",
         doc="The burst of limit-rps and limit-rpm: the rate times this (default 5); nginx then admits one request "
             "more at once, and so does the bucket here.", replacement=f"{_X}rate-limit-burst"),
-    _none("limit-connections", "Access and rate limits", "Concurrent connections from one client address (503 above).",
-          "Envoy limits connections per listener or per cluster, not per client address",
-          f"{_X}rate-limit with rate-limit-key: client-ip"),
+    Row(name="limit-connections", status=DIFFERENCE, group="Access and rate limits", parse=p.integer(1, 100_000),
+        key="nginx.limit_connections", example="10",
+        doc="Requests in progress at once from one client address on the Ingress's paths (each HTTP/2 stream "
+            "counts); 503 above.",
+        note=_CONN_NOTE),
     Row(name="limit-whitelist", status=DIFFERENCE, group="Access and rate limits", parse=_address_ranges,
         key="nginx.limit_whitelist", example="10.0.0.0/8, 192.168.0.0/16",
-        doc="Client addresses (CIDRs) that limit-rps and limit-rpm do not count.",
+        doc="Client addresses (CIDRs) that limit-rps, limit-rpm and limit-connections do not count.",
         note="the client address is the connection's peer, or with xds serve --xff-num-trusted-hops the "
              "X-Forwarded-For hop (nginx: its real-ip settings); a range with host bits set is read as its network "
              "(a warning)", replacement=f"{_X}rate-limit-exempt-ranges"),
@@ -1341,6 +1349,12 @@ def _expand_access(values: dict[str, Parsed], meta: ObjectMeta, put: Put, report
                "cannot be read (see its diagnostic), so every client gets 403 on this Ingress's paths until it is "
                "fixed, rather than none (ingress-nginx refuses the location likewise).", Severity.ERROR)
         put("source.deny", ("0.0.0.0/0", "::/0"), at)
+    conns = g("nginx.limit_connections")
+    if conns is not None:
+        put("connlimit.limit", conns.value, conns)
+        put("connlimit.zone", f"{meta.namespace}/{meta.name}", conns)
+        if exempt is not None:
+            put("connlimit.exempt", tuple(net for net, _ in exempt.value), exempt)
     rps, rpm, mult = g("nginx.limit_rps"), g("nginx.limit_rpm"), g("nginx.limit_burst_multiplier")
     chosen: tuple[Parsed, str] | None = None
     if rps is not None and rpm is not None:
@@ -1352,9 +1366,10 @@ def _expand_access(values: dict[str, Parsed], meta: ObjectMeta, put: Put, report
     elif rps is not None or rpm is not None:
         chosen = (rps, "s") if rps is not None else (rpm, "m")
     if chosen is None:
-        for x in (mult, g("nginx.limit_whitelist")):
-            if x is not None:
-                report(x, "IgnoredAnnotation", "is ignored without limit-rps or limit-rpm.")
+        if mult is not None:
+            report(mult, "IgnoredAnnotation", "is ignored without limit-rps or limit-rpm.")
+        if exempt is not None and conns is None:
+            report(exempt, "IgnoredAnnotation", "is ignored without limit-rps, limit-rpm or limit-connections.")
         return
     rate, unit = chosen
     if exempt is not None:
