@@ -39,6 +39,10 @@ class TranslateSettings:
     hsts_max_age_s: int | None = None
     hsts_include_subdomains: bool = False
     hsts_preload: bool = False
+    # The connection limiter (`xds connection-limiter`) that counts requests in progress per client address,
+    # "HOST:PORT"; None: ingress-nginx's limit-connections is not offered.
+    connection_limit_service: str | None = None
+    connection_limit_timeout_ms: int = 200  # how long Envoy waits for its verdict; then the request goes through
     # The response headers ingress-nginx's custom-headers may set (`xds serve --global-allowed-response-headers`,
     # ingress-nginx's ConfigMap key global-allowed-response-headers): lowercase names; none by default, as there.
     global_allowed_response_headers: tuple[str, ...] = ()
