@@ -4,18 +4,24 @@ server: list, watch, update, delete, 410 relist), and which ConfigMap changes tr
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import random
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from tests.fakekube import FakeKube
 from tests.harness import Backends, Envoy, free_ports, request, wait_until
 from tests.harness import k8s
 from tests.harness.controlplane import ControlPlane
+from tests.test_incremental import SERVICES, _base, _from_scratch, _random_nginx_ingress, _slice, _snapshot_bytes
 from tests.test_kube_source import FAST
 from xds_ingress.app import Controller, kube_api_client
 from xds_ingress.cache import SnapshotCache
@@ -265,3 +271,56 @@ def test_the_allow_list_flag_of_serve_translate_and_validate(capsys) -> None:
             cli.parser().parse_args(["translate", "-f", "x", "--global-allowed-response-headers", bad])
         assert exc.value.code == 2
         assert "--global-allowed-response-headers" in capsys.readouterr().err
+
+
+@hyp_settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), steps=st.integers(5, 30))
+def test_incremental_translation_with_config_maps_equals_from_scratch(seed: int, steps: int) -> None:
+    """With --nginx-compat: Ingresses naming ConfigMaps (custom-headers, auth-proxy-set-headers), changed at random
+    with the ConfigMaps they name and others (created, edited, deleted while nothing names them, named later):
+    every step equals a translation from scratch, Ingress changes being incremental."""
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    rng = random.Random(seed)
+    settings = TranslateSettings(nginx_compat=True, global_allowed_response_headers=("x-frame-options", "x-team"))
+    names = ["cm-a", "cm-b", "cm-c"]
+
+    def ingress(name: str) -> dict:
+        raw = _random_nginx_ingress(rng, name, f"2026-01-0{1 + rng.randrange(3)}T00:00:00Z")
+        ann = raw["metadata"].setdefault("annotations", {})
+        if rng.random() < 0.6:
+            ann[N + "custom-headers"] = rng.choice(names + ["default/cm-a", "other/cm-a", "never"])
+        if rng.random() < 0.3:
+            ann[N + "auth-url"] = f"http://{rng.choice(SERVICES)}:80/check"
+            ann[N + "auth-proxy-set-headers"] = rng.choice(names + ["never"])
+        return raw
+
+    def config_map_change() -> None:
+        name = rng.choice(names)
+        if store.get(("ConfigMap", "default", name)) is not None and rng.random() < 0.25:
+            store.delete(("ConfigMap", "default", name))
+            return
+        store.upsert(config_map(name, **rng.choice([
+            {"X-Frame-Options": rng.choice(["DENY", "SAMEORIGIN"])}, {"x-team": rng.choice(["a", "b"])},
+            {"X-Powered-By": "not allowed"}, {"X-Original-Host": "$http_host"}, {"X-Host": "$host"}, {}])))
+
+    store = Store()
+    for obj in _base(rng):
+        store.upsert(obj)
+    for i in range(3):
+        store.upsert(ingress(f"ing{i}"))
+    cache = SnapshotCache()
+    ctl = Controller(store, cache, settings)
+    ctl.rebuild()
+    for step in range(steps):
+        roll = rng.random()
+        if roll < 0.45:
+            store.upsert(ingress(f"ing{rng.randrange(5)}"))
+        elif roll < 0.9:
+            config_map_change()
+        else:
+            svc = rng.choice(SERVICES)
+            store.upsert(_slice(rng, f"sl-{svc}", svc))
+        ctl.rebuild()
+        want_bytes, want_diags = _from_scratch(store, settings)
+        assert _snapshot_bytes(cache) == want_bytes, f"step {step}: resources differ from a full translation"
+        assert ctl.diagnostics == want_diags, f"step {step}: diagnostics differ from a full translation"
