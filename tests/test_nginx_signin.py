@@ -14,6 +14,7 @@ from tests.harness import k8s
 from tests.test_annotations import HOSTILE
 from xds_ingress import envoy
 from xds_ingress.envoy import signin as envoy_signin
+from xds_ingress.explain import explain
 from xds_ingress.model import parse_objects
 from xds_ingress.translate import TranslateSettings, nginx, translate
 from xds_ingress.translate import parsers as p
@@ -157,6 +158,15 @@ def test_ours_win_over_nginx_sign_in() -> None:
     assert e.service.path_prefix == "/ours" and not e.signin and not e.request_redirect
     assert {d.field for d in tr.diagnostics if d.reason == "OverriddenAnnotation"} >= {
         f"metadata.annotations['{N}auth-signin']"}
+
+
+def test_explain_says_the_401_redirects() -> None:
+    tr = translated({N + "auth-url": URL, N + "auth-signin": "https://$host/start"})
+    notes = explain(tr.ir, tr.diagnostics, host="a.example.com", path="/x").notes
+    assert any("302 to sign in at 'https://$host/start?rd=$pass_access_scheme://$http_host$escaped_request_uri'"
+               in n for n in notes), notes
+    notes = explain(translated({N + "auth-url": URL}).ir, (), host="a.example.com", path="/x").notes
+    assert not any("sign in" in n for n in notes)
 
 
 def test_envoy_routes_without_sign_in_do_no_lua_work() -> None:
