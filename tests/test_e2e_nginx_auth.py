@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import pytest
 
@@ -148,18 +149,18 @@ def authz_service(authz: AuthServers, name: str = "authz") -> list[dict]:
 def test_auth_url_allows_by_the_service_and_passes_its_headers(edge: Edge, authz: AuthServers) -> None:
     apply(edge, [*authz_service(authz),
                  ing("ext", auth_url="http://authz.default.svc.cluster.local:8080/verify",
-                     auth_response_headers="X-User, X-Groups", auth_signin="https://login.example.com/start",
-                     auth_method="GET"),
+                     auth_response_headers="X-User, X-Groups", auth_method="GET"),
                  ing("short", auth_url="http://authz:8080")])
     before, asked = len(edge.seen("a")), len(authz.http_seen)
     r = edge.get("ext.example.com", "/x?y=1", headers={"x-user": "root"})
-    # Refused: the service's answer is the client's (a 401, not a redirect to auth-signin).
+    # Refused: the service's answer is the client's (without auth-signin).
     assert r.status == 401 and r.headers["www-authenticate"] == 'Bearer realm="authz"'
     assert r.text == "denied by authz\n" and "location" not in r.headers and "set-cookie" not in r.headers
     assert len(edge.seen("a")) == before
     # Envoy asks the auth-url's path followed by the request's (ingress-nginx: the auth-url's path alone).
     seen = authz.http_seen[asked]
     assert seen["path"] == "/verify/x?y=1" and seen["method"] == "GET" and "x-user" not in seen["headers"]
+    assert seen["headers"]["x-auth-request-redirect"] == "/x?y=1"  # as nginx's default: $request_uri
 
     r = edge.get("ext.example.com", "/x", headers={"authorization": ALLOW, "x-user": "root", "x-other": "2"})
     assert r.status == 200 and r.headers["x-backend"] == "a"
@@ -172,7 +173,7 @@ def test_auth_url_allows_by_the_service_and_passes_its_headers(edge: Edge, authz
     assert r.status == 200 and authz.http_seen[asked]["method"] == "POST"
     assert edge.get("short.example.com", "/", headers={"authorization": ALLOW}).status == 200
     assert edge.get("short.example.com", "/").status == 401
-    assert not diagnostics(edge, "short") and set(diagnostics(edge, "ext")) == {"UnsupportedAnnotation"}
+    assert not diagnostics(edge, "short") and not diagnostics(edge, "ext")
 
 
 def test_an_auth_url_that_cannot_be_reached_here_fails_closed(edge: Edge, authz: AuthServers) -> None:
@@ -196,3 +197,121 @@ def test_an_auth_url_that_cannot_be_reached_here_fails_closed(edge: Edge, authz:
     r = edge.get("headers-only.example.com", "/")
     assert r.status == 200 and "x-frame-options" not in r.headers
     assert set(diagnostics(edge, "headers-only")) == {"SnippetIgnored"}
+
+
+# --- auth-signin: the auth-url's 401 becomes a redirect to sign in ------------------------------------------
+
+SESSION = "_oauth2_proxy=signed-in"
+
+
+def escaped(uri: str) -> str:
+    """nginx's $escaped_request_uri (set_escape_uri): every byte but A-Z a-z 0-9 and !$'()*,-.@_`|~ as %XX."""
+    return quote(uri, safe="!$'()*,-.@_`|~")
+
+
+@pytest.fixture
+def signin(authz: AuthServers) -> Iterator[AuthServers]:
+    authz.allow_cookie, authz.forbidden, authz.denied_cookie = SESSION, "/forbidden", "csrf=abc; Path=/oauth2"
+    try:
+        yield authz
+    finally:
+        authz.allow_cookie = authz.forbidden = authz.denied_cookie = None
+
+
+def signin_ingresses(authz: AuthServers) -> list[dict]:
+    url = "http://authz:8080/verify"
+    return [*authz_service(authz),
+            # oauth2-proxy's usual annotations: the URL carries rd itself, so nothing is appended
+            ing("sso", auth_url=url, auth_signin="https://$host/oauth2/start?rd=$escaped_request_uri",
+                auth_request_redirect="$scheme://$host$request_uri"),
+            # no query: ?rd=$pass_access_scheme://$http_host$escaped_request_uri is appended (ingress-nginx's e2e)
+            ing("plain", auth_url=url, auth_signin="https://login.example.com/start",
+                auth_request_redirect="https://$http_host/after%20login"),
+            ing("param", auth_url=url, auth_signin="https://login.example.com/start?app=web",
+                auth_signin_redirect_param="return_to"),
+            ing("has-rd", auth_url=url, auth_signin="https://login.example.com/start?rd=https%3A%2F%2Fhome"),
+            ing("bad-variable", auth_url=url, auth_signin="https://login.example.com/start?from=$remote_addr")]
+
+
+# Paths with a query of several parameters, escapes, a '+', a quote and UTF-8 (percent-encoded by the client),
+# and the characters nginx leaves unescaped ('|' and '`' never reach the script: Envoy's path normalization
+# percent-encodes them first)
+PATHS = ("/", "/docs/a%20b/?x=1&y=two%26three+four&q=%22caf%C3%A9%22", "/%E2%9C%93/it's~(ok)*!@$,;:=[x]")
+
+
+def test_a_refusal_with_401_redirects_to_sign_in(edge: Edge, signin: AuthServers) -> None:
+    apply(edge, signin_ingresses(signin))
+    before = len(edge.seen("a"))
+    for path in PATHS:
+        r = edge.get("sso.example.com", path)
+        assert r.status == 302, (path, r.status, r.text)
+        assert r.headers["location"] == "https://sso.example.com/oauth2/start?rd=" + escaped(path)
+        # the service's Set-Cookie reaches the client (nginx's add_header Set-Cookie $auth_cookie); its other
+        # headers and its body do not
+        assert r.headers["set-cookie"] == "csrf=abc; Path=/oauth2"
+        assert "www-authenticate" not in r.headers and "x-authz" not in r.headers
+        assert r.headers["content-type"] == "text/html" and "302 Found" in r.text and "denied" not in r.text
+
+        r = edge.get("plain.example.com", path)
+        assert r.status == 302
+        assert r.headers["location"] == "https://login.example.com/start?rd=http://plain.example.com" + escaped(path)
+        r = edge.get("param.example.com", path)
+        assert r.headers["location"] == \
+            "https://login.example.com/start?app=web&return_to=http://param.example.com" + escaped(path)
+        r = edge.get("has-rd.example.com", path)
+        assert r.status == 302 and r.headers["location"] == "https://login.example.com/start?rd=https%3A%2F%2Fhome"
+    # $host is the Host header in lower case without its port; $http_host is the header as sent
+    r = edge.get("sso.example.com", "/x?a=1", headers={"host": "SSO.Example.COM:8080"})
+    assert r.status == 302 and r.headers["location"] == "https://sso.example.com/oauth2/start?rd=%2Fx%3Fa%3D1"
+    r = edge.get("plain.example.com", "/x", headers={"host": "Plain.Example.com:8080"})
+    assert r.headers["location"] == "https://login.example.com/start?rd=http://Plain.Example.com:8080%2Fx"
+    # every printable ASCII character in a query (Envoy passes a query as it is): nginx's escaping, byte for byte
+    query = "/q?" + "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "#")
+    r = edge.get("sso.example.com", query)
+    assert r.headers["location"] == "https://sso.example.com/oauth2/start?rd=" + escaped(query)
+    r = edge.get("sso.example.com", "/x", method="HEAD")
+    assert r.status == 302 and r.headers["location"] == "https://sso.example.com/oauth2/start?rd=%2Fx"
+    assert len(edge.seen("a")) == before  # nothing refused reached the backend
+    r = edge.get("sso.example.com", query, headers={"cookie": SESSION})
+    assert r.status == 200 and r.json()["path"] == query  # the URI the redirect carries is the one routed
+    assert not diagnostics(edge, "sso") and not diagnostics(edge, "plain") and not diagnostics(edge, "param")
+
+
+def test_only_the_authorization_services_401_is_redirected(edge: Edge, signin: AuthServers) -> None:
+    apply(edge, signin_ingresses(signin))
+    signed_in = {"cookie": f"theme=dark; {SESSION}"}
+    # authorised: the backend answers
+    r = edge.get("sso.example.com", "/app?x=1", headers=signed_in)
+    assert r.status == 200 and r.headers["x-backend"] == "a" and r.json()["path"] == "/app?x=1"
+    # the backend's own 401 is the client's, as it is (nginx's error_page does not intercept proxied answers)
+    r = edge.get("sso.example.com", "/status/401", headers=signed_in)
+    assert r.status == 401 and "location" not in r.headers and r.headers["x-backend"] == "a"
+    # a 403 of the authorization service is not redirected
+    r = edge.get("sso.example.com", "/forbidden/x")
+    assert r.status == 403 and "location" not in r.headers and r.text == "forbidden by authz\n"
+    assert "x-authz" not in r.headers  # the service's headers on a refusal: Content-Type and Set-Cookie only
+
+
+def test_the_authorization_service_gets_x_auth_request_redirect(edge: Edge, signin: AuthServers) -> None:
+    apply(edge, signin_ingresses(signin))
+    asked = len(signin.http_seen)
+    edge.get("sso.example.com", "/p/a%20b?x=1&y=2", headers={"host": "SSO.example.com:8080",
+                                                             "x-auth-request-redirect": "https://evil.example"})
+    edge.get("plain.example.com", "/p?x=1", headers={"host": "plain.example.com:8080"})
+    edge.get("param.example.com", "/p?x=1", headers={"cookie": SESSION})
+    sso, plain, param = (s["headers"] for s in signin.http_seen[asked:])
+    assert sso["x-auth-request-redirect"] == "http://sso.example.com/p/a%20b?x=1&y=2"  # computed by the script
+    assert plain["x-auth-request-redirect"] == "https://plain.example.com:8080/after%20login"  # Envoy's formatter
+    assert param["x-auth-request-redirect"] == "/p?x=1"  # the default, $request_uri
+
+
+def test_a_sign_in_url_with_another_variable_is_refused_and_the_401_stays(edge: Edge, signin: AuthServers) -> None:
+    apply(edge, signin_ingresses(signin))
+    r = edge.get("bad-variable.example.com", "/x")
+    assert r.status == 401 and "location" not in r.headers and r.text == "denied by authz\n"
+    assert edge.get("bad-variable.example.com", "/x", headers={"cookie": SESSION}).status == 200
+    found = diagnostics(edge, "bad-variable")
+    (invalid,) = found["InvalidAnnotation"]
+    assert invalid.field.endswith("auth-signin']") and "$remote_addr" in invalid.message
+    (ignored,) = found["SignInIgnored"]
+    assert "401" in ignored.message and "authentication still applies" in ignored.message

@@ -56,7 +56,7 @@ def test_the_report_says_what_each_annotation_becomes() -> None:
     assert any("503" in m and "htpasswd -s" in m for m in basic["auth-secret"]["messages"])
     oauth = by[("kube-system", "dashboard")]
     assert oauth["auth-url"]["status"] == "invalid" and any("503" in m for m in oauth["auth-url"]["messages"])
-    assert oauth["auth-signin"]["status"] == "unsupported" and not oauth["auth-signin"].get("pending")
+    assert oauth["auth-signin"]["status"] == "difference" and not oauth["auth-signin"].get("pending")
     typo = by[("default", "typo")]
     assert typo["proxy-read-timout"]["status"] == "unknown"
     assert any("proxy-read-timeout?" in m for m in typo["proxy-read-timout"]["messages"])

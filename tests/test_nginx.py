@@ -98,7 +98,8 @@ BAD = {
     "session-cookie-domain": "-bad-", "limit-whitelist": "10.0.0.0/8, x", "default-backend": "Errors_Svc",
     "auth-type": "ntlm", "auth-secret": "a/b/c", "auth-secret-type": "htpasswd", "auth-realm": 'a"b',
     "auth-url": "https://$host/oauth2/auth", "auth-response-headers": "X-User: 1", "auth-method": "GET POST",
-    "enable-global-auth": "maybe",
+    "enable-global-auth": "maybe", "auth-signin": "https://$remote_addr/start",
+    "auth-signin-redirect-param": "next page", "auth-request-redirect": "$cookie_session",
 }
 # Annotations that ask for authentication: a refused value fails closed (every path of the Ingress answers 503,
 # with a diagnostic saying so), never open.
@@ -214,7 +215,8 @@ NEAR = ["/something(/|$)(.*)", "/$1", "/$9", "$2", "https://a.example.com$reques
         "$http_x_user", "$cookie_x", "cookie", "error timeout http_502", "^(a|b)$", "(a{10}){10}", "x.example.com",
         "*.example.com", "http://shadow$request_uri", "default/ca", "on", "10.0.0.1/8", "10.0.0.0/8, ::1",
         "https://*.example.com, https://a.example.com:8443", "*", "ECDHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES128-GCM-SHA256",
-        "optional", "off", "5", "1", "shadow", "8m", "0", "100m", "Lax"]
+        "optional", "off", "5", "1", "shadow", "8m", "0", "100m", "Lax",
+        "https://$host/oauth2/start?rd=$escaped_request_uri", "$scheme://$host$request_uri", "http://auth:8080/x"]
 
 
 def _tls_objects() -> list[dict]:
@@ -256,7 +258,8 @@ def test_no_nginx_annotation_value_makes_envoy_reject_the_configuration() -> Non
     def draw(ann: dict, path: str) -> None:
         objs, _ = parse_objects([
             k8s.ingress_class("nginx", controller=NGINX_CONTROLLER_NAME), *k8s.backend_service("web", [80]),
-            *k8s.backend_service("shadow", [80]), *TLS_OBJECTS,
+            *k8s.backend_service("shadow", [80]), k8s.service("auth", ports=[("http", 8080)]),
+            k8s.endpoint_slice("auth-1", "auth", 9000), *TLS_OBJECTS,
             k8s.ingress("main", k8s.rule("a.example.com", k8s.path(path, "web", path_type="ImplementationSpecific"),
                                          k8s.path("/", "web")), class_name="nginx", annotations=ann,
                         tls=[{"hosts": ["a.example.com"], "secretName": "a-tls"}]),

@@ -346,6 +346,10 @@ def _auth_notes(route: ir.Route, lst: ir.Listener) -> list[str]:
     if service is not None:
         out.append(f"external authorization ({service.protocol}, cluster {service.cluster}): forwarded only if "
                    "the service allows it, else its answer")
+        if ext is not None and ext.signin:
+            url = "".join(v if k == "text" else "$" + v for k, v in ext.signin)
+            out.append(f"a 401 of the authorization service is a 302 to sign in at {url!r} (nginx variables "
+                       "expanded per request); an upstream's own 401 is not")
     return out
 
 

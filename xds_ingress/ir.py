@@ -534,6 +534,11 @@ class AuthService:
     timeout_ms: int = 1000
 
 
+# A text with nginx variables, computed per request: ("text", literal) and ("var", variable name) parts, in
+# order (envoy/signin.py says which variables).
+Template = tuple[tuple[str, str], ...]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExternalAuth:
     """External authorization of a route: its own service, or (service None) the listener's; or, `disabled`,
@@ -544,6 +549,10 @@ class ExternalAuth:
     request_headers: tuple[str, ...] = ()  # sent to the service (listener-wide in Envoy: see ListenerAuth)
     response_headers: tuple[str, ...] = ()  # copied from an HTTP service's answer onto the upstream request
     client_headers_on_success: tuple[str, ...] = ()  # of an HTTP service's 2xx answer, added to the client's response
+    # ingress-nginx's auth-signin: where the service's 401 redirects (302), the URL with its nginx variables
+    signin: Template = ()
+    # The X-Auth-Request-Redirect header an HTTP service is sent (ingress-nginx's auth-request-redirect)
+    request_redirect: Template = ()
     # (name, value) added to the request sent to an HTTP service (ingress-nginx's auth-proxy-set-headers); values
     # in Envoy's header formatter syntax (%REQ(:authority)%...; a literal % is %%).
     request_headers_to_add: tuple[tuple[str, str], ...] = ()
@@ -598,6 +607,7 @@ class ListenerAuth:
     basic: bool = False
     jwt_providers: tuple[JwtProvider, ...] = ()
     strip: bool = False  # some route removes headers before authentication
+    signin: bool = False  # some route turns its service's 401 into a redirect, or computes X-Auth-Request-Redirect
 
     @property
     def external(self) -> bool:

@@ -6,7 +6,10 @@ they were asked. The HTTP server also serves a JSON Web Key Set at `/jwks.json` 
 fetches.
 
 - HTTP: allowed -> 200 with `x-user: alice`, `x-groups: staff`, `x-other: 1` (and `set-cookie: COOKIE` when
-  `cookie` is set); denied -> 401 with `www-authenticate: Bearer realm="authz"` and the body `denied by authz`.
+  `cookie` is set); denied -> 401 with `www-authenticate: Bearer realm="authz"` and the body `denied by authz`
+  (and `set-cookie: DENIED_COOKIE` when `denied_cookie` is set). With `allow_cookie` set, a request whose Cookie
+  header has that cookie (NAME=VALUE) is allowed too, like a signed-in oauth2-proxy session; with `forbidden`
+  set, a request whose path has that text is denied with 403 (body `forbidden by authz`).
 - gRPC: allowed -> OK with the header `x-user: grpc-alice` for the upstream request; denied -> 403 with the
   body `denied by grpc authz`.
 """
@@ -62,6 +65,9 @@ class AuthServers:
         self.jwks: dict | None = None
         self.jwks_fetches = 0
         self.cookie: str | None = None  # the Set-Cookie of an allowing HTTP answer
+        self.denied_cookie: str | None = None  # the Set-Cookie of a 401 answer
+        self.allow_cookie: str | None = None  # NAME=VALUE: a request with this cookie is allowed
+        self.forbidden: str | None = None  # a request whose path has this text gets 403
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
@@ -74,12 +80,18 @@ class AuthServers:
             return web.Response(text=json.dumps(self.jwks or {"keys": []}), content_type="application/json")
         self.http_seen.append({"path": request.raw_path, "method": request.method,
                                "headers": {k.lower(): v for k, v in request.headers.items()}})
-        if request.headers.get("authorization") == ALLOW:
+        cookies = [c.strip() for c in request.headers.get("cookie", "").split(";")]
+        if self.forbidden and self.forbidden in request.raw_path:
+            return web.Response(status=403, text="forbidden by authz\n", headers={"x-authz": "forbidden"})
+        if request.headers.get("authorization") == ALLOW or (self.allow_cookie and self.allow_cookie in cookies):
             headers = {"x-user": "alice", "x-groups": "staff", "x-other": "1"}
             if self.cookie:
                 headers["set-cookie"] = self.cookie
             return web.Response(status=200, headers=headers)
-        return web.Response(status=401, text="denied by authz\n", headers={"www-authenticate": 'Bearer realm="authz"'})
+        denied = {"www-authenticate": 'Bearer realm="authz"', "x-authz": "denied"}
+        if self.denied_cookie:
+            denied["set-cookie"] = self.denied_cookie
+        return web.Response(status=401, text="denied by authz\n", headers=denied)
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()

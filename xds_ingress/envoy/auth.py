@@ -29,6 +29,7 @@ from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import any_pb2
 
 from xds_ingress import ir
+from xds_ingress.envoy import signin
 from xds_ingress.envoy.defaults import seconds
 
 HEADER_MUTATION = "envoy.filters.http.header_mutation"
@@ -114,10 +115,17 @@ def ext_authz_filter(lst: ir.Listener) -> hcm_pb2.HttpFilter | None:
 
 def _http_service(s: ir.AuthService, response_headers: tuple[str, ...] = (),
                   client_headers_on_success: tuple[str, ...] = (),
-                  headers_to_add: tuple[tuple[str, str], ...] = ()) -> ext_authz_pb2.HttpService:
+                  e: ir.ExternalAuth | None = None) -> ext_authz_pb2.HttpService:
     msg = ext_authz_pb2.HttpService(path_prefix=s.path_prefix)
-    for name, value in headers_to_add:  # already in the header formatter's syntax (ir.ExternalAuth)
+    added = e.request_headers_to_add if e is not None else ()  # auth-proxy-set-headers (formatter syntax)
+    redirect = signin.request_redirect_header(e) if e is not None else None
+    if redirect is not None and "x-auth-request-redirect" not in {name for name, _ in added}:
+        msg.authorization_request.headers_to_add.add(key="x-auth-request-redirect", value=redirect)
+    for name, value in added:
         msg.authorization_request.headers_to_add.add(key=name, value=value)
+    if e is not None and e.signin:
+        # A refusal redirected to sign in keeps the service's Set-Cookie, as nginx's; its other headers stay out
+        msg.authorization_response.allowed_client_headers.patterns.extend(_names(signin.CLIENT_HEADERS_ON_DENIAL))
     msg.server_uri.CopyFrom(http_uri_pb2.HttpUri(uri=f"http://{s.authority}", cluster=s.cluster,
                                                  timeout=seconds(s.timeout_ms / 1000)))
     if response_headers:
@@ -135,13 +143,13 @@ def _grpc_service(s: ir.AuthService) -> grpc_service_pb2.GrpcService:
 
 
 def _set_service(msg, s: ir.AuthService, response_headers: tuple[str, ...] = (),
-                 client_headers_on_success: tuple[str, ...] = (),
-                 headers_to_add: tuple[tuple[str, str], ...] = ()) -> None:
-    """The service of an ExtAuthz or a CheckSettings."""
+                 client_headers_on_success: tuple[str, ...] = (), e: ir.ExternalAuth | None = None) -> None:
+    """The service of an ExtAuthz or a CheckSettings (`e`: the route's, for ingress-nginx's sign-in and
+    X-Auth-Request-Redirect)."""
     if s.protocol == "grpc":
         msg.grpc_service.CopyFrom(_grpc_service(s))
     else:
-        msg.http_service.CopyFrom(_http_service(s, response_headers, client_headers_on_success, headers_to_add))
+        msg.http_service.CopyFrom(_http_service(s, response_headers, client_headers_on_success, e))
 
 
 # --- per route ----------------------------------------------------------------------------------
@@ -177,8 +185,8 @@ def route_config(auth: ir.RouteAuth, route: rc.Route) -> None:
         if e.disabled:
             per.disabled = True
         elif e.service is not None:
-            _set_service(per.check_settings, e.service, e.response_headers, e.client_headers_on_success,
-                         e.request_headers_to_add)
+            _set_service(per.check_settings, e.service, e.response_headers, e.client_headers_on_success, e)
+            signin.route_config(e, cfg)
         else:
             per = None  # the listener's service, as it is
         if per is not None:

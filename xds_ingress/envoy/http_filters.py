@@ -8,7 +8,8 @@ in the listener's chain and are switched on or configured per route with
    CORS headers the browser needs to read them;
 2. IP allow/deny (RBAC on the client address): the cheapest refusal first;
 3. authentication, who the caller is (envoy/auth.py): the removal of headers only authentication may set,
-   basic auth, JWT, then external authorization (which can see what the first two found);
+   basic auth, JWT, then external authorization (which can see what the first two found), between the two
+   Lua filters of ingress-nginx's auth-signin (envoy/signin.py);
 4. local and global rate limiting: after authentication, so that an unauthenticated flood does
    not spend the budget of real callers; then the requests in progress per client address (the
    connection limiter), so that a request refused for its rate takes no slot;
@@ -27,7 +28,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from google.protobuf import any_pb2
 
 from xds_ingress import ir
-from xds_ingress.envoy import auth, edge_policies
+from xds_ingress.envoy import auth, edge_policies, signin
 
 FilterBuilder = Callable[[ir.Listener], "hcm_pb2.HttpFilter | None"]
 
@@ -52,7 +53,9 @@ FILTERS: tuple[tuple[str, FilterBuilder], ...] = (
     ("auth_header_mutation", auth.header_mutation_filter),
     ("basic_auth", auth.basic_auth_filter),
     ("jwt_authn", auth.jwt_filter),
+    ("auth_signin", signin.signin_filter),  # ingress-nginx's auth-signin: just around ext_authz (envoy/signin.py)
     ("ext_authz", auth.ext_authz_filter),
+    ("auth_signin_authorized", signin.authorized_filter),
     # -- 4. rate limiting: local, global --
     ("local_rate_limit", edge_policies.local_rate_limit_filter),
     ("rate_limit", edge_policies.rate_limit_filter),

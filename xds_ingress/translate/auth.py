@@ -41,6 +41,7 @@ from xds_ingress.diagnostics import Diagnostic, Severity
 from xds_ingress.model import AUTH_MAP_MAX_KEYS, KIND_INGRESS, KIND_SECRET, Ingress
 from xds_ingress.redacted import Redacted
 from xds_ingress.translate import parsers as p
+from xds_ingress.translate import signin
 
 # The cluster of `xds serve --auth-service` (two parts: it cannot be a Service's namespace/service/port).
 GLOBAL_AUTH_CLUSTER = "xds-ingress/ext-authz"
@@ -59,9 +60,11 @@ PROTECTIVE = ("auth.url", "auth.response_headers", "basic.secret", "jwt.issuer",
 # external authorization, `basic.refused` for basic auth (ours win over those), `auth.refused` for any other.
 REFUSED = ("auth.refused", "auth.url_refused", "basic.refused")
 # basic.secret_type: "auth-map" for a Secret whose keys are the users (ingress-nginx's auth-map);
-# auth.client_cookies: the Set-Cookie of an HTTP service's 2xx answer reaches the client (ingress-nginx's auth-url).
+# auth.client_cookies: the Set-Cookie of an HTTP service's 2xx answer reaches the client (ingress-nginx's auth-url);
+# auth.signin, auth.request_redirect: ingress-nginx's auth-signin and X-Auth-Request-Redirect (translate/signin.py).
 KEYS = PROTECTIVE + REFUSED + ("auth.mode", "auth.request_headers", "basic.realm", "basic.secret_type",
-                               "auth.client_cookies", "jwt.forward", "auth.request_headers_to_add")
+                               "auth.client_cookies", "jwt.forward", "auth.signin", "auth.request_redirect",
+                               "auth.request_headers_to_add")
 # Headers an authorization answer may replace on the upstream request without being removed from the client's
 # request first: the check needs them (ingress-nginx's auth-response-headers may name them).
 _CHECKED_HEADERS = ("authorization", "cookie")
@@ -557,6 +560,10 @@ class AuthResolver:
                                      authority=f"{host}:{cluster.port}", path_prefix="" if grpc else path.rstrip("/"),
                                      timeout_ms=self.settings.auth_timeout_ms)
             cookies = ("set-cookie",) if "auth.client_cookies" in v and not grpc else ()
+            signin_v, redirect_v = v.get("auth.signin"), v.get("auth.request_redirect")
+            if grpc and redirect_v is not None and redirect_v.value != signin.DEFAULT_REQUEST_REDIRECT:
+                report(redirect_v, "IgnoredAnnotation", f"is ignored: Service {svc} speaks gRPC, which is asked "
+                       "envoy.service.auth.v3.Authorization/Check without extra headers.", Severity.WARNING)
             add = v.get("auth.request_headers_to_add")  # auth-proxy-set-headers (translate/configmaps.py)
             if add is not None and grpc:
                 report(add, "AuthenticationUnavailable", f"adds headers to the authorization request, but Service {svc} "
@@ -564,6 +571,9 @@ class AuthResolver:
                 return None, False
             return ir.ExternalAuth(service=service, request_headers=req, response_headers=resp,
                                    client_headers_on_success=cookies,
+                                   signin=signin_v.value if signin_v is not None else (),
+                                   request_redirect=redirect_v.value if redirect_v is not None and not grpc
+                                   else (),
                                    request_headers_to_add=tuple(add.value) if add is not None else ()), True
         unused = [x for x in (v.get("auth.request_headers"), v.get("auth.response_headers")) if x is not None]
         if off:
@@ -701,7 +711,7 @@ def listener_auth(route_configs: tuple[ir.RouteConfiguration, ...], settings: An
         failure_mode_allow=has_external and settings.auth_failure_mode == "open",
         allowed_headers=tuple(sorted(headers)), basic=any(a.basic is not None for a in auths),
         jwt_providers=tuple(providers[n] for n in sorted(providers)),
-        strip=any(a.strip_request_headers for a in auths))
+        strip=any(a.strip_request_headers for a in auths), signin=any(signin.needs_script(e) for e in externals))
     return None if la == ir.ListenerAuth() else la
 
 

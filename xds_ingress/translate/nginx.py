@@ -47,6 +47,7 @@ from xds_ingress.diagnostics import Diagnostic, Severity
 from xds_ingress.model import KIND_INGRESS, Ingress, IngressBackend, ObjectMeta, Service, is_url_path, valid_host
 from xds_ingress.translate import auth, configmaps
 from xds_ingress.translate import parsers as p
+from xds_ingress.translate import signin
 from xds_ingress.translate.annotations import XDS, Annotation, Dialect, Parsed, field_of, present_keys, read
 from xds_ingress.translate.settings import TranslateSettings
 from xds_ingress.translate.tls import (
@@ -781,10 +782,10 @@ TABLE: tuple[Row, ...] = (
              ".cluster.local]]][:PORT][/PATH]); any other URL (another namespace, an outside host, https, a query, "
              "nginx variables such as $host) is refused and the paths answer 503: reach another service through an "
              "ExternalName Service of the namespace, or use xds serve --auth-service. Envoy asks PATH followed by "
-             "the request's path (nginx: PATH), with the request's method, Host, Authorization, Cookie and the "
-             f"headers of {_X}auth-request-headers (nginx: every header, and X-Original-URL, X-Original-Method, "
-             "X-Auth-Request-Redirect); any answer other than 2xx is the client's (nginx: 500 for other than 401 "
-             "and 403), an unreachable service 403 (nginx: 500); the Set-Cookie of a 2xx answer reaches the client, "
+             "the request's path (nginx: PATH), with the request's method, Host, Authorization, Cookie, "
+             f"X-Auth-Request-Redirect and the headers of {_X}auth-request-headers (nginx: every header, and "
+             "X-Original-URL, X-Original-Method); any answer other than 2xx is the client's (nginx: 500 for other "
+             "than 401 and 403), an unreachable service 403 (nginx: 500); the Set-Cookie of a 2xx answer reaches the client, "
              "as nginx's", replacement=f"{_X}auth-url"),
     Row(name="auth-response-headers", status=DIFFERENCE, group="Authentication", parse=_auth_response_headers,
         key="nginx.auth_response_headers", example="X-Auth-Request-User, X-Auth-Request-Email",
@@ -796,14 +797,25 @@ TABLE: tuple[Row, ...] = (
     _noop("auth-method", "Authentication", "The method of the auth-url request (default: the request's).",
           "the authorization request always has the client request's method (Envoy's external authorization "
           "cannot set another)", parse=_http_method, example="GET"),
-    _none("auth-signin", "Authentication", "Where a request the auth-url refuses with 401 is redirected to sign in.",
-          "Envoy's external authorization cannot turn a refusal into a redirect: the client gets the service's 401, "
-          "and authentication still applies",
-          "an authorization service that answers the redirect itself (its 302 and Location reach the client)"),
-    _none("auth-signin-redirect-param", "Authentication", "The query parameter of auth-signin that carries the "
-          "original URL.", "auth-signin is not translated: the client gets the service's 401"),
-    _none("auth-request-redirect", "Authentication", "The X-Auth-Request-Redirect header sent to the auth-url.",
-          "the header is not sent to the authorization service"),
+    Row(name="auth-signin", status=DIFFERENCE, group="Authentication", parse=signin.signin_url,
+        key="nginx.auth_signin", example="https://$host/oauth2/start?rd=$escaped_request_uri",
+        doc="Where a request the auth-url refuses with 401 is redirected to sign in (302), with "
+            "rd=$pass_access_scheme://$http_host$escaped_request_uri appended unless the URL has rd.",
+        note="nginx variables in the URL: only $host, $http_host, $best_http_host (the Host header: X-Forwarded-Host "
+             "is not trusted), $scheme, $pass_access_scheme, $request_uri and $escaped_request_uri; another variable "
+             "makes the annotation refused, and then the auth-url's 401 is the client's answer (authentication still "
+             "applies); $request_uri is the path Envoy routes (normalized: /a/../b is /b, non-ASCII bytes "
+             "percent-encoded) and not the raw request line; only the service's 401 is redirected, with its "
+             "Set-Cookie (never an upstream's 401); the service's other headers do not reach the client on a refusal "
+             "(also a 403) but its Content-Type and Set-Cookie; needs auth-url"),
+    Row(name="auth-signin-redirect-param", status=EXACT, group="Authentication", parse=signin.redirect_param,
+        key="nginx.auth_signin_redirect_param", example="redirect_uri",
+        doc="The query parameter of auth-signin that carries the original URL (default rd)."),
+    Row(name="auth-request-redirect", status=DIFFERENCE, group="Authentication", parse=signin.request_redirect,
+        key="nginx.auth_request_redirect", example="$scheme://$host$request_uri",
+        doc="The X-Auth-Request-Redirect header sent to the auth-url (default $request_uri).",
+        note="the variables of auth-signin only; not sent to a Service that speaks gRPC (appProtocol or "
+             "upstream-protocol)"),
     _noop("auth-cache-key", "Authentication", "Caches the auth-url's answers under this key.",
           "answers are not cached: every request is asked", example="$remote_user$http_authorization"),
     _noop("auth-cache-duration", "Authentication", "How long the auth-url's answers are cached, per status.",
@@ -1585,16 +1597,42 @@ def _expand_auth(values: dict[str, Parsed], meta: ObjectMeta, put: Put, report: 
                 put("auth.client_cookies", True, url)
                 if headers is not None:
                     put("auth.response_headers", headers.value, headers)
-    elif headers is not None:
-        report(headers, "IgnoredAnnotation", "is ignored without auth-url.")
+                _expand_signin(values, meta, put, report, url)
+    else:
+        for x in (headers, *(g(k) for k in _SIGNIN_KEYS)):
+            if x is not None:
+                report(x, "IgnoredAnnotation", "is ignored without auth-url.")
     glob = g("nginx.enable_global_auth")
     if glob is not None and glob.value is False:
         put("auth.mode", "off", glob)
 
 
+_SIGNIN_KEYS = ("nginx.auth_signin", "nginx.auth_signin_redirect_param", "nginx.auth_request_redirect")
+
+
+def _expand_signin(values: dict[str, Parsed], meta: ObjectMeta, put: Put, report: Report, url: Parsed) -> None:
+    """auth-signin (with auth-signin-redirect-param) and auth-request-redirect of a usable auth-url
+    (translate/signin.py)."""
+    g = values.get
+    at, param = g("nginx.auth_signin"), g("nginx.auth_signin_redirect_param")
+    if at is not None:
+        put("auth.signin", signin.signin_location(at.value, param.value if param is not None else
+                                                  signin.DEFAULT_REDIRECT_PARAM), at)
+    elif meta.annotation(PREFIX + "auth-signin") is not None:
+        report(_at("auth-signin"), "SignInIgnored", "cannot be read (see its diagnostic), so a request the auth-url "
+               "refuses gets the service's 401 rather than a redirect to sign in; authentication still applies.",
+               Severity.WARNING)
+    elif param is not None:
+        report(param, "IgnoredAnnotation", "is ignored without auth-signin.")
+    redirect = g("nginx.auth_request_redirect")
+    put("auth.request_redirect", redirect.value if redirect is not None else signin.DEFAULT_REQUEST_REDIRECT,
+        redirect or url)
+
+
 # What our own annotations override of the nginx ones besides their own keys (see _merge): the authentication
 # that one of ours sets replaces the nginx authentication of the same kind, including a refused one.
-_OVERRIDES = {"auth.url": ("auth.url_refused", "auth.response_headers", "auth.client_cookies"),
+_OVERRIDES = {"auth.url": ("auth.url_refused", "auth.response_headers", "auth.client_cookies", "auth.signin",
+                          "auth.request_redirect"),
               "basic.secret": ("basic.refused", "basic.realm", "basic.secret_type")}
 
 
