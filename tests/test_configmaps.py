@@ -324,3 +324,37 @@ def test_incremental_translation_with_config_maps_equals_from_scratch(seed: int,
         want_bytes, want_diags = _from_scratch(store, settings)
         assert _snapshot_bytes(cache) == want_bytes, f"step {step}: resources differ from a full translation"
         assert ctl.diagnostics == want_diags, f"step {step}: diagnostics differ from a full translation"
+
+
+def test_an_auth_proxy_set_headers_key_replaces_the_default_x_auth_request_redirect() -> None:
+    """ingress-nginx sends X-Auth-Request-Redirect to the auth-url service ($request_uri unless
+    auth-request-redirect says otherwise); a ConfigMap of auth-proxy-set-headers that sets it replaces it:
+    the header is sent once, with the ConfigMap's value."""
+    from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
+
+    from xds_ingress import envoy
+    from xds_ingress.envoy import types
+    from xds_ingress.model import parse_objects
+    from xds_ingress.translate import translate
+
+    def sent(data: dict[str, str]) -> list[tuple[str, str]]:
+        objs, _ = parse_objects([
+            k8s.ingress_class("nginx", controller=NGINX_CONTROLLER_NAME), *k8s.backend_service("web", [80]),
+            *k8s.backend_service("authz", [80]), config_map("auth-headers", **data),
+            k8s.ingress("web", k8s.rule("a.example.com", k8s.path("/", "web")), class_name="nginx",
+                        annotations={N + "auth-url": "http://authz:80/check", N + "auth-proxy-set-headers": "auth-headers"})])
+        t = translate(objs, COMPAT)
+        assert not [d for d in t.diagnostics if d.name == "web"], t.diagnostics
+        for rc in envoy.build(t.ir)[types.ROUTE].values():
+            for vh in rc.virtual_hosts:
+                for r in vh.routes:
+                    per = ext_authz_pb2.ExtAuthzPerRoute()
+                    if "envoy.filters.http.ext_authz" in r.typed_per_filter_config:
+                        r.typed_per_filter_config["envoy.filters.http.ext_authz"].Unpack(per)
+                        return sorted((h.key, h.value)
+                                      for h in per.check_settings.http_service.authorization_request.headers_to_add)
+        raise AssertionError("no route asks the auth-url service")
+
+    assert sent({"X-Scope": "a"}) == [("x-auth-request-redirect", "%REQ(:path)%"), ("x-scope", "a")]
+    assert sent({"X-Auth-Request-Redirect": "https://app.example.com$request_uri"}) == [
+        ("x-auth-request-redirect", "https://app.example.com%REQ(:path)%")]
