@@ -206,9 +206,22 @@ def _sorted_value(mt: descriptor.Descriptor | None, value: Any) -> Any:
             mt = descriptor_pool.Default().FindMessageTypeByName(value["@type"].rsplit("/", 1)[-1])
         except KeyError:
             return value
+    if mt.full_name in (_STRUCT, _VALUE):
+        return _sorted_json(value)  # a Struct's fields are a map too (e.g. a LuaPerRoute's filter_context)
     if mt.full_name.startswith(_WELL_KNOWN):
         return value
     return _sorted_maps(mt, value)
+
+
+_STRUCT, _VALUE = "google.protobuf.Struct", "google.protobuf.Value"
+
+
+def _sorted_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted_json(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_json(v) for v in value]
+    return value
 
 
 def redacted_data(type_url: str, body: bytes) -> dict:
