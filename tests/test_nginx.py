@@ -97,7 +97,7 @@ BAD = {
     "session-cookie-domain": "-bad-", "limit-whitelist": "10.0.0.0/8, x", "default-backend": "Errors_Svc",
     "auth-type": "ntlm", "auth-secret": "a/b/c", "auth-secret-type": "htpasswd", "auth-realm": 'a"b',
     "auth-url": "https://$host/oauth2/auth", "auth-response-headers": "X-User: 1", "auth-method": "GET POST",
-    "enable-global-auth": "maybe",
+    "enable-global-auth": "maybe", "custom-http-errors": "404,404", "disable-proxy-intercept-errors": "maybe",
 }
 # Annotations that ask for authentication: a refused value fails closed (every path of the Ingress answers 503,
 # with a diagnostic saying so), never open.

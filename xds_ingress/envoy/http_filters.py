@@ -12,7 +12,10 @@ in the listener's chain and are switched on or configured per route with
 4. local and global rate limiting: after authentication, so that an unauthenticated flood does
    not spend the budget of real callers;
 5. the request body limit (buffer): the body is read only for a request that got this far;
-6. the router, always last.
+6. error pages (envoy/error_pages.py, ingress-nginx's custom-http-errors): just before the router, so that
+   it is the first to see the upstream's answer (and Envoy's own when it cannot get one), and every filter
+   before it (CORS) sees the error page that replaces it;
+7. the router, always last.
 
 Each policy's module adds its filter through `FILTERS` below; keep the order.
 """
@@ -26,7 +29,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from google.protobuf import any_pb2
 
 from xds_ingress import ir
-from xds_ingress.envoy import auth, edge_policies
+from xds_ingress.envoy import auth, edge_policies, error_pages
 
 FilterBuilder = Callable[[ir.Listener], "hcm_pb2.HttpFilter | None"]
 
@@ -57,6 +60,8 @@ FILTERS: tuple[tuple[str, FilterBuilder], ...] = (
     ("rate_limit", edge_policies.rate_limit_filter),
     # -- 5. request body size: the buffer filter, after every refusal that does not need the body --
     ("buffer", edge_policies.buffer_filter),
+    # -- 6. error pages: the upstream's error answers replaced by an error backend's --
+    ("error_pages", error_pages.error_pages_filter),
     ("router", _router),
 )
 

@@ -39,3 +39,6 @@ class TranslateSettings:
     hsts_max_age_s: int | None = None
     hsts_include_subdomains: bool = False
     hsts_preload: bool = False
+    # ingress-nginx's --default-backend-service: "NAMESPACE/NAME[:PORT]" of the Service that answers the
+    # custom-http-errors of Ingresses without a default-backend annotation ("": none; translate/error_pages.py).
+    default_backend_service: str = ""
