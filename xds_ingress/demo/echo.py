@@ -16,7 +16,9 @@ first, third, ... request for KEY and 200 to the others. ``/healthz`` answers 20
 after ``POST /health/fail`` (``POST /health/ok`` restores it). ``/ws`` is a websocket that
 echoes each message prefixed with the backend name. ``GET /_requests`` lists the last 200
 requests (method, path, host) the backend saw, for mirroring tests. SIGTERM/SIGINT stop it
-cleanly; ``--exit-on-stdin-close`` also stops it when its parent goes away.
+cleanly; ``--exit-on-stdin-close`` also stops it when its parent goes away. With ``--answer-x-code``
+(an error backend of ingress-nginx's custom-http-errors), a request with an ``X-Code`` header is answered
+with that status and Content-Type ``application/problem+json``.
 """
 
 from __future__ import annotations
@@ -37,10 +39,12 @@ _DELAY = re.compile(r"^/delay/(\d{1,9})(?:[/?#]|$)")
 _FLAKY = re.compile(r"^/flaky/([A-Za-z0-9_-]{1,64})(?:[/?#]|$)")
 MAX_SEEN = 200
 _NO_BODY = frozenset({204, 304})
+_X_CODE = re.compile(r"[1-5]\d\d")
 
 
-def make_handler(name: str):  # type: ignore[no-untyped-def]
-    """Return the aiohttp low-level request handler for backend `name`."""
+def make_handler(name: str, answer_x_code: bool = False):  # type: ignore[no-untyped-def]
+    """Return the aiohttp low-level request handler for backend `name`; with `answer_x_code`, a request's
+    X-Code header is the status of its answer."""
 
     healthy = [True]
     flaky: dict[str, int] = {}
@@ -76,6 +80,10 @@ def make_handler(name: str):  # type: ignore[no-untyped-def]
                 status = 400
         elif m := _DELAY.match(raw):
             await asyncio.sleep(min(int(m.group(1)), MAX_DELAY_MS) / 1000)
+        content_type = "application/json"
+        if answer_x_code and _X_CODE.fullmatch(request.headers.get("X-Code", "")):
+            status = int(request.headers["X-Code"])
+            content_type = "application/problem+json"
         headers: dict[str, str] = {}
         for key, value in request.headers.items():
             k = key.lower()
@@ -96,14 +104,14 @@ def make_handler(name: str):  # type: ignore[no-untyped-def]
             status=status,
             headers=resp_headers,
             body=json.dumps(payload).encode(),
-            content_type="application/json",
+            content_type=content_type,
         )
 
     return handle
 
 
 async def serve(names: list[str], host: str, port: int, exit_on_stdin_close: bool,
-                ssl_context: ssl.SSLContext | None = None) -> None:
+                ssl_context: ssl.SSLContext | None = None, answer_x_code: bool = False) -> None:
     """Serve every backend until SIGTERM/SIGINT (or stdin closes, if asked); over TLS with `ssl_context`."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -115,7 +123,7 @@ async def serve(names: list[str], host: str, port: int, exit_on_stdin_close: boo
     try:
         for i, name in enumerate(names):
             runner = web.ServerRunner(
-                web.Server(make_handler(name)), handle_signals=False, access_log=None
+                web.Server(make_handler(name, answer_x_code)), handle_signals=False, access_log=None
             )
             await runner.setup()
             runners.append(runner)
@@ -138,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exit-on-stdin-close", action="store_true")
     parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--tls-key", metavar="FILE", help="and this private key (PEM)")
+    parser.add_argument("--answer-x-code", action="store_true",
+                        help="answer a request with an X-Code header with that status (an error backend)")
     args = parser.parse_args(argv)
     if len(set(args.name)) != len(args.name):
         parser.error("backend names must be distinct")
@@ -145,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tls_cert:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(args.tls_cert, args.tls_key)
-    asyncio.run(serve(args.name, args.host, args.port, args.exit_on_stdin_close, ctx))
+    asyncio.run(serve(args.name, args.host, args.port, args.exit_on_stdin_close, ctx, args.answer_x_code))
     return 0
 
 
