@@ -153,3 +153,19 @@ def test_an_invalid_code_list_is_ignored(edge: ErrorsEdge) -> None:
     _from_app(edge.get("bad.example.com", "/status/404"), 404)
     (d,) = [d for d in edge.cp.diagnostics() if d.name == "bad" and d.field.endswith("custom-http-errors']")]
     assert d.reason == "InvalidAnnotation"
+
+
+def test_large_original_bodies(edge: ErrorsEdge) -> None:
+    """The original body is held in memory while the error backend is asked: up to 16 KiB by its Content-Length
+    it is replaced; a longer one passes through as it is; one sent chunked past the listener's 32 KiB buffer
+    gets Envoy's 500 (as the row of custom-http-errors says)."""
+    edge.apply(_objects(edge, _ing("big", "big.example.com", custom_http_errors="404", default_backend="errors")))
+    _from_error_backend(edge.get("big.example.com", "/bulk/404/16384"), 404)
+    _from_error_backend(edge.get("big.example.com", "/bulk/404/20000?chunked=1"), 404)
+    r = edge.get("big.example.com", "/bulk/404/16385")
+    assert (r.status, r.headers.get("x-backend"), len(r.body)) == (404, "app", 16385)
+    r = edge.get("big.example.com", "/bulk/404/1000000")
+    assert (r.status, r.headers.get("x-backend"), len(r.body)) == (404, "app", 1000000)
+    assert edge.get("big.example.com", "/bulk/404/100000?chunked=1").status == 500
+    r = edge.get("big.example.com", "/bulk/200/100000?chunked=1")  # not an error: streamed as ever
+    assert (r.status, len(r.body)) == (200, 100000)

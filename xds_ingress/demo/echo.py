@@ -12,7 +12,8 @@ Every request is answered with status 200 and a JSON body::
 
 and a response header ``x-backend: NAME``. ``/status/NNN`` answers with status NNN,
 ``/delay/MS`` waits MS milliseconds (at most 30000) first, ``/flaky/KEY`` answers 503 to the
-first, third, ... request for KEY and 200 to the others. ``/healthz`` answers 200, or 503
+first, third, ... request for KEY and 200 to the others, ``/bulk/NNN/SIZE`` answers status NNN with SIZE bytes
+of text (at most 8 MiB; sent chunked, without Content-Length, with ``?chunked=1``). ``/healthz`` answers 200, or 503
 after ``POST /health/fail`` (``POST /health/ok`` restores it). ``/ws`` is a websocket that
 echoes each message prefixed with the backend name. ``GET /_requests`` lists the last 200
 requests (method, path, host) the backend saw, for mirroring tests. SIGTERM/SIGINT stop it
@@ -36,6 +37,8 @@ from aiohttp import web
 MAX_DELAY_MS = 30_000
 _STATUS = re.compile(r"^/status/(\d{3})(?:[/?#]|$)")
 _DELAY = re.compile(r"^/delay/(\d{1,9})(?:[/?#]|$)")
+_BULK = re.compile(r"^/bulk/(\d{3})/(\d{1,7})(?:[/?#]|$)")
+MAX_BULK = 8 * 1024 * 1024
 _FLAKY = re.compile(r"^/flaky/([A-Za-z0-9_-]{1,64})(?:[/?#]|$)")
 MAX_SEEN = 200
 _NO_BODY = frozenset({204, 304})
@@ -68,6 +71,8 @@ def make_handler(name: str, answer_x_code: bool = False):  # type: ignore[no-unt
                     await ws.send_str(f"{name}: {msg.data}")
             return ws
         body = await request.read()
+        if m := _BULK.match(raw):
+            return await _bulk(request, name, int(m.group(1)), min(int(m.group(2)), MAX_BULK))
         status = 200
         if path == "/healthz":
             status = 200 if healthy[0] else 503
@@ -108,6 +113,20 @@ def make_handler(name: str, answer_x_code: bool = False):  # type: ignore[no-unt
         )
 
     return handle
+
+
+async def _bulk(request: web.BaseRequest, name: str, status: int, size: int) -> web.StreamResponse:
+    status = status if 200 <= status <= 599 else 400
+    if "chunked=1" not in request.query_string:
+        return web.Response(status=status, body=b"x" * size, content_type="text/plain", headers={"x-backend": name})
+    resp = web.StreamResponse(status=status, headers={"x-backend": name})
+    resp.content_type = "text/plain"
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)  # type: ignore[arg-type]
+    for start in range(0, size, 8192):
+        await resp.write(b"x" * min(8192, size - start))
+    await resp.write_eof()
+    return resp
 
 
 async def serve(names: list[str], host: str, port: int, exit_on_stdin_close: bool,
