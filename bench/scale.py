@@ -10,6 +10,11 @@ Service is the backend of five paths. Every Service has one port (80 -> 8080) an
 EndpointSlice of 25 ready endpoints (10.<n>.<s>.1 .. .25), none reachable: Envoy never
 connects to them (no health checks); the benchmarks that need traffic point one Service at
 real loopback backends.
+
+`nginx_annotations` gives the Ingresses a mix of ingress-nginx annotations, for `--nginx-compat`: every
+Ingress proxy-read-timeout and proxy-body-size; every 4th enable-cors; every 5th limit-rps; every 10th
+backend-protocol GRPC (lent to its Services); the first Ingress of every 10th host use-regex with
+rewrite-target; of every 20th, server-alias and from-to-www-redirect.
 """
 
 from __future__ import annotations
@@ -112,8 +117,30 @@ def ingress_name(n: int, m: int) -> str:
     return f"ing-{m:04d}"
 
 
-def generate(scale: Scale = S) -> Objects:
-    """Every object of `scale`, in a fixed order (same scale, same objects)."""
+NGINX = "nginx.ingress.kubernetes.io/"
+
+
+def nginx_annotations(g: int) -> dict[str, str]:
+    """ingress-nginx annotations of the g-th Ingress (see the module's docstring)."""
+    out = {NGINX + "proxy-read-timeout": "60", NGINX + "proxy-body-size": "8m"}
+    if g % 4 == 0:
+        out[NGINX + "enable-cors"] = "true"
+    if g % 5 == 0:
+        out[NGINX + "limit-rps"] = "50"
+    if g % 10 == 3:
+        out[NGINX + "backend-protocol"] = "GRPC"
+    if g % 20 == 0:
+        out[NGINX + "use-regex"] = "true"
+        out[NGINX + "rewrite-target"] = "/"
+    if g % 40 == 0:
+        out[NGINX + "server-alias"] = f"alias-{g // 2:04d}.example.com"
+        out[NGINX + "from-to-www-redirect"] = "true"
+    return out
+
+
+def generate(scale: Scale = S, nginx: bool = False) -> Objects:
+    """Every object of `scale`, in a fixed order (same scale, same objects); with `nginx`, the Ingresses carry
+    ingress-nginx annotations (`nginx_annotations`)."""
     raws: list[dict] = [ingress_class()]
     per_ns = scale.services // scale.namespaces
     extra = scale.services % scale.namespaces
@@ -128,5 +155,7 @@ def generate(scale: Scale = S) -> Objects:
             paths = [ingress_path(ingress_name(n, m), j, service_name(n, (m * PATHS_PER_INGRESS + j) % count))
                      for j in range(PATHS_PER_INGRESS)]
             raws.append(ingress(ns, ingress_name(n, m), f"host-{g // 2:04d}.example.com", paths))
+            if nginx:
+                raws[-1]["metadata"]["annotations"] = nginx_annotations(g)
             g += 1
     return Objects(scale=scale, raws=raws)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
@@ -42,6 +43,12 @@ def rename(type_url: str, msg, i: int) -> None:
                 hcm = hcm_pb2.HttpConnectionManager()
                 assert f.typed_config.Unpack(hcm)
                 hcm.rds.route_config_name = p(hcm.rds.route_config_name)
+                for hf in hcm.http_filters:
+                    if hf.name == "envoy.filters.http.ext_proc":  # the connection limiter: its cluster
+                        ext = ext_proc_pb2.ExternalProcessor()
+                        assert hf.typed_config.Unpack(ext)
+                        ext.grpc_service.envoy_grpc.cluster_name = p(ext.grpc_service.envoy_grpc.cluster_name)
+                        hf.typed_config.Pack(ext, deterministic=True)
                 f.typed_config.Pack(hcm, deterministic=True)
             if chain.HasField("transport_socket"):
                 ctx = tls_pb2.DownstreamTlsContext()

@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = ["8-loop-stalls", "1-cold-translation", "2-3-change-to-bytes", "4-propagation", "5-wire-bytes", "6-fanout", "7-churn",
-            "summary"]
+            "9-connection-limiter", "summary"]
 
 pytestmark = [pytest.mark.envoy, pytest.mark.timeout(240)]
 

@@ -296,3 +296,117 @@ def test_translations_make_no_reference_cycles() -> None:
     finally:
         if was:
             gc.enable()
+
+
+N = "nginx.ingress.kubernetes.io/"
+COMPAT = TranslateSettings(nginx_compat=True)
+
+
+def _random_nginx_ingress(rng: random.Random, name: str, created: str) -> dict:
+    """An Ingress annotated for ingress-nginx: host-wide regex paths, rewrites, app-root, aliases and www names
+    (which reach across hosts), force-ssl-redirect, canaries, route policies, and the odd upstream annotation,
+    ssl-passthrough or TLS setting (which take a full translation)."""
+    raw = _random_ingress(rng, name, created)
+    ann = dict(raw["metadata"].get("annotations") or {})
+    for key, values in (
+            ("use-regex", ["true", "false", "yes"]),
+            ("rewrite-target", ["/$2", "/x/$1", "/"]),
+            ("app-root", ["/app", "nope"]),
+            ("server-alias", ["alias.example.com", "b.example.com, www.alias.example.com", "d.example.org"]),
+            ("from-to-www-redirect", ["true"]),
+            ("force-ssl-redirect", ["true", "false"]),
+            ("enable-cors", ["true"]),
+            ("limit-rps", ["5", "-1"]),
+            ("proxy-read-timeout", ["30"]),
+            ("permanent-redirect", ["https://elsewhere.example.com/"]),
+            ("whitelist-source-range", ["10.0.0.0/8", "not-a-range"]),
+            ("canary", ["true"]),
+            ("canary-weight", ["50"]),
+            ("backend-protocol", ["HTTPS", "GRPC"]),
+            ("ssl-passthrough", ["true"]),
+            ("ssl-redirect", ["false"]),
+            ("auth-tls-secret", ["default/site-ca"])):
+        if rng.random() < (0.04 if key in ("ssl-passthrough", "ssl-redirect", "auth-tls-secret") else 0.15):
+            ann[N + key] = rng.choice(values)
+    for rule in raw["spec"].get("rules", []):
+        for p in rule.get("http", {}).get("paths", []):
+            if p.get("pathType") == "ImplementationSpecific" and rng.random() < 0.5:
+                p["path"] = rng.choice(["/api/(.*)", "/(v[0-9]+)/(.*)", "/web(/|$)(.*)", "/[bad"])
+    raw["metadata"]["annotations"] = ann or None
+    if not ann:
+        del raw["metadata"]["annotations"]
+    return raw
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), steps=st.integers(5, 30))
+def test_incremental_nginx_ingress_changes_equal_from_scratch(seed: int, steps: int) -> None:
+    """With --nginx-compat: random changes of ingress-nginx-annotated Ingresses, incremental where they touch
+    named hosts only, equal a translation from scratch; and most of them do take the incremental path."""
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    rng = random.Random(seed)
+    store = Store()
+    for obj in _base(rng):
+        store.upsert(obj)
+    store.upsert(_SITE_TLS)
+    for i in range(3):
+        store.upsert(_random_nginx_ingress(rng, f"ing{i}", f"2026-01-0{1 + rng.randrange(3)}T00:00:00Z"))
+    cache = SnapshotCache()
+    ctl = Controller(store, cache, COMPAT)
+    ctl.rebuild()
+    for step in range(steps):
+        if rng.random() < 0.8:
+            name = f"ing{rng.randrange(6)}"
+            if store.get(("Ingress", "default", name)) is not None and rng.random() < 0.2:
+                store.delete(("Ingress", "default", name))
+            else:
+                store.upsert(_random_nginx_ingress(rng, name, f"2026-01-0{1 + rng.randrange(3)}T00:00:00Z"))
+        else:
+            svc = rng.choice(SERVICES)
+            store.upsert(_slice(rng, f"sl-{svc}", svc))
+        ctl.rebuild()
+        want_bytes, want_diags = _from_scratch(store, COMPAT)
+        assert _snapshot_bytes(cache) == want_bytes, f"step {step}: resources differ from a full translation"
+        assert ctl.diagnostics == want_diags, f"step {step}: diagnostics differ from a full translation"
+        assert ctl.last.served_ingresses == translate(store.objects(), COMPAT).served_ingresses
+
+
+def test_nginx_path_added_is_incremental() -> None:
+    """With --nginx-compat, a path added on a host with a regex, an alias and a www name elsewhere is translated
+    incrementally: only route configurations change, and they equal a translation from scratch."""
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    store = Store()
+    aliased = {N + "server-alias": "alias.example.com", N + "from-to-www-redirect": "true"}
+    for obj in [k8s.ingress_class(), k8s.service("a"), k8s.endpoint_slice("a-1", "a", 8080, ["10.0.0.1"]),
+                k8s.ingress("one", k8s.rule("x.example.com", k8s.path("/a/(.*)", "a", path_type="ImplementationSpecific")),
+                            annotations={N + "use-regex": "true", N + "rewrite-target": "/$1"}),
+                k8s.ingress("two", k8s.rule("y.example.com", k8s.path("/a", "a")), annotations=aliased)]:
+        store.upsert(obj)
+    cache = SnapshotCache()
+    ctl = Controller(store, cache, COMPAT)
+    ctl.rebuild()
+    before = cache.snapshot
+    store.upsert(k8s.ingress("one", k8s.rule("x.example.com", k8s.path("/a/(.*)", "a", path_type="ImplementationSpecific"),
+                                             k8s.path("/b/(.*)", "a", path_type="ImplementationSpecific")),
+                             annotations={N + "use-regex": "true", N + "rewrite-target": "/$1"}))
+    assert ctl.rebuild()
+    after = cache.snapshot
+    assert ctl.incremental_translations == 1
+    assert after.changed == frozenset({types.ROUTE})
+    for t in (types.CLUSTER, types.ENDPOINT, types.LISTENER, types.SECRET):
+        assert after.of_type(t) is before.of_type(t)
+    assert _snapshot_bytes(cache) == _from_scratch(store, COMPAT)[0]
+    http = route_pb2.RouteConfiguration()
+    after.of_type(types.ROUTE)["http"].message().Unpack(http)
+    x = next(vh for vh in http.virtual_hosts if "x.example.com" in vh.domains)
+    assert sorted((r.match.safe_regex.regex, r.route.regex_rewrite.substitution) for r in x.routes) == [
+        ("(?:/[aA]/(.*)).*", "/\\1"), ("(?:/[bB]/(.*)).*", "/\\1")]  # host-wide use-regex, rewrite-target
+    y = next(vh for vh in http.virtual_hosts if "y.example.com" in vh.domains)
+    assert "alias.example.com" in y.domains
+    assert any("www.y.example.com" in vh.domains for vh in http.virtual_hosts)
+    # An upstream annotation applies to the Service on every host: a full translation.
+    store.upsert(k8s.ingress("two", k8s.rule("y.example.com", k8s.path("/a", "a")),
+                             annotations={**aliased, N + "backend-protocol": "HTTPS"}))
+    assert ctl.rebuild()
+    assert ctl.incremental_translations == 1
+    assert _snapshot_bytes(cache) == _from_scratch(store, COMPAT)[0]

@@ -4,6 +4,8 @@ values (hypothesis, as tests/test_annotations.py does for our dialect)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 import pytest
@@ -89,7 +91,7 @@ BAD = {
     "enable-cors": "yes", "cors-allow-origin": "ftp://a.example.com", "cors-allow-methods": "GET;POST",
     "cors-allow-headers": "X-A: 1", "cors-expose-headers": "x-a!", "cors-allow-credentials": "maybe",
     "cors-max-age": "-1", "whitelist-source-range": "10.0.0.0/33", "allowlist-source-range": "intranet",
-    "denylist-source-range": "::ffff:10.0.0.0/104", "limit-rps": "0", "limit-rpm": "fast",
+    "denylist-source-range": "::ffff:10.0.0.0/104", "limit-rps": "0", "limit-rpm": "fast", "limit-connections": "-1",
     "limit-burst-multiplier": "0", "auth-tls-secret": "a/b/c", "auth-tls-verify-client": "optional_no_ca",
     "auth-tls-verify-depth": "0", "auth-tls-pass-certificate-to-upstream": "yes", "ssl-ciphers": "HIGH:!aNULL:!MD5",
     "ssl-prefer-server-ciphers": "maybe", "proxy-body-size": "8mb", "proxy-connect-timeout": "0",
@@ -252,7 +254,9 @@ def test_no_nginx_annotation_value_makes_envoy_reject_the_configuration() -> Non
                         tls=[{"hosts": ["a.example.com"], "secretName": "a-tls"}]),
             k8s.ingress("canary", k8s.rule("a.example.com", k8s.path("/", "shadow")), class_name="nginx",
                         annotations={**ann, N + "canary": "true"})])
-        drawn.append(envoy.build(translate(objs, COMPAT).ir))
+        # With a connection limiter, so that limit-connections gives its ext_proc configuration.
+        limiter = dataclasses.replace(COMPAT, connection_limit_service="127.0.0.1:18081")
+        drawn.append(envoy.build(translate(objs, limiter).ir))
 
     draw()
     assert_envoy_accepts(drawn, batches=3)

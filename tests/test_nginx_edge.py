@@ -6,6 +6,7 @@ certificate. What Envoy does with them is in tests/test_e2e_nginx.py."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 
 import pytest
@@ -181,10 +182,37 @@ def test_limit_burst_multiplier_alone_is_ignored() -> None:
     assert _route(t).policy is None and _diags(t, "limit-burst-multiplier")[0].reason == "IgnoredAnnotation"
 
 
-def test_limit_connections_is_unsupported_with_a_reason() -> None:
+def test_limit_connections_without_a_connection_limiter_is_refused_naming_the_flag() -> None:
     t = _translate({N + "limit-connections": "10"})
     (d,) = _diags(t, "limit-connections")
-    assert d.reason == "UnsupportedAnnotation" and "per client address" in d.message
+    assert d.reason == "NoConnectionLimitService" and d.severity == Severity.ERROR
+    assert "--connection-limit-service" in d.message and "xds connection-limiter" in d.message
+    assert _route(t).policy is None
+
+
+LIMITER = dataclasses.replace(COMPAT, connection_limit_service="127.0.0.1:18081")
+
+
+def test_limit_connections_counts_per_ingress_with_limit_whitelist_exempt() -> None:
+    t = _translate({N + "limit-connections": "10", N + "limit-whitelist": "192.168.0.0/16, 10.0.0.0/8"},
+                   settings=LIMITER)
+    assert _route(t).policy.connection_limit == ir.ConnectionLimit(limit=10, zone="default/web",
+                                                                   exempt=("10.0.0.0/8", "192.168.0.0/16"))
+    assert not t.diagnostics
+    (lst,) = t.ir.listeners
+    assert lst.connection_limit_service == ir.ConnectionLimitService(cluster="connection_limit_service",
+                                                                     address="127.0.0.1", port=18081)
+    # With limit-rps too, both apply (the token bucket and the count); the whitelist exempts from both.
+    p = _route(_translate({N + "limit-connections": "2", N + "limit-rps": "5", N + "limit-whitelist": "10.0.0.0/8"},
+                          settings=LIMITER)).policy
+    assert p.connection_limit.limit == 2 and p.local_rate_limit.exempt == ("10.0.0.0/8",)
+    assert p.connection_limit.exempt == ("10.0.0.0/8",)
+
+
+def test_limit_whitelist_alone_is_ignored() -> None:
+    t = _translate({N + "limit-whitelist": "10.0.0.0/8"}, settings=LIMITER)
+    (d,) = _diags(t, "limit-whitelist")
+    assert d.reason == "IgnoredAnnotation" and "limit-connections" in d.message and _route(t).policy is None
 
 
 # --- client certificates -------------------------------------------------------------------------

@@ -104,6 +104,13 @@ def _add_edge(p: argparse.ArgumentParser) -> None:
     e.add_argument("--rate-limit-timeout", type=_timeout, default=100, metavar="DURATION",
                    help="how long Envoy waits for the rate limit service (default 100ms; then the failure mode "
                         "applies)")
+    e.add_argument("--connection-limit-service", type=_service_address, metavar="HOST:PORT",
+                   help="the connection limiter (`xds connection-limiter`) that counts requests in progress per "
+                        "client address for ingress-nginx's limit-connections; unreachable: requests go through "
+                        "(default: none, limit-connections is refused)")
+    e.add_argument("--connection-limit-timeout", type=_timeout, default=200, metavar="DURATION",
+                   help="how long Envoy waits for the connection limiter's verdict (default 200ms; then the "
+                        "request goes through uncounted)")
 
 
 def _hops(value: str) -> int:
@@ -346,7 +353,54 @@ def parser() -> argparse.ArgumentParser:
     _add_remote(sub)
     _add_offline(sub)
     _add_migrate(sub)
+    _add_connection_limiter(sub)
     return p
+
+
+def _add_connection_limiter(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("connection-limiter",
+                       help="count requests in progress per client address for Envoy (ext_proc; the service that "
+                            "xds serve --connection-limit-service names)")
+    p.add_argument("--listen", default="0.0.0.0:18081", metavar="HOST:PORT",
+                   help="where the gRPC service listens (default 0.0.0.0:18081)")
+    p.add_argument("--max-keys", type=_positive, default=1_000_000, metavar="N",
+                   help="(Ingress, client address) pairs counted at once; a new one beyond is not counted "
+                        "(default 1000000)")
+    p.add_argument("--max-streams", type=_positive, default=100_000, metavar="N",
+                   help="requests followed at once; beyond, Envoy lets requests through uncounted (default 100000)")
+    p.add_argument("--log-level", choices=logs.LEVELS, default="info")
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 100_000_000:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number from 1 to 100000000")
+    return int(value)
+
+
+def cmd_connection_limiter(args: argparse.Namespace) -> int:
+    from xds_ingress.connection_limiter import serve
+    from xds_ingress.envoy.bootstrap import split_host_port
+
+    logs.configure(args.log_level)
+    try:
+        split_host_port(args.listen)
+    except ValueError as exc:
+        print(f"xds connection-limiter: --listen: {exc}", file=sys.stderr)
+        return 2
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(args.listen, max_keys=args.max_keys, max_streams=args.max_streams, stop=stop)
+
+    try:
+        asyncio.run(main())
+    except (OSError, RuntimeError) as exc:
+        print(f"xds connection-limiter: {exc}. Choose another --listen.", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
@@ -451,6 +505,8 @@ def _translate_settings(args: argparse.Namespace):
                              auth_timeout_ms=args.auth_timeout,
                              hsts_max_age_s=args.hsts_max_age, hsts_include_subdomains=args.hsts_include_subdomains,
                              hsts_preload=args.hsts_preload,
+                             connection_limit_service=args.connection_limit_service,
+                             connection_limit_timeout_ms=args.connection_limit_timeout,
                              default_backend_service=args.default_backend_service or "")
 
 
@@ -460,6 +516,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_bootstrap(args)
     if args.command == "serve":
         return cmd_serve(args)
+    if args.command == "connection-limiter":
+        return cmd_connection_limiter(args)
     from xds_ingress import ops
     from xds_ingress.translate import TranslateSettings
 

@@ -166,6 +166,16 @@ class GlobalRateLimit:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionLimit:
+    """At most `limit` requests in progress at once from one client address, counted over every route of `zone`
+    (an Ingress, "namespace/name") by the connection limiter (`xds connection-limiter`); 503 above."""
+
+    limit: int
+    zone: str
+    exempt: tuple[str, ...] = ()  # clients in these CIDRs (network form) are not counted
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RoutePolicy:
     """What happens to a request on its way through one route (from the Ingress's annotations)."""
 
@@ -189,6 +199,7 @@ class RoutePolicy:
     global_rate_limit: GlobalRateLimit | None = None
     auth: RouteAuth | None = None  # authentication and external authorization (see RouteAuth)
     max_request_bytes: int | None = None  # a larger request body gets 413 (Envoy buffers the body up to this)
+    connection_limit: ConnectionLimit | None = None  # requests at once per client address (the limiter counts)
     error_pages: ErrorPages | None = None  # ingress-nginx's custom-http-errors (envoy/error_pages.py)
 
 
@@ -355,6 +366,17 @@ class RateLimitService:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionLimitService:
+    """The connection limiter (`xds connection-limiter`, an ext_proc service) that counts the requests in progress
+    per client address for routes with a ConnectionLimit, as a cluster. Unreachable or slow: requests go through."""
+
+    cluster: str
+    address: str  # an IP address or a DNS name
+    port: int
+    timeout_ms: int = 200  # how long Envoy waits for its verdict on a request's headers
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Listener:
     name: str
     address: str
@@ -367,6 +389,7 @@ class Listener:
     rate_limit_service: RateLimitService | None = None  # global rate limits; None: not offered
     auth: ListenerAuth | None = None  # the authentication filters of its HTTP filter chain (see ListenerAuth)
     passthrough_chains: tuple[PassthroughChain, ...] = ()  # TLS forwarded undecrypted, by SNI
+    connection_limit_service: ConnectionLimitService | None = None  # limit-connections; None: not offered
     error_pages: bool = False  # its HTTP filter chain has the (disabled) error pages filter routes switch on
 
     @property

@@ -27,9 +27,16 @@ def build(model: ir.IR, encoder: routes.RouteConfigEncoder | None = None) -> Res
 
 
 def service_clusters(model: ir.IR) -> dict[str, Message]:
-    """The clusters of services the listeners' filters call (the rate limit service), not routes."""
-    return {lst.rate_limit_service.cluster: edge_policies.rate_limit_service_cluster(lst.rate_limit_service)
-            for lst in model.listeners if lst.rate_limit_service is not None}
+    """The clusters of services the listeners' filters call (the rate limit service, the connection limiter),
+    not routes."""
+    out: dict[str, Message] = {}
+    for lst in model.listeners:
+        if lst.rate_limit_service is not None:
+            out[lst.rate_limit_service.cluster] = edge_policies.rate_limit_service_cluster(lst.rate_limit_service)
+        if lst.connection_limit_service is not None:
+            out[lst.connection_limit_service.cluster] = edge_policies.connection_limit_service_cluster(
+                lst.connection_limit_service)
+    return out
 
 
 def route_clusters(resources: Resources) -> dict[str, frozenset[str]]:

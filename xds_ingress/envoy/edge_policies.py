@@ -12,6 +12,16 @@ are. With its listener-level configuration each filter does nothing:
 | envoy.filters.http.local_ratelimit | filter_enabled 0%: off | a token bucket, enabled and enforced for 100%; per key: wildcard descriptors |
 | envoy.filters.http.ratelimit | only with a rate limit service; no descriptors: no call | RateLimitPerRoute with the route's descriptor |
 | envoy.filters.http.buffer | disabled | BufferPerRoute: the body buffered up to the route's limit, 413 above |
+| envoy.filters.http.ext_proc | only with a connection limiter; disabled | ExtProcPerRoute: the route's limit, zone and exempt ranges as gRPC metadata |
+
+Requests in progress per client address (ingress-nginx's limit-connections): Envoy has no such limit of its own,
+so the ext_proc filter asks the connection limiter (`xds connection-limiter`, its own process). Its gRPC stream
+lives as long as the HTTP request: the filter sends only the request headers and asks for the response trailers
+(response headers and bodies skipped), so Envoy keeps the stream open until the response's trailers or the end of
+the HTTP stream, however it ends (it does not close it early once nothing more is expected: Envoy 1.37's
+ext_proc_stream_close_optimization closes a headers-only stream right after the headers). The limiter holds a
+slot for the stream's whole life and answers 503 over the limit. `source.address` is the client address as the
+other policies see it. failure_mode_allow: an unreachable or slow limiter lets requests through.
 
 Clients exempt from a local rate limit: the RBAC filter (before it) evaluates the exempt ranges as shadow rules,
 which only write their verdict into the request's dynamic metadata (`shadow_engine_result`: allowed for an
@@ -34,6 +44,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2 as common_rl_pb2
 from envoy.extensions.filters.http.buffer.v3 import buffer_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2, processing_mode_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
 from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
@@ -53,6 +64,7 @@ RBAC = "envoy.filters.http.rbac"
 LOCAL_RATE_LIMIT = "envoy.filters.http.local_ratelimit"
 RATE_LIMIT = "envoy.filters.http.ratelimit"
 BUFFER = "envoy.filters.http.buffer"
+EXT_PROC = "envoy.filters.http.ext_proc"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 LOCAL_RATE_LIMIT_STAT_PREFIX = "local_rate_limit"
@@ -68,6 +80,11 @@ EXEMPT_KEY = "rate_limit_exempt"  # the descriptor entry of the RBAC shadow verd
 UNLIMITED_TOKENS = 2**32 - 1  # a bucket that never runs dry (Envoy's token counts are 32-bit)
 # The buffer filter's own limit, never used: it is disabled in the listener and every route sets its own.
 BUFFER_LISTENER_MAX_BYTES = 64 * 1024 * 1024
+# The gRPC metadata by which a route tells the connection limiter its limit (the connection limiter reads them).
+CONNECTION_LIMIT_HEADER = "x-xds-connection-limit"
+CONNECTION_ZONE_HEADER = "x-xds-connection-zone"
+CONNECTION_EXEMPT_HEADER = "x-xds-connection-exempt"  # comma-separated CIDRs
+CLIENT_ADDRESS_ATTRIBUTE = "source.address"  # "ip:port" or "[ipv6]:port": the client as Envoy determined it
 
 
 def pack(msg) -> any_pb2.Any:
@@ -112,23 +129,60 @@ def rate_limit_filter(lst: ir.Listener) -> hcm_pb2.HttpFilter | None:
     return hcm_pb2.HttpFilter(name=RATE_LIMIT, typed_config=pack(cfg))
 
 
-def rate_limit_service_cluster(rls: ir.RateLimitService) -> cluster_pb2.Cluster:
-    """The cluster of the rate limit service: gRPC (HTTP/2), STATIC for an IP address, STRICT_DNS for a name."""
-    msg = cluster_pb2.Cluster(name=rls.cluster)
+def connection_limit_filter(lst: ir.Listener) -> hcm_pb2.HttpFilter | None:
+    """The ext_proc filter asking the connection limiter; disabled unless a route has a connection limit."""
+    cls = lst.connection_limit_service
+    if cls is None:
+        return None
+    mode = processing_mode_pb2.ProcessingMode
+    cfg = ext_proc_pb2.ExternalProcessor(failure_mode_allow=True, request_attributes=[CLIENT_ADDRESS_ATTRIBUTE])
+    cfg.grpc_service.envoy_grpc.cluster_name = cls.cluster
+    cfg.message_timeout.CopyFrom(seconds(cls.timeout_ms / 1000))
+    # Request headers (the verdict), then nothing until the response's trailers: the stream stays open as long
+    # as the request (see the module doc); no bodies, no response headers.
+    cfg.processing_mode.CopyFrom(mode(request_header_mode=mode.SEND, response_header_mode=mode.SKIP,
+                                      request_trailer_mode=mode.SKIP, response_trailer_mode=mode.SEND,
+                                      request_body_mode=mode.NONE, response_body_mode=mode.NONE))
+    return hcm_pb2.HttpFilter(name=EXT_PROC, typed_config=pack(cfg), disabled=True)
+
+
+def connection_limit(c: ir.ConnectionLimit) -> ext_proc_pb2.ExtProcPerRoute:
+    msg = ext_proc_pb2.ExtProcPerRoute()
+    md = msg.overrides.grpc_initial_metadata
+    md.add(key=CONNECTION_LIMIT_HEADER, value=str(c.limit))
+    md.add(key=CONNECTION_ZONE_HEADER, value=c.zone)
+    if c.exempt:
+        md.add(key=CONNECTION_EXEMPT_HEADER, value=",".join(c.exempt))
+    return msg
+
+
+def _grpc_service_cluster(name: str, address: str, port: int) -> cluster_pb2.Cluster:
+    """The cluster of a gRPC service of ours: HTTP/2, STATIC for an IP address, STRICT_DNS for a name."""
+    msg = cluster_pb2.Cluster(name=name)
     try:
-        ipaddress.ip_address(rls.address)
+        ipaddress.ip_address(address)
         msg.type = cluster_pb2.Cluster.STATIC
     except ValueError:
         msg.type = cluster_pb2.Cluster.STRICT_DNS
         msg.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
-    msg.load_assignment.cluster_name = rls.cluster
+    msg.load_assignment.cluster_name = name
     msg.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.CopyFrom(
-        socket_address(rls.address, rls.port))
+        socket_address(address, port))
     harden_cluster(msg)
     opts = http_protocol_options_pb2.HttpProtocolOptions()
     opts.explicit_http_config.http2_protocol_options.SetInParent()
     msg.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].CopyFrom(pack(opts))
     return msg
+
+
+def rate_limit_service_cluster(rls: ir.RateLimitService) -> cluster_pb2.Cluster:
+    """The cluster of the rate limit service."""
+    return _grpc_service_cluster(rls.cluster, rls.address, rls.port)
+
+
+def connection_limit_service_cluster(cls: ir.ConnectionLimitService) -> cluster_pb2.Cluster:
+    """The cluster of the connection limiter."""
+    return _grpc_service_cluster(cls.cluster, cls.address, cls.port)
 
 
 # --- per route -------------------------------------------------------------------------------
@@ -155,6 +209,8 @@ def route_filter_config(p: ir.RoutePolicy, msg: rc.Route) -> None:
     if p.global_rate_limit is not None:
         cfg[RATE_LIMIT].CopyFrom(pack(rate_limit_pb2.RateLimitPerRoute(
             rate_limits=[rate_limit_actions(p.global_rate_limit.entries)])))
+    if p.connection_limit is not None:
+        cfg[EXT_PROC].CopyFrom(pack(connection_limit(p.connection_limit)))
 
 
 def cors_policy(c: ir.CorsPolicy) -> cors_pb2.CorsPolicy:

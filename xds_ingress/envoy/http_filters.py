@@ -10,7 +10,8 @@ in the listener's chain and are switched on or configured per route with
 3. authentication, who the caller is (envoy/auth.py): the removal of headers only authentication may set,
    basic auth, JWT, then external authorization (which can see what the first two found);
 4. local and global rate limiting: after authentication, so that an unauthenticated flood does
-   not spend the budget of real callers;
+   not spend the budget of real callers; then the requests in progress per client address (the
+   connection limiter), so that a request refused for its rate takes no slot;
 5. the request body limit (buffer): the body is read only for a request that got this far;
 6. error pages (envoy/error_pages.py, ingress-nginx's custom-http-errors): just before the router, so that
    it is the first to see the upstream's answer (and Envoy's own when it cannot get one), and every filter
@@ -58,6 +59,7 @@ FILTERS: tuple[tuple[str, FilterBuilder], ...] = (
     # -- 4. rate limiting: local, global --
     ("local_rate_limit", edge_policies.local_rate_limit_filter),
     ("rate_limit", edge_policies.rate_limit_filter),
+    ("connection_limit", edge_policies.connection_limit_filter),
     # -- 5. request body size: the buffer filter, after every refusal that does not need the body --
     ("buffer", edge_policies.buffer_filter),
     # -- 6. error pages: the upstream's error answers replaced by an error backend's --

@@ -65,9 +65,11 @@ UNAVAILABLE_BODY = "service unavailable\n"
 #   ("service", ns, name)     a Service's annotations, read when one of its ports is first used;
 #   ("port", ns, name, port)  one Service port made into a cluster: its policy and endpoints;
 #   ("cluster", name)         a cluster made (a use only; it has no diagnostics of its own).
-# Units (ingress, host, global) are always part of the result; service, port and cluster scopes only while
+#   ("nginx",)                with --nginx-compat: regex paths and host settings on the assembled configurations.
+# Units (ingress, host, global, nginx) are always part of the result; service, port and cluster scopes only while
 # some host or the global unit uses them.
 Scope = tuple
+NGINX_SCOPE: Scope = ("nginx",)  # with nginx compatibility: nginx.finish, on the assembled route configurations
 
 
 @dataclass(slots=True, kw_only=True)
@@ -92,6 +94,10 @@ class Index:
     secrets: Mapping[tuple[str, str], Secret]
     classes: Mapping[str, IngressClass]
     endpoint_positions: dict[str, int] | None = None  # cluster name -> its place in ir.endpoints (made on use)
+    # With nginx compatibility: the Ingresses lending upstream settings to Services (nginx.upstream_lenders), and
+    # what nginx.finish can reuse of its work on the virtual hosts of this translation.
+    lenders: Mapping[tuple[str, str], tuple] | None = None
+    finish_memo: object | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -248,6 +254,8 @@ class _Translator:
         self.assignments: dict[str, ir.ClusterLoadAssignment] = {}
         self._ingress_policies: dict[tuple[str, str], _IngressPolicy] = {}
         self._service_values: dict[tuple[str, str], dict[str, Parsed]] = {}
+        self._lenders: Mapping[tuple[str, str], tuple[nginx.Lender, ...]] | None = (
+            base.lenders if base is not None else None)
         self.tls_claims: list[tuple[str, Ingress, str, str]] = []  # (host, Ingress, secret name, spec.tls field)
         # Authentication of routes (translate/auth.py). It holds the translator weakly: a translation makes no
         # reference cycle, so refcounting frees it whole (the Controller freezes the collector around it).
@@ -317,14 +325,21 @@ class _Translator:
         with self._in(("service", *key)):
             found = self._service_values.get(key)
             if found is None:
-                # With nginx compatibility, Ingresses lend upstream settings to the Services they route to.
-                served = [i for i in self.ingresses
-                          if (p := self._ingress_policies.get((i.meta.namespace, i.meta.name))) is not None
-                          and not p.excluded] if self.settings.nginx_compat else []
-                found, diags = nginx.service_values(self.settings, svc, served)
+                found, diags = nginx.service_values(self.settings, svc, self.lenders().get(key, ()))
                 self.diagnostics.extend(diags)
                 self._service_values[key] = found
         return found
+
+    def lenders(self) -> Mapping[tuple[str, str], tuple[nginx.Lender, ...]]:
+        """With nginx compatibility, the served Ingresses that lend upstream settings to each Service they route
+        to (nginx.upstream_lenders), made once: from every served Ingress, or the previous translation's (an
+        incremental one changes no lender)."""
+        if self._lenders is None:
+            self._lenders = nginx.upstream_lenders(
+                i for i in self.ingresses
+                if (p := self._ingress_policies.get((i.meta.namespace, i.meta.name))) is not None
+                and not p.excluded) if self.settings.nginx_compat else {}
+        return self._lenders
 
     # -- backends --
 
@@ -542,8 +557,11 @@ class _Translator:
             passthrough = self._passthrough(ours, tls_hosts) if self.settings.nginx_compat else ()
             route_configs, listeners, secrets, validation_secrets, vhosts, http_vhosts, tls_state = self._assemble(
                 hosts, default_route, tls_hosts)
+            finish_memo = None
             if self.settings.nginx_compat:  # regex paths and host settings, host-wide and across hosts
-                route_configs = nginx.finish(route_configs, ours, self.settings, self.diagnostics, tls_state)
+                with self._in(NGINX_SCOPE, unit=True):
+                    route_configs, finish_memo = nginx.finish_memoized(
+                        route_configs, ours, self.settings, self.diagnostics, tls_state)
             if passthrough:
                 listeners = self._with_passthrough(listeners, passthrough)
         self._flush()
@@ -571,6 +589,7 @@ class _Translator:
             by_scope=by_scope, touched=touched, uses=uses, host_routes=dict(self.host_routes),
             vhosts=vhosts, http_vhosts=http_vhosts, clusters=dict(self.clusters),
             assignments=dict(self.assignments), default_route=default_route, tls=tls_state,
+            lenders=self.lenders(), finish_memo=finish_memo,
             services=self.services, secrets=self.secrets, classes=self.classes)
         diagnostics = gather_diagnostics(by_scope, uses)
         assert set(diagnostics) == set(self.diagnostics), "a diagnostic outside every scope"

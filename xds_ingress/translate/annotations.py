@@ -19,7 +19,6 @@ The README's annotation reference is generated from the tables:
 from __future__ import annotations
 
 import difflib
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any

@@ -8,9 +8,12 @@ The keys (read by the annotation tables, `annotations.py`):
   each Envoy, made as smooth as Envoy's 50 ms refill floor allows, that clients of the exempt ranges skip;
 - `ratelimit.global`: GlobalRateLimit, a descriptor for the rate limit service; only when the control
   plane runs with one (`TranslateSettings.rate_limit_service`).
+- `connlimit.limit`, `connlimit.zone`, `connlimit.exempt`: ConnectionLimit, requests in progress at once per client
+  address, counted by the connection limiter; only when the control plane runs with one
+  (`TranslateSettings.connection_limit_service`).
 
-Also the listener settings that go with them: the X-Forwarded-For trusted hops and the rate limit
-service (`listener_settings`).
+Also the listener settings that go with them: the X-Forwarded-For trusted hops, the rate limit
+service and the connection limiter (`listener_settings`).
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from xds_ingress.translate.settings import TranslateSettings
 Values = Mapping[str, Parsed]
 Report = Callable[[Parsed, str, str, Severity], None]
 
-KEY_PREFIXES = ("cors.", "source.", "ratelimit.")
+KEY_PREFIXES = ("cors.", "source.", "ratelimit.", "connlimit.")
 RATE_LIMIT_SERVICE_CLUSTER = "rate_limit_service"  # no cluster of a Service has a name without '/'
+CONNECTION_LIMIT_SERVICE_CLUSTER = "connection_limit_service"
 MIN_FILL_INTERVAL_MS = 50  # Envoy refuses a token bucket refilled more often
 
 
@@ -44,6 +48,7 @@ def route_fields(values: Values, report: Report, settings: TranslateSettings,
         "source_ranges": _source_ranges(values),
         "local_rate_limit": _local_rate_limit(values, report, present),
         "global_rate_limit": _global_rate_limit(values, report, settings),
+        "connection_limit": _connection_limit(values, report, settings),
     }
 
 
@@ -144,6 +149,22 @@ def _global_rate_limit(values: Values, report: Report, settings: TranslateSettin
     return ir.GlobalRateLimit(entries=tuple(ir.RateLimitEntry(type=t, name=n) for t, n in g.value))
 
 
+# --- requests in progress per client address -------------------------------------------------
+
+def _connection_limit(values: Values, report: Report, settings: TranslateSettings) -> ir.ConnectionLimit | None:
+    limit = values.get("connlimit.limit")
+    if limit is None:
+        return None
+    if settings.connection_limit_service is None:
+        report(limit, "NoConnectionLimitService",
+               "needs the connection limiter, and the control plane runs without --connection-limit-service, so "
+               "requests in progress are not limited per client address. Run `xds connection-limiter --listen "
+               "HOST:PORT` and start xds serve with --connection-limit-service HOST:PORT.", Severity.ERROR)
+        return None
+    return ir.ConnectionLimit(limit=limit.value, zone=_v(values, "connlimit.zone", ""),
+                              exempt=tuple(sorted(_v(values, "connlimit.exempt", ()), key=_net_order)))
+
+
 # --- listener settings -----------------------------------------------------------------------
 
 def split_host_port(value: str) -> tuple[str, int]:
@@ -179,14 +200,23 @@ def rate_limit_service(settings: TranslateSettings) -> ir.RateLimitService | Non
                                timeout_ms=settings.rate_limit_timeout_ms)
 
 
+def connection_limit_service(settings: TranslateSettings) -> ir.ConnectionLimitService | None:
+    if settings.connection_limit_service is None:
+        return None
+    host, port = split_host_port(settings.connection_limit_service)
+    return ir.ConnectionLimitService(cluster=CONNECTION_LIMIT_SERVICE_CLUSTER, address=host, port=port,
+                                     timeout_ms=settings.connection_limit_timeout_ms)
+
+
 def listener_settings(listeners: tuple[ir.Listener, ...], settings: TranslateSettings) -> tuple[ir.Listener, ...]:
-    """The listeners with the edge settings of the control plane: trusted X-Forwarded-For hops and the
-    rate limit service."""
+    """The listeners with the edge settings of the control plane: trusted X-Forwarded-For hops, the
+    rate limit service and the connection limiter."""
     rls = rate_limit_service(settings)
-    if settings.xff_num_trusted_hops == 0 and rls is None:
+    cls = connection_limit_service(settings)
+    if settings.xff_num_trusted_hops == 0 and rls is None and cls is None:
         return listeners
     return tuple(dataclasses.replace(lst, xff_num_trusted_hops=settings.xff_num_trusted_hops or None,
-                                     rate_limit_service=rls) for lst in listeners)
+                                     rate_limit_service=rls, connection_limit_service=cls) for lst in listeners)
 
 
 def _v(values: Values, key: str, default=None):

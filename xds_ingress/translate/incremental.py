@@ -13,6 +13,11 @@ Two kinds of change take a short path; anything else is translated from scratch:
   ssl-redirect setting of an Ingress with TLS, TLS annotations, the ingress class) translates from scratch.
   The HTTPS route configurations (one per filter chain) and the HTTP redirects are recomputed from the
   spliced virtual hosts with the TLS state the last full translation kept (translate/tls.py).
+  With --nginx-compat, nginx's host settings (regex hosts, app-root, force-ssl-redirect, and the aliases and
+  www names that reach across hosts) are finished again over all hosts, reusing what was made of every
+  virtual host that did not change (nginx.finish_memoized). What an Ingress lends to the Services it routes
+  to (upstream annotations, shared by every host's routes to them) or ssl-passthrough, when it changes,
+  and nginx TLS annotations translate from scratch.
 
 Both work on the `Index` a translation keeps: the diagnostics of each scope (an Ingress, a host, a
 Service port...) and which scopes each host uses.
@@ -27,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from xds_ingress import ir
 from xds_ingress.model import EndpointSlice, Ingress, Service
 from xds_ingress.translate import (
+    NGINX_SCOPE,
     TranslateSettings,
     Translation,
     _precedence,
@@ -35,7 +41,7 @@ from xds_ingress.translate import (
     route_configurations,
     virtual_host,
 )
-from xds_ingress.translate import auth
+from xds_ingress.translate import auth, nginx
 from xds_ingress.translate.annotations import XDS
 from xds_ingress.translate.classes import is_ours
 from xds_ingress.translate.tls import http_virtual_host
@@ -132,16 +138,30 @@ _SSL_REDIRECT = XDS.prefix + "ssl-redirect"
 _TLS_ANNOTATIONS = frozenset(XDS.full(a) for a in XDS.table if a.key.startswith("https."))
 
 
-def _shared_part(ing: Ingress | None) -> tuple:
+def _shared_part(ing: Ingress | None, nginx_compat: bool = False) -> tuple:
     """What of an Ingress the whole translation shares (not host by host): its TLS section (with what
     decides who wins a host's certificate, and the rule hosts when a TLS entry lists none), and the
     ssl-redirect setting and TLS annotations it gives those hosts (translate/tls.py: diagnosed globally,
-    even on an Ingress without TLS)."""
+    even on an Ingress without TLS); with nginx compatibility, those of its nginx annotations too."""
     tls_annotations = tuple((k, v) for k, v in ing.meta.annotations if k in _TLS_ANNOTATIONS) if ing else ()
+    if ing is not None and nginx_compat:
+        tls_annotations += nginx.shared_values(ing.meta)
     if ing is None or (not ing.tls and not tls_annotations):
         return ()
     rule_hosts = tuple(sorted({r.host for r in ing.rules if r.host})) if any(not t.hosts for t in ing.tls) else ()
     return (ing.tls, rule_hosts, _precedence(ing), ing.meta.annotation(_SSL_REDIRECT), tls_annotations)
+
+
+def _reaches_across(old: Ingress | None, new: Ingress | None, settings: TranslateSettings) -> bool:
+    """With nginx compatibility, whether a change of an Ingress reaches beyond its own hosts' routes: a change of
+    what it lends to the Services it routes to (upstream annotations, which every host's routes to those Services
+    share; nginx.lending), or ssl-passthrough (a filter chain of the HTTPS listener)."""
+    if not settings.nginx_compat:
+        return False
+    if any(ing is not None and nginx.passthrough_backends(ing) for ing in (old, new)):
+        return True
+    lent = [(nginx.lending(ing), _precedence(ing)) if ing is not None else (None, None) for ing in (old, new)]
+    return lent[0] != lent[1] and (lent[0][0] is not None or lent[1][0] is not None)
 
 
 def update_ingresses(previous: Translation, changed: Mapping[IngressKey, Ingress | None],
@@ -151,8 +171,8 @@ def update_ingresses(previous: Translation, changed: Mapping[IngressKey, Ingress
     None when the change involves what every host shares (then translate everything). `slices` gives the
     current EndpointSlices of a Service (for a cluster used for the first time)."""
     index = previous.index
-    if index is None or settings.nginx_compat:
-        return None  # nginx's host settings (aliases, www redirects) reach across hosts: see nginx.finish
+    if index is None:
+        return None
     hosts: set[str] = set()
     now_ours: dict[IngressKey, Ingress] = {}
     for key, new in changed.items():
@@ -169,7 +189,8 @@ def update_ingresses(previous: Translation, changed: Mapping[IngressKey, Ingress
             if ing.default_backend is not None or any(not r.host for r in ing.rules):
                 return None
             hosts.update(r.host for r in ing.rules)
-        if _shared_part(old) != _shared_part(new):
+        if (_shared_part(old, settings.nginx_compat) != _shared_part(new, settings.nginx_compat)
+                or _reaches_across(old, new, settings)):
             return None
     only = frozenset(hosts)
 
@@ -260,6 +281,21 @@ def update_ingresses(previous: Translation, changed: Mapping[IngressKey, Ingress
         vhosts[h] = vh
         http_vhosts[h] = http_virtual_host(index.tls, vh)
     configs = route_configurations(vhosts, http_vhosts, index.tls)
+    served = previous.served_ingresses
+    if ours_all.keys() != index.ours.keys() or any(
+            _precedence(ing) != _precedence(index.ours[k]) for k, ing in now_ours.items() if k in index.ours):
+        served = tuple((i.meta.namespace, i.meta.name) for i in sorted(ours_all.values(), key=_precedence))
+    finish_memo = index.finish_memo
+    if settings.nginx_compat:
+        # nginx's host settings reach across hosts (aliases, www names): finished again over all hosts, reusing
+        # what it made of every virtual host that did not change (nginx.finish_memoized).
+        finished: list = []
+        configs, finish_memo = nginx.finish_memoized(configs, ours_all, settings, finished, index.tls,
+                                                     memo=index.finish_memo, changed=changed.keys())
+        if finished:
+            by_scope[NGINX_SCOPE] = tuple(finished)
+        else:
+            by_scope.pop(NGINX_SCOPE, None)
     changed_configs = tuple(rc for rc, old in zip(configs, previous.ir.route_configurations)
                             if rc.virtual_hosts != old.virtual_hosts)
     # Authentication filters live in the listeners: a change of them is a change of what all hosts share.
@@ -268,10 +304,6 @@ def update_ingresses(previous: Translation, changed: Mapping[IngressKey, Ingress
         if auth.listener_auth(configs, settings) != before:
             return None
 
-    served = previous.served_ingresses
-    if ours_all.keys() != index.ours.keys() or any(
-            _precedence(ing) != _precedence(index.ours[k]) for k, ing in now_ours.items() if k in index.ours):
-        served = tuple((i.meta.namespace, i.meta.name) for i in sorted(ours_all.values(), key=_precedence))
     new_ir = dataclasses.replace(
         previous.ir, route_configurations=configs,
         clusters=previous.ir.clusters if clusters is index.clusters else tuple(clusters[k] for k in sorted(clusters)),
@@ -280,7 +312,7 @@ def update_ingresses(previous: Translation, changed: Mapping[IngressKey, Ingress
     new_index = dataclasses.replace(
         index, ingresses=ingresses, ours=ours_all, host_ingresses=host_index, by_scope=by_scope, touched=touched,
         uses=uses, host_routes=host_routes, vhosts=vhosts, http_vhosts=http_vhosts, clusters=clusters,
-        assignments=assignments,
+        assignments=assignments, finish_memo=finish_memo,
         endpoint_positions=index.endpoint_positions if assignments is index.assignments else None)
     translation = Translation(ir=new_ir, diagnostics=gather_diagnostics(by_scope, uses), served_ingresses=served,
                               index=new_index)

@@ -59,7 +59,7 @@ from xds_ingress.translate.tls import (
 )
 
 __all__ = ["PREFIX", "Row", "TABLE", "NGINX", "EXACT", "DIFFERENCE", "UNSUPPORTED", "row", "read_ingress",
-           "service_values", "finish", "path_regex", "canary_annotation", "markdown", "secret_references",
+           "service_values", "upstream_lenders", "lending", "shared_values", "finish", "finish_memoized", "FinishMemo", "path_regex", "canary_annotation", "markdown", "secret_references",
            "whole_secret_references"]
 
 PREFIX = "nginx.ingress.kubernetes.io/"
@@ -464,6 +464,12 @@ _RANGES_NOTE = ("the client address is the connection's peer, or with xds serve 
                 "(a warning); a list that cannot be read refuses every client (403, nginx: 503) until it is fixed")
 _GLOBAL_NOTE = ("memcached is not used: global limits are counted by a rate limit service (xds serve "
                 "--rate-limit-service) whose own configuration holds the limits, which an annotation cannot set")
+_CONN_NOTE = ("needs xds serve --connection-limit-service HOST:PORT and the `xds connection-limiter` it names (Envoy "
+              "asks it over ext_proc; without it the annotation is refused with a diagnostic); counted per limiter "
+              "process (nginx: per controller pod), so Envoys sharing one limiter share the count; the limiter "
+              "unreachable or slower than --connection-limit-timeout (200 ms): requests are not limited (fail open); "
+              "limit-rps and limit-rpm "
+              "refuse first, and a request they refuse takes no slot")
 _LIMIT_NOTE = ("a token bucket per client address and per path (nginx: per Ingress) in each Envoy; over it 429 "
                "(nginx: 503, its limit-req-status-code) with x-ratelimit-* headers")
 
@@ -892,12 +898,14 @@ TABLE: tuple[Row, ...] = (
         key="nginx.limit_burst_multiplier", example="3",
         doc="The burst of limit-rps and limit-rpm: the rate times this (default 5); nginx then admits one request "
             "more at once, and so does the bucket here.", replacement=f"{_X}rate-limit-burst"),
-    _none("limit-connections", "Access and rate limits", "Concurrent connections from one client address (503 above).",
-          "Envoy limits connections per listener or per cluster, not per client address",
-          f"{_X}rate-limit with rate-limit-key: client-ip"),
+    Row(name="limit-connections", status=DIFFERENCE, group="Access and rate limits", parse=p.integer(1, 100_000),
+        key="nginx.limit_connections", example="10",
+        doc="Requests in progress at once from one client address on the Ingress's paths (each HTTP/2 stream "
+            "counts); 503 above.",
+        note=_CONN_NOTE),
     Row(name="limit-whitelist", status=DIFFERENCE, group="Access and rate limits", parse=_address_ranges,
         key="nginx.limit_whitelist", example="10.0.0.0/8, 192.168.0.0/16",
-        doc="Client addresses (CIDRs) that limit-rps and limit-rpm do not count.",
+        doc="Client addresses (CIDRs) that limit-rps, limit-rpm and limit-connections do not count.",
         note="the client address is the connection's peer, or with xds serve --xff-num-trusted-hops the "
              "X-Forwarded-For hop (nginx: its real-ip settings); a range with host bits set is read as its network "
              "(a warning)", replacement=f"{_X}rate-limit-exempt-ranges"),
@@ -1373,6 +1381,12 @@ def _expand_access(values: dict[str, Parsed], meta: ObjectMeta, put: Put, report
                "cannot be read (see its diagnostic), so every client gets 403 on this Ingress's paths until it is "
                "fixed, rather than none (ingress-nginx refuses the location likewise).", Severity.ERROR)
         put("source.deny", ("0.0.0.0/0", "::/0"), at)
+    conns = g("nginx.limit_connections")
+    if conns is not None:
+        put("connlimit.limit", conns.value, conns)
+        put("connlimit.zone", f"{meta.namespace}/{meta.name}", conns)
+        if exempt is not None:
+            put("connlimit.exempt", tuple(net for net, _ in exempt.value), exempt)
     rps, rpm, mult = g("nginx.limit_rps"), g("nginx.limit_rpm"), g("nginx.limit_burst_multiplier")
     chosen: tuple[Parsed, str] | None = None
     if rps is not None and rpm is not None:
@@ -1384,9 +1398,10 @@ def _expand_access(values: dict[str, Parsed], meta: ObjectMeta, put: Put, report
     elif rps is not None or rpm is not None:
         chosen = (rps, "s") if rps is not None else (rpm, "m")
     if chosen is None:
-        for x in (mult, g("nginx.limit_whitelist")):
-            if x is not None:
-                report(x, "IgnoredAnnotation", "is ignored without limit-rps or limit-rpm.")
+        if mult is not None:
+            report(mult, "IgnoredAnnotation", "is ignored without limit-rps or limit-rpm.")
+        if exempt is not None and conns is None:
+            report(exempt, "IgnoredAnnotation", "is ignored without limit-rps, limit-rpm or limit-connections.")
         return
     rate, unit = chosen
     if exempt is not None:
@@ -1646,32 +1661,61 @@ def _upstream_values(ing: Ingress) -> dict[str, Parsed]:
             if k.startswith(SERVICE_PREFIXES)}
 
 
-def _routes_to(ing: Ingress, svc: Service) -> bool:
-    if ing.meta.namespace != svc.meta.namespace:
-        return False
+Lender = tuple[Ingress, dict[str, Parsed]]  # a served Ingress with upstream annotations, and their values
+
+
+def upstream_lenders(served: Iterable[Ingress]) -> dict[tuple[str, str], tuple[Lender, ...]]:
+    """Service (namespace, name) -> the Ingresses of `served` (in precedence order) that route to it and have
+    upstream annotations, with those annotations' values: what `service_values` reads, made in one pass."""
+    out: dict[tuple[str, str], list[Lender]] = {}
+    for ing in served:
+        up = _upstream_values(ing)
+        if not up:
+            continue
+        for name in _backend_services(ing):
+            out.setdefault((ing.meta.namespace, name), []).append((ing, up))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def shared_values(meta: ObjectMeta) -> tuple:
+    """The values of an Ingress's nginx annotations that apply beyond its own hosts' routes: its TLS settings and
+    ssl-redirect, which shape the listeners' filter chains and redirects (translate/tls.py), as ours do."""
+    values, _ = _read_nginx(meta, KIND_INGRESS)
+    return tuple(sorted((k, v.value) for k, v in values.items() if k.startswith(("https.", "ingress."))))
+
+
+def _backend_services(ing: Ingress) -> list[str]:
     backends = [p.backend for r in ing.rules for p in r.paths]
     if ing.default_backend is not None:
         backends.append(ing.default_backend)
-    return any(b.service is not None and b.service.name == svc.meta.name for b in backends)
+    return list(dict.fromkeys(b.service.name for b in backends if b.service is not None))
 
 
-def service_values(settings: TranslateSettings, svc: Service, served: Iterable[Ingress]
+def lending(ing: Ingress) -> tuple | None:
+    """What an Ingress lends to the Services it routes to (of any host): the Services and its upstream
+    annotations' values; None when it has none. Two versions of an Ingress that lend the same (and keep their
+    precedence) leave every Service's values as they were."""
+    up = _upstream_values(ing)
+    if not up:
+        return None
+    # Whether it is served at all (an invalid canary annotation excludes it) is read from these two.
+    canary = (ing.meta.annotation(PREFIX + "canary"), ing.meta.annotation(XDS.prefix + "canary"))
+    return tuple(sorted(_backend_services(ing))), up, canary
+
+
+def service_values(settings: TranslateSettings, svc: Service, lenders: Iterable[Lender]
                    ) -> tuple[dict[str, Parsed], list[Diagnostic]]:
     """The cluster policy values of a Service: its own annotations, and with nginx compatibility the upstream
-    annotations of the oldest served Ingress (`served` in precedence order) that routes to it and has any.
-    Ours win; a later Ingress that asks for other upstream settings gets a diagnostic."""
+    annotations of the oldest served Ingress that routes to it and has any (`lenders`: those Ingresses, in
+    precedence order, see `upstream_lenders`). Ours win; a later Ingress that asks for other upstream settings
+    gets a diagnostic."""
     values, diags = read(XDS, "Service", svc.meta)
     if not settings.nginx_compat:
         return values, diags
     _, more = _read_nginx(svc.meta, "Service")
     diags += more
-    chosen: tuple[Ingress, dict[str, Parsed]] | None = None
-    for ing in served:
-        if not _routes_to(ing, svc):
-            continue
-        up = _upstream_values(ing)
-        if not up:
-            continue
+    chosen: Lender | None = None
+    for ing, up in lenders:
         if chosen is None:
             chosen = (ing, up)
             continue
@@ -1828,46 +1872,151 @@ def _resolve_rewrite(route: ir.Route, ing: Ingress | None, diagnostics: list[Dia
                                                                                       substitution=target)))
 
 
+@dataclass(frozen=True, slots=True)
+class _Staged:
+    """What `_host_settings` made of one virtual host of one route configuration, and what it read: reused by the
+    next finish while the virtual host is the very same object, the Ingresses of its routes the same objects and
+    its regex flags the same."""
+
+    before: ir.VirtualHost
+    sources: frozenset[tuple[str, str]]  # the Ingresses of its routes
+    regex: tuple[bool, bool]  # (its host is a regex host, the host-less rules' host is)
+    owners: tuple[tuple[str, str], ...]  # of `before`
+    owners_regex: bool  # whether one of them asks for regex paths
+    after: ir.VirtualHost
+    after_owners: tuple[tuple[str, str], ...]
+    diagnostics: tuple[Diagnostic, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FinishMemo:
+    ingresses: Mapping[tuple[str, str], Ingress]
+    options: Mapping[tuple[str, str], _HostOptions]
+    staged: Mapping[tuple[str, str], _Staged]  # (route configuration, virtual host) -> its staging
+    final: Mapping[tuple[str, str], ir.VirtualHost]  # (route configuration, virtual host) -> as finished
+
+
 def finish(configs: tuple[ir.RouteConfiguration, ...], served: Iterable[Ingress], settings: TranslateSettings,
            diagnostics: list[Diagnostic], tls_state: TLSState = NO_TLS_STATE) -> tuple[ir.RouteConfiguration, ...]:
+    """`finish_memoized` without a memo."""
+    return finish_memoized(configs, served, settings, diagnostics, tls_state)[0]
+
+
+def finish_memoized(configs: tuple[ir.RouteConfiguration, ...],
+                    served: Iterable[Ingress] | Mapping[tuple[str, str], Ingress],
+                    settings: TranslateSettings, diagnostics: list[Diagnostic], tls_state: TLSState = NO_TLS_STATE,
+                    memo: FinishMemo | None = None, changed: Iterable[tuple[str, str]] | None = None
+                    ) -> tuple[tuple[ir.RouteConfiguration, ...], FinishMemo]:
     """Regex paths (ingress-nginx's use-regex, host-wide) and the nginx host settings (app-root, server-alias,
     from-to-www-redirect, force-ssl-redirect) on the assembled route configurations. Without nginx
     compatibility, only refuses the ImplementationSpecific paths that are no URL path (regex syntax).
 
     Aliases and www names are decided once, on the plain HTTP configuration (where every host is), and then
     served over HTTPS by the filter chain that their TLS server name selects (`tls_state`), only when that is
-    the chain of their host: anywhere else they get 421, as any name of another chain does (translate/tls.py)."""
-    ings = {(i.meta.namespace, i.meta.name): i for i in served}
-    opts = {k: _options(i) for k, i in ings.items()} if settings.nginx_compat else {}
-    order = list(ings)  # precedence order (oldest first)
+    the chain of their host: anywhere else they get 421, as any name of another chain does (translate/tls.py).
+
+    `memo` (of the previous finish): each virtual host that is the same object, with the same Ingresses behind
+    its routes, is not staged again (an incremental translation changes a few); the result is the same.
+    `changed`, with a memo: the keys of the Ingresses that are not the very objects the memo's finish had (new,
+    changed or gone), when the caller knows them; else they are found by comparing every one."""
+    ings = served if isinstance(served, Mapping) else {(i.meta.namespace, i.meta.name): i for i in served}
+    was = memo.ingresses if memo is not None else {}
+    if memo is None or changed is None:
+        dirty = {k for k, i in ings.items() if was.get(k) is not i}
+        dirty.update(k for k in was if k not in ings)
+    else:
+        dirty = set(changed)
+    opts: dict[tuple[str, str], _HostOptions] = {}
+    if settings.nginx_compat:
+        if memo is not None:
+            opts = dict(memo.options)
+            for k in dirty:
+                opts.pop(k, None)
+        for k in dirty if memo is not None else ings:
+            if k in ings:
+                opts[k] = _options(ings[k])
+
+    def precedence(k: tuple[str, str]) -> tuple[str, str, str]:  # oldest first (translate._precedence)
+        return (ings[k].meta.creation_timestamp, k[0], k[1])
 
     def ing_of(route: ir.Route) -> Ingress | None:
         return ings.get((route.source.namespace, route.source.name)) if route.source.kind == KIND_INGRESS else None
 
-    def owners(vh: ir.VirtualHost) -> list[tuple[str, str]]:
+    def owners(vh: ir.VirtualHost) -> tuple[tuple[str, str], ...]:
         keys = {(r.source.namespace, r.source.name) for r in vh.routes
                 if r.guard is None or not r.guard.invert}
-        return [k for k in order if k in keys]
+        return tuple(sorted(keys & ings.keys(), key=precedence))
 
-    regex_hosts = {vh.name for rc in configs for vh in rc.virtual_hosts
-                   if any(opts.get(k, None) is not None and opts[k].regex for k in owners(vh))}
-    staged = [(rc, [_host_settings(rc, vh, regex_hosts, ing_of, owners, opts, diagnostics)
-                    for vh in rc.virtual_hosts]) for rc in configs]
+    def sources(vh: ir.VirtualHost) -> frozenset[tuple[str, str]]:
+        return frozenset((r.source.namespace, r.source.name) for r in vh.routes if r.source.kind == KIND_INGRESS)
+
+    def asks_regex(keys: Iterable[tuple[str, str]]) -> bool:
+        return any(opts.get(k, None) is not None and opts[k].regex for k in keys)
+
+    # What of the previous staging still holds (see _Staged), and every virtual host's owners.
+    previous = memo.staged if memo is not None else {}
+    reusable: dict[tuple[str, str], _Staged] = {}
+    owned: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
+    regex_hosts: set[str] = set()
+    for rc in configs:
+        for vh in rc.virtual_hosts:
+            at = (rc.name, vh.name)
+            old = previous.get(at)
+            if old is not None and old.before is vh and dirty.isdisjoint(old.sources):
+                reusable[at] = old
+                owned[at] = old.owners
+                if old.owners_regex:
+                    regex_hosts.add(vh.name)
+            else:
+                owned[at] = owners(vh)
+                if asks_regex(owned[at]):
+                    regex_hosts.add(vh.name)
+    regex_all = ir.CATCH_ALL_HOST in regex_hosts
+    staged_by: dict[tuple[str, str], _Staged] = {}
+    staged = []
+    for rc in configs:
+        out_vhosts = []
+        for vh in rc.virtual_hosts:
+            at = (rc.name, vh.name)
+            regex = (vh.name in regex_hosts, regex_all)
+            st = reusable.get(at)
+            if st is None or st.regex != regex:
+                mine: list[Diagnostic] = []
+                after = _host_settings(rc, vh, regex_hosts, ing_of, owners, opts, mine)
+                st = _Staged(before=vh, sources=sources(vh), regex=regex, owners=owned[at],
+                             owners_regex=asks_regex(owned[at]), after=after, after_owners=owners(after),
+                             diagnostics=tuple(mine))
+            staged_by[at] = st
+            diagnostics.extend(st.diagnostics)
+            out_vhosts.append(st.after)
+        staged.append((rc, out_vhosts))
+    after_owners = {id(st.after): st.after_owners for st in staged_by.values()}
     http = next((vhosts for rc, vhosts in staged if rc.name == ir.HTTP_ROUTE_CONFIG), [])
-    aliases, www = _host_names(http, owners, opts, ings, diagnostics)
+    aliases, www = _host_names(http, lambda vh: after_owners[id(vh)], opts, ings, diagnostics)
     if aliases or www:
         _alias_warnings(aliases, tls_state, ings, diagnostics)
     chains = {tc.route_config_name: tc for tc in tls_state.chains}
+    known = memo.final if memo is not None else {}
+    final: dict[tuple[str, str], ir.VirtualHost] = {}
     out = []
     for rc, vhosts in staged:
         if rc.name == ir.HTTP_ROUTE_CONFIG:
             vhosts = _http_names(vhosts, aliases, www)
         elif rc.name in chains:
             vhosts = _chain_names(vhosts, chains[rc.name], tls_state, aliases, www)
-        catch = [vh for vh in vhosts if vh.name == ir.CATCH_ALL_HOST]
-        rest = sorted([vh for vh in vhosts if vh.name != ir.CATCH_ALL_HOST], key=lambda v: v.name)
+        # The names made here (aliases added to a host, www hosts) are new objects each time: an equal one of the
+        # previous finish is kept instead, so that what encodes virtual hosts finds it already encoded.
+        kept = []
+        for vh in vhosts:
+            before = known.get((rc.name, vh.name))
+            if before is not None and before is not vh and before == vh:
+                vh = before
+            final[(rc.name, vh.name)] = vh
+            kept.append(vh)
+        catch = [vh for vh in kept if vh.name == ir.CATCH_ALL_HOST]
+        rest = sorted([vh for vh in kept if vh.name != ir.CATCH_ALL_HOST], key=lambda v: v.name)
         out.append(dataclasses.replace(rc, virtual_hosts=tuple(rest + catch)))
-    return tuple(out)
+    return tuple(out), FinishMemo(ingresses=ings, options=opts, staged=staged_by, final=final)
 
 
 def _host_settings(rc: ir.RouteConfiguration, vh: ir.VirtualHost, regex_hosts: set[str],
@@ -2021,12 +2170,19 @@ def _alias_warnings(aliases: Mapping[str, str], state: TLSState, ings: Mapping[t
                     diagnostics: list[Diagnostic]) -> None:
     """An alias of a host served over HTTPS with a certificate of its own that the alias's TLS server name does
     not select: HTTPS requests for the alias get 421 (or no handshake)."""
+    by_host: dict[str, list[Ingress]] | None = None
     for alias, host in sorted(aliases.items()):
         chain, server_name = state.owner(host)
         if chain is None or server_name is None or state.owner(alias)[0] == chain:
             continue
-        for k, ing in ings.items():
-            if alias in (_silent(ing, "server-alias") or ()) and any(r.host == host for r in ing.rules):
+        if by_host is None:  # the Ingresses with a rule for each host, oldest first (translate._precedence)
+            by_host = {}
+            for ing in sorted(ings.values(), key=lambda i: (i.meta.creation_timestamp, i.meta.namespace,
+                                                             i.meta.name)):
+                for h in dict.fromkeys(r.host for r in ing.rules):
+                    by_host.setdefault(h, []).append(ing)
+        for ing in by_host.get(host, ()):
+            if alias in (_silent(ing, "server-alias") or ()):
                 diagnostics.append(_diag(
                     ing, field_of(PREFIX + "server-alias"), "AliasWithoutCertificate",
                     f"{PREFIX}server-alias {alias!r} is not served over HTTPS: the certificate of host {host!r} does "
