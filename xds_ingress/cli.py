@@ -262,6 +262,21 @@ def _add_compat(p: argparse.ArgumentParser) -> None:
                    help="the spec.controller of the IngressClass served (default xds-ingress.io/controller; with "
                         "--nginx-compat and --ingress-class nginx: k8s.io/ingress-nginx, to take over ingress-nginx's "
                         "class)")
+    p.add_argument("--default-backend-service", type=_default_backend_service, default=None,
+                   metavar="NAMESPACE/NAME[:PORT]",
+                   help="with --nginx-compat: the Service (its first port unless PORT, a number or a port's name) that "
+                        "answers the custom-http-errors of Ingresses without a default-backend annotation (ingress-"
+                        "nginx's flag; unlike there, it does not serve unmatched requests: use spec.defaultBackend)")
+
+
+def _default_backend_service(value: str) -> str:
+    from xds_ingress.translate.error_pages import parse_default_backend_service
+
+    try:
+        ns, name, port = parse_default_backend_service(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return f"{ns}/{name}" + (f":{port}" if port is not None else "")
 
 
 def _controller(args: argparse.Namespace) -> str:
@@ -491,7 +506,8 @@ def _translate_settings(args: argparse.Namespace):
                              hsts_max_age_s=args.hsts_max_age, hsts_include_subdomains=args.hsts_include_subdomains,
                              hsts_preload=args.hsts_preload,
                              connection_limit_service=args.connection_limit_service,
-                             connection_limit_timeout_ms=args.connection_limit_timeout)
+                             connection_limit_timeout_ms=args.connection_limit_timeout,
+                             default_backend_service=args.default_backend_service or "")
 
 
 def main(argv: list[str] | None = None) -> int:

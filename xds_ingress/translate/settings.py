@@ -43,3 +43,6 @@ class TranslateSettings:
     # "HOST:PORT"; None: ingress-nginx's limit-connections is not offered.
     connection_limit_service: str | None = None
     connection_limit_timeout_ms: int = 200  # how long Envoy waits for its verdict; then the request goes through
+    # ingress-nginx's --default-backend-service: "NAMESPACE/NAME[:PORT]" of the Service that answers the
+    # custom-http-errors of Ingresses without a default-backend annotation ("": none; translate/error_pages.py).
+    default_backend_service: str = ""
