@@ -381,12 +381,12 @@ def cmd_connection_limiter(args: argparse.Namespace) -> int:
     from xds_ingress.connection_limiter import serve
     from xds_ingress.envoy.bootstrap import split_host_port
 
-    logs.configure(args.log_level)
     try:
         split_host_port(args.listen)
     except ValueError as exc:
         print(f"xds connection-limiter: --listen: {exc}", file=sys.stderr)
         return 2
+    logs.configure(args.log_level)
 
     async def main() -> None:
         stop = asyncio.Event()
