@@ -305,7 +305,7 @@ COMPAT = TranslateSettings(nginx_compat=True)
 def _random_nginx_ingress(rng: random.Random, name: str, created: str) -> dict:
     """An Ingress annotated for ingress-nginx: host-wide regex paths, rewrites, app-root, aliases and www names
     (which reach across hosts), force-ssl-redirect, canaries, route policies, and the odd upstream annotation,
-    ssl-passthrough or TLS setting (which take a full translation)."""
+    ssl-passthrough or TLS setting (which take a full translation), custom-http-errors and its error backend."""
     raw = _random_ingress(rng, name, created)
     ann = dict(raw["metadata"].get("annotations") or {})
     for key, values in (
@@ -325,7 +325,10 @@ def _random_nginx_ingress(rng: random.Random, name: str, created: str) -> dict:
             ("backend-protocol", ["HTTPS", "GRPC"]),
             ("ssl-passthrough", ["true"]),
             ("ssl-redirect", ["false"]),
-            ("auth-tls-secret", ["default/site-ca"])):
+            ("auth-tls-secret", ["default/site-ca"]),
+            ("custom-http-errors", ["404,503", "404,404"]),
+            ("default-backend", [SERVICES[0], "nowhere"]),
+            ("disable-proxy-intercept-errors", ["true"])):
         if rng.random() < (0.04 if key in ("ssl-passthrough", "ssl-redirect", "auth-tls-secret") else 0.15):
             ann[N + key] = rng.choice(values)
     for rule in raw["spec"].get("rules", []):

@@ -100,6 +100,7 @@ BAD = {
     "auth-url": "https://$host/oauth2/auth", "auth-response-headers": "X-User: 1", "auth-method": "GET POST",
     "enable-global-auth": "maybe", "auth-signin": "https://$remote_addr/start",
     "auth-signin-redirect-param": "next page", "auth-request-redirect": "$cookie_session",
+    "custom-http-errors": "404,404", "disable-proxy-intercept-errors": "maybe",
 }
 # Annotations that ask for authentication: a refused value fails closed (every path of the Ingress answers 503,
 # with a diagnostic saying so), never open.

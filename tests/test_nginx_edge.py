@@ -451,9 +451,11 @@ def test_default_backend_serves_the_paths_while_their_service_has_no_endpoint() 
     t = _translate({N + "default-backend": "nowhere"})
     assert _route(t).action.cluster == "default/web/80"
     assert [d.reason for d in _diags(t, "default-backend")] == ["ServiceNotFound"]
+    # It is also the error backend of custom-http-errors (tests/test_nginx_errors.py, test_e2e_nginx_errors.py).
     t = _translate({N + "custom-http-errors": "404,503", N + "default-backend": "errors"}, more=errors)
-    (d,) = _diags(t, "custom-http-errors")
-    assert d.reason == "UnsupportedAnnotation" and "internal redirect" in d.message
+    assert not _diags(t, "custom-http-errors")
+    pages = _route(t).policy.error_pages
+    assert (pages.codes, pages.cluster) == ((404, 503), "default/errors/8080")
 
 
 # --- our own annotations the new rows needed: a refused value is one diagnostic -----------------------

@@ -263,6 +263,11 @@ def _add_compat(p: argparse.ArgumentParser) -> None:
                    help="the spec.controller of the IngressClass served (default xds-ingress.io/controller; with "
                         "--nginx-compat and --ingress-class nginx: k8s.io/ingress-nginx, to take over ingress-nginx's "
                         "class)")
+    p.add_argument("--default-backend-service", type=_default_backend_service, default=None,
+                   metavar="NAMESPACE/NAME[:PORT]",
+                   help="with --nginx-compat: the Service (its first port unless PORT, a number or a port's name) that "
+                        "answers the custom-http-errors of Ingresses without a default-backend annotation (ingress-"
+                        "nginx's flag; unlike there, it does not serve unmatched requests: use spec.defaultBackend)")
     _add_allowed_headers(p)
 
 
@@ -284,6 +289,16 @@ def _allowed_headers(value: str) -> tuple[str, ...]:
     except parsers.Invalid as exc:
         raise argparse.ArgumentTypeError(f"{value!r} is not {exc.accepted}") from None
     return tuple(sorted(names))
+
+
+def _default_backend_service(value: str) -> str:
+    from xds_ingress.translate.error_pages import parse_default_backend_service
+
+    try:
+        ns, name, port = parse_default_backend_service(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return f"{ns}/{name}" + (f":{port}" if port is not None else "")
 
 
 def _controller(args: argparse.Namespace) -> str:
@@ -388,12 +403,12 @@ def cmd_connection_limiter(args: argparse.Namespace) -> int:
     from xds_ingress.connection_limiter import serve
     from xds_ingress.envoy.bootstrap import split_host_port
 
-    logs.configure(args.log_level)
     try:
         split_host_port(args.listen)
     except ValueError as exc:
         print(f"xds connection-limiter: --listen: {exc}", file=sys.stderr)
         return 2
+    logs.configure(args.log_level)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -514,6 +529,7 @@ def _translate_settings(args: argparse.Namespace):
                              hsts_preload=args.hsts_preload,
                              connection_limit_service=args.connection_limit_service,
                              connection_limit_timeout_ms=args.connection_limit_timeout,
+                             default_backend_service=args.default_backend_service or "",
                              global_allowed_response_headers=args.global_allowed_response_headers)
 
 

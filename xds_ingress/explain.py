@@ -283,6 +283,12 @@ def _policy_notes(route: ir.Route) -> list[str]:
         out.append(f"Host sent upstream: {p.host_rewrite}")
     if p.websocket_disabled:
         out.append("websocket upgrades refused")
+    if p.error_pages is not None:
+        e = p.error_pages
+        whose = "Envoy's own answer (it could not get the upstream's)" if e.upstream_off else \
+            "an answer (the upstream's, or Envoy's own when it cannot get one)"
+        out.append(f"{whose} with status {', '.join(map(str, e.codes))} is replaced by the answer of cluster "
+                   f"{e.cluster} (custom-http-errors); what is shown here is before that")
     out += _edge_policy_notes(p)
     return out
 

@@ -200,6 +200,7 @@ class RoutePolicy:
     auth: RouteAuth | None = None  # authentication and external authorization (see RouteAuth)
     max_request_bytes: int | None = None  # a larger request body gets 413 (Envoy buffers the body up to this)
     connection_limit: ConnectionLimit | None = None  # requests at once per client address (the limiter counts)
+    error_pages: ErrorPages | None = None  # ingress-nginx's custom-http-errors (envoy/error_pages.py)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -389,6 +390,7 @@ class Listener:
     auth: ListenerAuth | None = None  # the authentication filters of its HTTP filter chain (see ListenerAuth)
     passthrough_chains: tuple[PassthroughChain, ...] = ()  # TLS forwarded undecrypted, by SNI
     connection_limit_service: ConnectionLimitService | None = None  # limit-connections; None: not offered
+    error_pages: bool = False  # its HTTP filter chain has the (disabled) error pages filter routes switch on
 
     @property
     def is_tls(self) -> bool:
@@ -612,6 +614,30 @@ class ListenerAuth:
     @property
     def external(self) -> bool:
         return self.external_service is not None or self.external_per_route
+
+
+# --- error pages (ingress-nginx's custom-http-errors) ----------------------------------------------
+
+ERROR_BACKEND_TIMEOUT_MS = 5000  # how long the error backend may take to answer
+# An original error body longer than this (by its Content-Length) passes through: Envoy holds the whole body in
+# memory while it asks the error backend, within the listener's per-connection buffer limit.
+ERROR_PAGE_MAX_ORIGINAL_BODY = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErrorPages:
+    """Upstream answers with one of `codes` are replaced by the answer of the error backend (`cluster`), asked
+    with ingress-nginx's X-Code, X-Format, X-Original-URI, X-Namespace, X-Ingress-Name, X-Service-Name,
+    X-Service-Port and X-Request-ID headers. With `upstream_off` only the answers Envoy makes itself when it
+    cannot get one from the upstream (503, 504) are replaced (ingress-nginx's disable-proxy-intercept-errors)."""
+
+    codes: tuple[int, ...]
+    cluster: str
+    namespace: str  # of the Ingress
+    ingress: str
+    service: str  # the path's backend Service
+    service_port: str  # its port as the Ingress names it (a number or a name)
+    upstream_off: bool = False
 
 
 def to_data(value: Any) -> Any:

@@ -26,8 +26,9 @@ class Backends:
     """
 
     def __init__(self, names: list[str], *, host: str = "127.0.0.1", start_timeout: float = 15.0,
-                 tls: tuple[str, str] | None = None) -> None:
-        """`tls`: (certificate file, key file) to serve HTTPS instead of HTTP."""
+                 tls: tuple[str, str] | None = None, answer_x_code: bool = False) -> None:
+        """`tls`: (certificate file, key file) to serve HTTPS instead of HTTP; `answer_x_code`: answer a request
+        with an X-Code header with that status (an error backend of custom-http-errors)."""
         if not names or len(set(names)) != len(names):
             raise ValueError("names must be non-empty and distinct")
         self.host = host
@@ -38,6 +39,8 @@ class Backends:
             cmd += ["--name", name]
         if tls is not None:
             cmd += ["--tls-cert", tls[0], "--tls-key", tls[1]]
+        if answer_x_code:
+            cmd.append("--answer-x-code")
         try:
             self._proc = subprocess.Popen(
                 cmd,

@@ -12,11 +12,14 @@ Every request is answered with status 200 and a JSON body::
 
 and a response header ``x-backend: NAME``. ``/status/NNN`` answers with status NNN,
 ``/delay/MS`` waits MS milliseconds (at most 30000) first, ``/flaky/KEY`` answers 503 to the
-first, third, ... request for KEY and 200 to the others. ``/healthz`` answers 200, or 503
+first, third, ... request for KEY and 200 to the others, ``/bulk/NNN/SIZE`` answers status NNN with SIZE bytes
+of text (at most 8 MiB; sent chunked, without Content-Length, with ``?chunked=1``). ``/healthz`` answers 200, or 503
 after ``POST /health/fail`` (``POST /health/ok`` restores it). ``/ws`` is a websocket that
 echoes each message prefixed with the backend name. ``GET /_requests`` lists the last 200
 requests (method, path, host) the backend saw, for mirroring tests. SIGTERM/SIGINT stop it
-cleanly; ``--exit-on-stdin-close`` also stops it when its parent goes away.
+cleanly; ``--exit-on-stdin-close`` also stops it when its parent goes away. With ``--answer-x-code``
+(an error backend of ingress-nginx's custom-http-errors), a request with an ``X-Code`` header is answered
+with that status and Content-Type ``application/problem+json``.
 """
 
 from __future__ import annotations
@@ -34,13 +37,17 @@ from aiohttp import web
 MAX_DELAY_MS = 30_000
 _STATUS = re.compile(r"^/status/(\d{3})(?:[/?#]|$)")
 _DELAY = re.compile(r"^/delay/(\d{1,9})(?:[/?#]|$)")
+_BULK = re.compile(r"^/bulk/(\d{3})/(\d{1,7})(?:[/?#]|$)")
+MAX_BULK = 8 * 1024 * 1024
 _FLAKY = re.compile(r"^/flaky/([A-Za-z0-9_-]{1,64})(?:[/?#]|$)")
 MAX_SEEN = 200
 _NO_BODY = frozenset({204, 304})
+_X_CODE = re.compile(r"[1-5]\d\d")
 
 
-def make_handler(name: str):  # type: ignore[no-untyped-def]
-    """Return the aiohttp low-level request handler for backend `name`."""
+def make_handler(name: str, answer_x_code: bool = False):  # type: ignore[no-untyped-def]
+    """Return the aiohttp low-level request handler for backend `name`; with `answer_x_code`, a request's
+    X-Code header is the status of its answer."""
 
     healthy = [True]
     flaky: dict[str, int] = {}
@@ -64,6 +71,8 @@ def make_handler(name: str):  # type: ignore[no-untyped-def]
                     await ws.send_str(f"{name}: {msg.data}")
             return ws
         body = await request.read()
+        if m := _BULK.match(raw):
+            return await _bulk(request, name, int(m.group(1)), min(int(m.group(2)), MAX_BULK))
         status = 200
         if path == "/healthz":
             status = 200 if healthy[0] else 503
@@ -76,6 +85,10 @@ def make_handler(name: str):  # type: ignore[no-untyped-def]
                 status = 400
         elif m := _DELAY.match(raw):
             await asyncio.sleep(min(int(m.group(1)), MAX_DELAY_MS) / 1000)
+        content_type = "application/json"
+        if answer_x_code and _X_CODE.fullmatch(request.headers.get("X-Code", "")):
+            status = int(request.headers["X-Code"])
+            content_type = "application/problem+json"
         headers: dict[str, str] = {}
         for key, value in request.headers.items():
             k = key.lower()
@@ -96,14 +109,28 @@ def make_handler(name: str):  # type: ignore[no-untyped-def]
             status=status,
             headers=resp_headers,
             body=json.dumps(payload).encode(),
-            content_type="application/json",
+            content_type=content_type,
         )
 
     return handle
 
 
+async def _bulk(request: web.BaseRequest, name: str, status: int, size: int) -> web.StreamResponse:
+    status = status if 200 <= status <= 599 else 400
+    if "chunked=1" not in request.query_string:
+        return web.Response(status=status, body=b"x" * size, content_type="text/plain", headers={"x-backend": name})
+    resp = web.StreamResponse(status=status, headers={"x-backend": name})
+    resp.content_type = "text/plain"
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)  # type: ignore[arg-type]
+    for start in range(0, size, 8192):
+        await resp.write(b"x" * min(8192, size - start))
+    await resp.write_eof()
+    return resp
+
+
 async def serve(names: list[str], host: str, port: int, exit_on_stdin_close: bool,
-                ssl_context: ssl.SSLContext | None = None) -> None:
+                ssl_context: ssl.SSLContext | None = None, answer_x_code: bool = False) -> None:
     """Serve every backend until SIGTERM/SIGINT (or stdin closes, if asked); over TLS with `ssl_context`."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -115,7 +142,7 @@ async def serve(names: list[str], host: str, port: int, exit_on_stdin_close: boo
     try:
         for i, name in enumerate(names):
             runner = web.ServerRunner(
-                web.Server(make_handler(name)), handle_signals=False, access_log=None
+                web.Server(make_handler(name, answer_x_code)), handle_signals=False, access_log=None
             )
             await runner.setup()
             runners.append(runner)
@@ -138,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exit-on-stdin-close", action="store_true")
     parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--tls-key", metavar="FILE", help="and this private key (PEM)")
+    parser.add_argument("--answer-x-code", action="store_true",
+                        help="answer a request with an X-Code header with that status (an error backend)")
     args = parser.parse_args(argv)
     if len(set(args.name)) != len(args.name):
         parser.error("backend names must be distinct")
@@ -145,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tls_cert:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(args.tls_cert, args.tls_key)
-    asyncio.run(serve(args.name, args.host, args.port, args.exit_on_stdin_close, ctx))
+    asyncio.run(serve(args.name, args.host, args.port, args.exit_on_stdin_close, ctx, args.answer_x_code))
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.protobuf.message import Message
 
 from xds_ingress import ir
-from xds_ingress.envoy import auth, clusters, edge_policies, endpoints, listeners, routes, secrets, types
+from xds_ingress.envoy import auth, clusters, edge_policies, endpoints, error_pages, listeners, routes, secrets, types
 
 # type URL -> resource name -> message (or its deterministic serialization)
 Resources = dict[str, dict[str, Message | bytes]]
@@ -54,5 +54,6 @@ def route_clusters(resources: Resources) -> dict[str, frozenset[str]]:
                     for m in r.route.request_mirror_policies:
                         names.add(m.cluster)
                 names |= auth.route_clusters(r)
+                names |= error_pages.route_clusters(r)
         out[name] = frozenset(names)
     return out

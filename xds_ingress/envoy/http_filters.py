@@ -14,7 +14,10 @@ in the listener's chain and are switched on or configured per route with
    not spend the budget of real callers; then the requests in progress per client address (the
    connection limiter), so that a request refused for its rate takes no slot;
 5. the request body limit (buffer): the body is read only for a request that got this far;
-6. the router, always last.
+6. error pages (envoy/error_pages.py, ingress-nginx's custom-http-errors): just before the router, so that
+   it is the first to see the upstream's answer (and Envoy's own when it cannot get one), and every filter
+   before it (CORS) sees the error page that replaces it;
+7. the router, always last.
 
 Each policy's module adds its filter through `FILTERS` below; keep the order.
 """
@@ -28,7 +31,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from google.protobuf import any_pb2
 
 from xds_ingress import ir
-from xds_ingress.envoy import auth, edge_policies, signin
+from xds_ingress.envoy import auth, edge_policies, error_pages, signin
 
 FilterBuilder = Callable[[ir.Listener], "hcm_pb2.HttpFilter | None"]
 
@@ -62,6 +65,8 @@ FILTERS: tuple[tuple[str, FilterBuilder], ...] = (
     ("connection_limit", edge_policies.connection_limit_filter),
     # -- 5. request body size: the buffer filter, after every refusal that does not need the body --
     ("buffer", edge_policies.buffer_filter),
+    # -- 6. error pages: the upstream's error answers replaced by an error backend's --
+    ("error_pages", error_pages.error_pages_filter),
     ("router", _router),
 )
 

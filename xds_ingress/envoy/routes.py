@@ -18,7 +18,7 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 
 from xds_ingress import ir
-from xds_ingress.envoy import auth, edge_policies
+from xds_ingress.envoy import auth, edge_policies, error_pages
 from xds_ingress.envoy.defaults import seconds
 from xds_ingress.envoy.wire import length_delimited
 
@@ -134,6 +134,8 @@ def _vhost_clusters(vh: ir.VirtualHost) -> frozenset[str]:
             used.update(m.cluster for m in r.policy.mirrors)
         if r.policy is not None and r.policy.auth is not None:
             used.update(auth.route_auth_clusters(r.policy.auth))
+        if r.policy is not None and r.policy.error_pages is not None:
+            used.add(r.policy.error_pages.cluster)
     return frozenset(used)
 
 
@@ -257,6 +259,7 @@ def route(r: ir.Route, *, split: str = "") -> rc.Route:
             msg.response_headers_to_add.extend(_header_options(p.response_headers))
             msg.response_headers_to_remove.extend(p.response_headers.remove)
         edge_policies.route_filter_config(p, msg)
+        error_pages.route_filter_config(p, msg)
         if p.auth is not None:
             auth.route_config(p.auth, msg)
     return msg

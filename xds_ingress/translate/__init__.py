@@ -49,6 +49,7 @@ from xds_ingress.translate import annotations, auth, configmaps, edge_policies, 
 from xds_ingress.translate import tls as edge_tls
 from xds_ingress.translate.annotations import Parsed
 from xds_ingress.translate.classes import is_ours
+from xds_ingress.translate.error_pages import error_pages, with_listener_filter
 from xds_ingress.translate.services import cluster_for, load_assignment, no_ready_endpoints, with_fallback
 from xds_ingress.translate.settings import TranslateSettings
 
@@ -573,6 +574,7 @@ class _Translator:
         self._flush()
         # The listeners' authentication filters, from the routes (translate/auth.py); its service's cluster.
         listeners = auth.with_listener_auth(listeners, route_configs, self.settings)
+        listeners = with_listener_filter(listeners, self.settings)
         if self.auth.global_cluster is not None:
             self.clusters[self.auth.global_cluster.name] = self.auth.global_cluster
         result = ir.IR(
@@ -757,6 +759,7 @@ class _Translator:
             return [ir.Route(name=c.route_name, match=c.match, action=settings.fixed, source=source,
                              policy=route_policy)]
         action = self._with_fallback(c.ingress, settings.fallback, self.resolve(c.ingress, c.backend))
+        route_policy = error_pages(self, c.ingress, c.backend, settings.error_pages, settings.fallback, route_policy)
         main = ir.Route(name=c.route_name, match=c.match, action=action, source=source, policy=route_policy)
         cs = c.canary.settings if c.canary is not None else None
         if cs is None or action.cluster is None or (cs.weight == 0 and cs.header is None and cs.cookie is None):

@@ -443,6 +443,23 @@ def _boolean_text(value: str) -> bool:
     return p.boolean(value)
 
 
+MAX_ERROR_CODES = 64
+
+
+def _http_error_codes(value: str) -> tuple[int, ...]:
+    """custom-http-errors: comma-separated HTTP statuses 400-599, each once (ingress-nginx reads 3-digit codes)."""
+    accepted = (f"a comma-separated list of at most {MAX_ERROR_CODES} distinct HTTP statuses from 400 to 599 "
+                "(e.g. '404,503')")
+    parts = [x.strip() for x in value.split(",")]
+    if not value.strip() or len(parts) > MAX_ERROR_CODES or not all(re.fullmatch(r"[45]\d\d", x) for x in parts):
+        raise p.Invalid(accepted)
+    codes = [int(x) for x in parts]
+    if len(set(codes)) != len(codes):
+        dup = sorted({c for c in codes if codes.count(c) > 1})
+        raise p.Invalid(f"{accepted}; {', '.join(map(str, dup))} is listed twice")
+    return tuple(sorted(codes))
+
+
 # --- the table -------------------------------------------------------------------------------------------------
 
 _X = "xds-ingress.io/"
@@ -688,23 +705,38 @@ TABLE: tuple[Row, ...] = (
              "naming the key (nginx: the paths answer 503); a change of the ConfigMap applies at once; "
              f"{_X}response-headers-set wins over it",
         replacement=f"{_X}response-headers-set with the headers written out"),
-    _none("custom-http-errors", "Headers and errors", "Upstream error statuses answered by the default-backend "
-          "Service instead.",
-          "Envoy 1.40 replaces an upstream's answer with another Service's only by an internal redirect (its "
-          "custom_response filter), which routes the request again by Host and path: the default backend would need "
-          "a route of its own that clients could reach as well; errors are passed through as the backend sent them"),
+    Row(name="custom-http-errors", status=DIFFERENCE, group="Headers and errors", parse=_http_error_codes,
+        key="errors.codes", example="404,503",
+        doc="Upstream error statuses answered by the default-backend Service instead.",
+        note="the error backend is default-backend's Service, else xds serve --default-backend-service (without "
+             "either, errors pass through, with a warning); it is asked GET / (nginx repeats the request's method) "
+             "with Host and ingress-nginx's X-Code, X-Format, X-Original-URI (the path as Envoy normalized "
+             "it), X-Namespace, X-Ingress-Name, X-Service-Name, X-Service-Port and X-Request-ID, not the client's "
+             "other headers; the client gets its status, Content-Type and body, and the original answer's other "
+             "headers; when it cannot be reached or does not answer within "
+             f"{ir.ERROR_BACKEND_TIMEOUT_MS // 1000} s the original error passes through (nginx: its own error "
+             "page); Envoy answers 503 when it cannot connect to the backend (nginx: 502) and 504 on timeouts; an "
+             f"original body over {ir.ERROR_PAGE_MAX_ORIGINAL_BODY // 1024} KiB by its Content-Length passes through "
+             "unchanged, and one sent chunked past the 32 KiB buffer gets Envoy's 500; gRPC requests are not "
+             "intercepted (nginx: not for grpc_pass); statuses refused before the upstream (401 of authentication, "
+             "403 of address lists, 413, 429) are not replaced"),
     Row(name="default-backend", status=DIFFERENCE, group="Headers and errors", parse=_service_name,
         key="fallback.service", example="errors",
         doc="A Service of the Ingress's namespace (its first port) that serves the Ingress's paths whose Service "
             "has no active endpoint (and custom-http-errors).",
         note="an aggregate cluster per path's Service: Envoy sends to the default-backend Service while the "
              "path's has no healthy endpoint (none ready, or all failing their health checks), and a share when only "
-             "some are healthy (its priority spill-over); nginx decides from the ready endpoints when its "
-             "configuration is built; custom-http-errors is not translated"),
+             "some are healthy (its priority spill-over), without ingress-nginx's X-Code and X-* headers; nginx "
+             "decides from the ready endpoints when its configuration is built; it is also the error backend of "
+             "custom-http-errors"),
     _none("proxy-intercept-errors", "Headers and errors", "Errors answered by nginx instead of the backend.",
-          "custom-http-errors is not translated: errors are passed through as the backend sent them"),
-    _none("disable-proxy-intercept-errors", "Headers and errors", "No error interception for this Ingress.",
-          "errors are never intercepted"),
+          "ingress-nginx's annotation parsers do not read it: whether upstream errors are intercepted follows "
+          "custom-http-errors and disable-proxy-intercept-errors, both translated", "disable-proxy-intercept-errors"),
+    Row(name="disable-proxy-intercept-errors", status=DIFFERENCE, group="Headers and errors", parse=p.boolean,
+        key="errors.upstream_off", example="true",
+        doc="With custom-http-errors, the backend's own error answers pass through; only the proxy's errors in "
+            "reaching it go to the error backend.",
+        note="the proxy's errors are Envoy's: 503 when it cannot connect (nginx: 502), 504 on timeouts"),
     _none("proxy-cookie-domain", "Headers and errors", "Rewrites the Domain of Set-Cookie headers.",
           "Set-Cookie headers are not rewritten"),
     _none("proxy-cookie-path", "Headers and errors", "Rewrites the Path of Set-Cookie headers.",

@@ -28,7 +28,7 @@ Report = Callable[[Parsed, str, str, Severity], None]
 CANARY_KEYS = ("canary.weight", "canary.weight_total", "canary.header", "canary.header_value", "canary.cookie",
                "canary.header_pattern")
 ROUTE_PREFIXES = ("route.", "retry.", "rewrite.", "request_headers.", "response_headers.", "mirror.", "direct.",
-                  "redirect.", "auth.", "basic.", "jwt.", "fallback.") + edge_policies.KEY_PREFIXES
+                  "redirect.", "auth.", "basic.", "jwt.", "fallback.", "errors.") + edge_policies.KEY_PREFIXES
 
 _APP_PROTOCOLS = {"kubernetes.io/h2c": ir.PROTOCOL_H2C, "h2c": ir.PROTOCOL_H2C, "grpc": ir.PROTOCOL_GRPC,
                   "http": ir.PROTOCOL_HTTP1, "kubernetes.io/http": ir.PROTOCOL_HTTP1}
@@ -61,12 +61,25 @@ class FallbackRequest:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ErrorPagesRequest:
+    """ingress-nginx's custom-http-errors: the statuses to replace, whether only the proxy's own (its
+    disable-proxy-intercept-errors), where it was asked for. The error backend is resolved by translation
+    (translate/error_pages.py)."""
+
+    codes: tuple[int, ...]
+    upstream_off: bool
+    field: str
+    annotation: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RouteSettings:
     policy: ir.RoutePolicy | None
     mirror: MirrorRequest | None
     fixed: ir.RouteAction | None  # a direct response or redirect instead of the backends
     auth: AuthAsk | None = None  # authentication asked for (resolved against Secrets and Services: auth.py)
     fallback: FallbackRequest | None = None
+    error_pages: ErrorPagesRequest | None = None
 
 
 def route_settings(values: Values, report: Report, present: frozenset[str] = frozenset(), *,
@@ -96,7 +109,20 @@ def route_settings(values: Values, report: Report, present: frozenset[str] = fro
     fallback = values.get("fallback.service")
     return RouteSettings(policy=None if policy == ir.RoutePolicy() else policy, mirror=mirror,
                          fixed=_fixed(values, report), auth=auth_ask(values, report, present),
-                         fallback=FallbackRequest(service=fallback.value, field=fallback.field) if fallback else None)
+                         fallback=FallbackRequest(service=fallback.value, field=fallback.field) if fallback else None,
+                         error_pages=_error_pages(values, report, present))
+
+
+def _error_pages(values: Values, report: Report, present: frozenset[str]) -> ErrorPagesRequest | None:
+    codes = values.get("errors.codes")
+    off = values.get("errors.upstream_off")
+    if codes is None:
+        if off is not None and "errors.codes" not in present:
+            report(off, "IgnoredAnnotation", "is ignored without custom-http-errors (the statuses to intercept).",
+                   Severity.WARNING)
+        return None
+    return ErrorPagesRequest(codes=codes.value, upstream_off=off is not None and off.value is True, field=codes.field,
+                             annotation=codes.annotation)
 
 
 def _retry(values: Values, report: Report) -> ir.RetryPolicy | None:

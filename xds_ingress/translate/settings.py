@@ -43,6 +43,9 @@ class TranslateSettings:
     # "HOST:PORT"; None: ingress-nginx's limit-connections is not offered.
     connection_limit_service: str | None = None
     connection_limit_timeout_ms: int = 200  # how long Envoy waits for its verdict; then the request goes through
+    # ingress-nginx's --default-backend-service: "NAMESPACE/NAME[:PORT]" of the Service that answers the
+    # custom-http-errors of Ingresses without a default-backend annotation ("": none; translate/error_pages.py).
+    default_backend_service: str = ""
     # The response headers ingress-nginx's custom-headers may set (`xds serve --global-allowed-response-headers`,
     # ingress-nginx's ConfigMap key global-allowed-response-headers): lowercase names; none by default, as there.
     global_allowed_response_headers: tuple[str, ...] = ()
