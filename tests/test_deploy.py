@@ -186,6 +186,8 @@ CALLS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "list_secret_for_all_namespaces": ("", "secrets", ("list", "watch")),
     "list_namespaced_secret": ("", "secrets", ("list", "watch")),
     "read_namespaced_secret": ("", "secrets", ("get",)),  # a CA bundle a Service names, by name
+    "list_config_map_for_all_namespaces": ("", "configmaps", ("list", "watch")),  # with --nginx-compat
+    "list_namespaced_config_map": ("", "configmaps", ("list", "watch")),
     "patch_namespaced_ingress_status": ("networking.k8s.io", "ingresses/status", ("patch",)),
     "create_namespaced_event": ("", "events", ("create",)),
     "read_namespaced_lease": ("coordination.k8s.io", "leases", ("get",)),

@@ -5,7 +5,6 @@ values (hypothesis, as tests/test_annotations.py does for our dialect)."""
 from __future__ import annotations
 
 import dataclasses
-
 from pathlib import Path
 
 import pytest
@@ -233,6 +232,15 @@ def _tls_objects() -> list[dict]:
 
 
 TLS_OBJECTS = _tls_objects()
+# The ConfigMaps the examples of custom-headers and auth-proxy-set-headers name, with hostile values too.
+CONFIG_MAPS = [
+    {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "security-headers", "namespace": "default"},
+     "data": {"X-Frame-Options": "DENY", "Content-Security-Policy": "default-src 'self' 100%", "x-team": "a%b%%c"}},
+    {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "auth-headers", "namespace": "default"},
+     "data": {"X-Host": "$http_host", "X-Uri": "${request_uri}%", "X-Client": "$remote_addr $scheme $request_method",
+              "X-Tenant": "$http_x_tenant_id", "X-Percent": "%REQ(:path)% 100%"}}]
+WITH_ALLOWED_HEADERS = dataclasses.replace(COMPAT, global_allowed_response_headers=(
+    "content-security-policy", "x-frame-options", "x-team"))
 
 
 @pytest.mark.envoy
@@ -257,9 +265,9 @@ def test_no_nginx_annotation_value_makes_envoy_reject_the_configuration() -> Non
                                          k8s.path("/", "web")), class_name="nginx", annotations=ann,
                         tls=[{"hosts": ["a.example.com"], "secretName": "a-tls"}]),
             k8s.ingress("canary", k8s.rule("a.example.com", k8s.path("/", "shadow")), class_name="nginx",
-                        annotations={**ann, N + "canary": "true"})])
+                        annotations={**ann, N + "canary": "true"}), *CONFIG_MAPS])
         # With a connection limiter, so that limit-connections gives its ext_proc configuration.
-        limiter = dataclasses.replace(COMPAT, connection_limit_service="127.0.0.1:18081")
+        limiter = dataclasses.replace(WITH_ALLOWED_HEADERS, connection_limit_service="127.0.0.1:18081")
         drawn.append(envoy.build(translate(objs, limiter).ir))
 
     draw()

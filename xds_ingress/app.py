@@ -15,6 +15,7 @@ NACK logs that name the objects behind the rejected resources).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import gc
 import threading
@@ -46,9 +47,11 @@ from xds_ingress.envoy import endpoints as envoy_endpoints
 from xds_ingress.envoy import types
 from xds_ingress.envoy.routes import RouteConfigEncoder
 from xds_ingress.model import (
+    KIND_CONFIG_MAP,
     KIND_ENDPOINT_SLICE,
     KIND_INGRESS,
     KIND_SERVICE,
+    ConfigMap,
     EndpointSlice,
     Ingress,
     ObjectKey,
@@ -176,6 +179,17 @@ class Controller:
             since, self._pending_since = self._pending_since, None
         generation = self.store.generation
         changes = self.store.take_changes()
+        config_maps = {k for k in changes if k[0] == KIND_CONFIG_MAP}
+        if self.last is not None and config_maps:
+            # ConfigMaps no Ingress names (a cluster has many, some written often) change no translation; one that
+            # an Ingress names translates everything (it is not among _INCREMENTAL_KINDS).
+            unnamed = config_maps - self._referenced_config_maps(config_maps)
+            changes -= unnamed
+            self.last = self._with_config_maps(self.last, unnamed)
+            if not changes:
+                self.translated_generation = generation
+                self._report(tuple(sorted(set(self.store.diagnostics()) | set(self.last.diagnostics))))
+                return False
         try:
             t = None
             if self.last is not None and changes and all(k[0] in _INCREMENTAL_KINDS for k in changes):
@@ -214,6 +228,30 @@ class Controller:
                  snapshot=self.cache.snapshot.serial if self.cache.snapshot else None,
                  **(self.cache.snapshot.counts() if self.cache.snapshot else {}))
         return changed
+
+    def _referenced_config_maps(self, changes: set[ObjectKey]) -> set[ObjectKey]:
+        """Of the ConfigMaps changed, those an Ingress names (ingress-nginx's custom-headers and
+        auth-proxy-set-headers, with --nginx-compat): a change of one translates everything."""
+        if not self.settings.nginx_compat:
+            return set()
+        named = {ref for obj in self.store.objects() if isinstance(obj, Ingress)
+                 for ref in nginx.config_map_references(obj.meta)}
+        return {k for k in changes if (k[1], k[2]) in named}
+
+    def _with_config_maps(self, t: Translation, keys: set[ObjectKey]) -> Translation:
+        """`t` with the ConfigMaps of its index as they are now in the store: an Ingress translated incrementally
+        later may name one that changed while no Ingress named it (the index is never mutated: a new one)."""
+        index = t.index
+        if index is None or not keys:
+            return t
+        held = dict(index.config_maps)
+        for key in keys:
+            obj = self.store.get(key)
+            if isinstance(obj, ConfigMap):
+                held[(key[1], key[2])] = obj
+            else:
+                held.pop((key[1], key[2]), None)
+        return dataclasses.replace(t, index=dataclasses.replace(index, config_maps=held))
 
     def _index_slices(self, objects: list) -> None:
         self._slice_owner = {}
@@ -459,7 +497,8 @@ class App:
         self.api_client = api_client
         self.sources = [KubeSource(api_client, self.store, namespaces=list(s.namespaces) or None,
                                    settings=s.watch, wanted_secrets=self._wanted_secrets,
-                                   secret_interval=s.secret_refresh_s, whole_secrets=self._whole_secrets)]
+                                   secret_interval=s.secret_refresh_s, whole_secrets=self._whole_secrets,
+                                   config_maps=s.translate.nginx_compat)]
         self.reporter = Reporter(api_client, self.store, publish_service=s.publish_service)
         reporter = self.reporter
         self.controller.on_translated.append(

@@ -249,6 +249,7 @@ def _add_migrate(sub: argparse._SubParsersAction) -> None:
                    help="the IngressClass the Ingresses use (default nginx; added when the manifests lack it)")
     p.add_argument("--controller", default=None, metavar="NAME",
                    help="its spec.controller (default k8s.io/ingress-nginx)")
+    _add_allowed_headers(p)
     p.add_argument("--allow-unsupported", action="store_true",
                    help="exit 0 even when annotations are unsupported, invalid or unknown")
     p.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
@@ -267,6 +268,27 @@ def _add_compat(p: argparse.ArgumentParser) -> None:
                    help="with --nginx-compat: the Service (its first port unless PORT, a number or a port's name) that "
                         "answers the custom-http-errors of Ingresses without a default-backend annotation (ingress-"
                         "nginx's flag; unlike there, it does not serve unmatched requests: use spec.defaultBackend)")
+    _add_allowed_headers(p)
+
+
+def _add_allowed_headers(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--global-allowed-response-headers", type=_allowed_headers, default=(), metavar="NAMES",
+                   help="with --nginx-compat: the response headers that the ConfigMaps of ingress-nginx's "
+                        "custom-headers annotation may set, comma-separated (ingress-nginx's ConfigMap key "
+                        "global-allowed-response-headers; default: none, so custom-headers sets nothing)")
+
+
+def _allowed_headers(value: str) -> tuple[str, ...]:
+    from xds_ingress.translate import parsers
+
+    if not value.strip():
+        return ()
+    try:
+        names = parsers.list_of(lambda v: parsers.header_name(v, request=True), what="header names",
+                                max_items=256)(value)
+    except parsers.Invalid as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not {exc.accepted}") from None
+    return tuple(sorted(names))
 
 
 def _default_backend_service(value: str) -> str:
@@ -507,7 +529,8 @@ def _translate_settings(args: argparse.Namespace):
                              hsts_preload=args.hsts_preload,
                              connection_limit_service=args.connection_limit_service,
                              connection_limit_timeout_ms=args.connection_limit_timeout,
-                             default_backend_service=args.default_backend_service or "")
+                             default_backend_service=args.default_backend_service or "",
+                             global_allowed_response_headers=args.global_allowed_response_headers)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -535,7 +558,8 @@ def main(argv: list[str] | None = None) -> int:
         from xds_ingress.translate.settings import NGINX_CONTROLLER_NAME
 
         settings = TranslateSettings(ingress_class=args.ingress_class, nginx_compat=True,
-                                     controller=args.controller or NGINX_CONTROLLER_NAME)
+                                     controller=args.controller or NGINX_CONTROLLER_NAME,
+                                     global_allowed_response_headers=args.global_allowed_response_headers)
         if args.from_cluster == bool(args.paths):
             print("xds migrate: give either -f PATH... or --from-cluster", file=sys.stderr)
             return 2

@@ -555,6 +555,9 @@ class ExternalAuth:
     signin: Template = ()
     # The X-Auth-Request-Redirect header an HTTP service is sent (ingress-nginx's auth-request-redirect)
     request_redirect: Template = ()
+    # (name, value) added to the request sent to an HTTP service (ingress-nginx's auth-proxy-set-headers); values
+    # in Envoy's header formatter syntax (%REQ(:authority)%...; a literal % is %%).
+    request_headers_to_add: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

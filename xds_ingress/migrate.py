@@ -197,12 +197,12 @@ def objects_from_cluster(kubeconfig: str | None) -> tuple[list[K8sObject], list[
     import threading
 
     from xds_ingress.app import kube_api_client
-    from xds_ingress.sources.kube import KIND_SPECS, Reflector, WatchSettings
+    from xds_ingress.sources.kube import CONFIG_MAP_SPEC, KIND_SPECS, Reflector, WatchSettings
     from xds_ingress.store import Store
 
     store = Store()
     client = kube_api_client(kubeconfig)
-    for spec in KIND_SPECS:
+    for spec in KIND_SPECS + (CONFIG_MAP_SPEC,):  # ConfigMaps: custom-headers, auth-proxy-set-headers
         Reflector(spec, None, client, store, WatchSettings(), threading.Event(), lambda: None).list()
     return store.objects(), store.diagnostics()
 

@@ -26,6 +26,7 @@ KIND_INGRESS_CLASS = "IngressClass"
 KIND_SERVICE = "Service"
 KIND_ENDPOINT_SLICE = "EndpointSlice"
 KIND_SECRET = "Secret"
+KIND_CONFIG_MAP = "ConfigMap"
 
 # apiVersion each kind is read from.
 API_VERSIONS: dict[str, tuple[str, ...]] = {
@@ -34,6 +35,7 @@ API_VERSIONS: dict[str, tuple[str, ...]] = {
     KIND_SERVICE: ("v1",),
     KIND_ENDPOINT_SLICE: ("discovery.k8s.io/v1",),
     KIND_SECRET: ("v1",),
+    KIND_CONFIG_MAP: ("v1",),
 }
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -49,6 +51,12 @@ AUTH_MAP_MAX_BYTES = 64 * 1024
 _AUTH_MAP_VALUE_MAX_BYTES = 1024
 _NOT_USERS = frozenset({CA_KEY, HTPASSWD_KEY, JWKS_KEY, "tls.crt", "tls.key"})
 _SECRET_DATA_KEY = re.compile(r"[-._a-zA-Z0-9]{1,253}")
+
+# ConfigMaps are read for ingress-nginx's custom-headers and auth-proxy-set-headers (a few headers each): the
+# `data` of a larger one is not kept (model.ConfigMap.too_large), so that the big ConfigMaps of a cluster that
+# nothing here reads cost little memory. Keys and values counted together, in characters.
+CONFIG_MAP_MAX_BYTES = 32 * 1024
+CONFIG_MAP_DIGEST = "xds-ingress.io/data-sha256"  # the field a compacted ConfigMap keeps instead of its data
 
 PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
 
@@ -250,7 +258,27 @@ class Secret:
         return self.type == SECRET_TYPE_TLS
 
 
-K8sObject = Ingress | IngressClass | Service | EndpointSlice | Secret
+# --- ConfigMap --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigMap:
+    """A ConfigMap's text `data` (sorted by key), read where an Ingress names it (ingress-nginx's custom-headers
+    and auth-proxy-set-headers). `binaryData`, labels and annotations are not kept; nor is the data of a ConfigMap
+    larger than CONFIG_MAP_MAX_BYTES (`too_large`): an Ingress that names one is told."""
+
+    meta: ObjectMeta
+    data: tuple[tuple[str, str], ...] = ()
+    too_large: bool = False
+
+    def get(self, key: str) -> str | None:
+        for k, v in self.data:
+            if k == key:
+                return v
+        return None
+
+
+K8sObject = Ingress | IngressClass | Service | EndpointSlice | Secret | ConfigMap
 ObjectKey = tuple[str, str, str]  # (kind, namespace, name)
 
 
@@ -362,7 +390,7 @@ def identify(raw: Any) -> tuple[str, str, str] | None:
     meta = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
     ns = meta.get("namespace") if isinstance(meta.get("namespace"), str) else ""
     name = meta.get("name") if isinstance(meta.get("name"), str) else ""
-    if kind in (KIND_INGRESS, KIND_SERVICE, KIND_ENDPOINT_SLICE, KIND_SECRET) and not ns:
+    if kind in (KIND_INGRESS, KIND_SERVICE, KIND_ENDPOINT_SLICE, KIND_SECRET, KIND_CONFIG_MAP) and not ns:
         ns = "default"
     if kind == KIND_INGRESS_CLASS:
         ns = ""
@@ -870,12 +898,66 @@ def _parse_secret(ctx: _Ctx, raw: dict, meta: ObjectMeta) -> Secret | None:
                   htpasswd=htpasswd, jwks=jwks)
 
 
+# --- ConfigMap ---
+
+
+def _config_map_size(data: Any) -> int:
+    if not isinstance(data, dict):
+        return 0
+    return sum(len(k) + (len(v) if isinstance(v, str) else 16) for k, v in data.items() if isinstance(k, str))
+
+
+def compact_config_map(raw: Any) -> Any:
+    """A raw ConfigMap without what is never read (binaryData, annotations such as kubectl's
+    last-applied-configuration, which repeats the data, managedFields) and, when its data is larger than
+    CONFIG_MAP_MAX_BYTES, with a digest of the data in its place (so that a change is still seen). What the
+    sources hand to the store: the store keeps the raw object it is given. Idempotent."""
+    if not isinstance(raw, dict) or raw.get("kind") != KIND_CONFIG_MAP:
+        return raw
+    out = {k: v for k, v in raw.items() if k not in ("binaryData", "data")}
+    meta = raw.get("metadata")
+    if isinstance(meta, dict):
+        out["metadata"] = {k: v for k, v in meta.items() if k not in ("annotations", "managedFields")}
+    data = raw.get("data")
+    if data is not None:
+        if _config_map_size(data) > CONFIG_MAP_MAX_BYTES:
+            import hashlib
+            import json
+
+            text = json.dumps(data, sort_keys=True, default=str).encode()
+            out[CONFIG_MAP_DIGEST] = hashlib.sha256(text).hexdigest()
+        else:
+            out["data"] = data
+    return out
+
+
+def _parse_config_map(ctx: _Ctx, raw: dict, meta: ObjectMeta) -> ConfigMap | None:
+    meta = ObjectMeta(namespace=meta.namespace, name=meta.name, uid=meta.uid, resource_version=meta.resource_version,
+                      generation=meta.generation, creation_timestamp=meta.creation_timestamp)
+    if raw.get(CONFIG_MAP_DIGEST) is not None or _config_map_size(raw.get("data")) > CONFIG_MAP_MAX_BYTES:
+        return ConfigMap(meta=meta, too_large=True)
+    data = ctx.mapping(raw, "data", "data") or {}
+    out: list[tuple[str, str]] = []
+    for k, v in data.items():
+        if not isinstance(k, str) or not _SECRET_DATA_KEY.fullmatch(k):
+            ctx.error(f"data[{_short(k)}]", "InvalidKey",
+                      f"data key {_short(k)} is not a valid ConfigMap key (letters, digits, '-', '_' and '.').")
+            continue
+        if not isinstance(v, str):
+            ctx.error(f"data[{k!r}]", "InvalidType",
+                      f"data[{k!r}] must be a string, not {_json_type(v)} ({_short(v)}); quote it in YAML.")
+            continue
+        out.append((k, v))
+    return ConfigMap(meta=meta, data=tuple(sorted(out)))
+
+
 _PARSERS: dict[str, Callable[[_Ctx, dict, ObjectMeta], Any]] = {
     KIND_INGRESS: _parse_ingress,
     KIND_INGRESS_CLASS: _parse_ingress_class,
     KIND_SERVICE: _parse_service,
     KIND_ENDPOINT_SLICE: _parse_endpoint_slice,
     KIND_SECRET: _parse_secret,
+    KIND_CONFIG_MAP: _parse_config_map,
 }
 
 KINDS: tuple[str, ...] = tuple(_PARSERS)

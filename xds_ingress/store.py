@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from xds_ingress.diagnostics import Diagnostic
-from xds_ingress.model import K8sObject, ObjectKey, identify, parse_object
+from xds_ingress.model import K8sObject, ObjectKey, compact_config_map, identify, parse_object
 
 
 def _strip_volatile(raw: Any) -> Any:
@@ -77,6 +77,7 @@ class Store:
         return changed
 
     def _upsert(self, key: ObjectKey, raw: Any) -> bool:
+        raw = compact_config_map(raw)  # what is kept of a ConfigMap is bounded (model.CONFIG_MAP_MAX_BYTES)
         if isinstance(raw, dict) and isinstance(raw.get("status"), dict):
             self._status[key] = raw["status"]
         else:

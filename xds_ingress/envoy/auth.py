@@ -117,9 +117,12 @@ def _http_service(s: ir.AuthService, response_headers: tuple[str, ...] = (),
                   client_headers_on_success: tuple[str, ...] = (),
                   e: ir.ExternalAuth | None = None) -> ext_authz_pb2.HttpService:
     msg = ext_authz_pb2.HttpService(path_prefix=s.path_prefix)
+    added = e.request_headers_to_add if e is not None else ()  # auth-proxy-set-headers (formatter syntax)
     redirect = signin.request_redirect_header(e) if e is not None else None
-    if redirect is not None:
+    if redirect is not None and "x-auth-request-redirect" not in {name for name, _ in added}:
         msg.authorization_request.headers_to_add.add(key="x-auth-request-redirect", value=redirect)
+    for name, value in added:
+        msg.authorization_request.headers_to_add.add(key=name, value=value)
     if e is not None and e.signin:
         # A refusal redirected to sign in keeps the service's Set-Cookie, as nginx's; its other headers stay out
         msg.authorization_response.allowed_client_headers.patterns.extend(_names(signin.CLIENT_HEADERS_ON_DENIAL))

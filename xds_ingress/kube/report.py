@@ -34,7 +34,7 @@ log = structlog.get_logger("xds_ingress.kube.report")
 
 COMPONENT = "xds-ingress"
 EVENT_KINDS = {"Ingress": "networking.k8s.io/v1", "IngressClass": "networking.k8s.io/v1", "Service": "v1",
-               "EndpointSlice": "discovery.k8s.io/v1", "Secret": "v1"}
+               "EndpointSlice": "discovery.k8s.io/v1", "Secret": "v1", "ConfigMap": "v1"}
 MAX_MESSAGE = 1024
 
 

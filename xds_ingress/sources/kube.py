@@ -17,6 +17,9 @@ Only Secrets of type kubernetes.io/tls are listed; a Secret of another type that
 entries, a JWKS) is read by name (`SecretFetcher`), keeping `ca.crt`, `auth` and `jwks` only, and
 so is the TLS Secret of `--default-certificate` when its namespace is not watched.
 
+With --nginx-compat ConfigMaps are listed and watched too (ingress-nginx's custom-headers and
+auth-proxy-set-headers name them); only a bounded part of each is kept (`CONFIG_MAP_SPEC`).
+
 `kubernetes.informer.SharedInformer` (client 37.x) was evaluated and not used: it builds
 typed models, sets no client-side timeout and asks for no bookmarks (a stalled stream
 hangs it until the server speaks again), retries errors at a fixed 5 s with no jitter,
@@ -48,12 +51,14 @@ from xds_ingress.model import (
     CA_KEY,
     HTPASSWD_KEY,
     JWKS_KEY,
+    KIND_CONFIG_MAP,
     KIND_ENDPOINT_SLICE,
     KIND_INGRESS,
     KIND_INGRESS_CLASS,
     KIND_SECRET,
     KIND_SERVICE,
     SECRET_TYPE_TLS,
+    compact_config_map,
 )
 from xds_ingress.store import Store
 
@@ -72,6 +77,7 @@ class KindSpec:
     list_all: str  # method for all namespaces (or the cluster-scoped list)
     list_namespaced: str | None  # None: cluster-scoped
     field_selector: str | None = None
+    compact: Callable[[Any], Any] | None = None  # what of each object is kept, applied as it is read
 
 
 KIND_SPECS: tuple[KindSpec, ...] = (
@@ -85,6 +91,10 @@ KIND_SPECS: tuple[KindSpec, ...] = (
     KindSpec(KIND_SECRET, "v1", "CoreV1Api", "list_secret_for_all_namespaces", "list_namespaced_secret",
              field_selector=f"type={SECRET_TYPE_TLS}"),
 )
+# ConfigMaps, watched only with --nginx-compat (custom-headers and auth-proxy-set-headers name them): every
+# ConfigMap is listed, and of each only what model.compact_config_map keeps (no data beyond a bound) is held.
+CONFIG_MAP_SPEC = KindSpec(KIND_CONFIG_MAP, "v1", "CoreV1Api", "list_config_map_for_all_namespaces",
+                           "list_namespaced_config_map", compact=compact_config_map)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +171,7 @@ class Reflector:
     def _complete(self, obj: dict) -> dict:
         obj.setdefault("kind", self.spec.kind)
         obj.setdefault("apiVersion", self.spec.api_version)
-        return obj
+        return self.spec.compact(obj) if self.spec.compact is not None else obj
 
     def list(self) -> str:
         """One full, paginated list into the store; returns its resourceVersion."""
@@ -377,7 +387,8 @@ class KubeSource:
                  settings: WatchSettings | None = None,
                  wanted_secrets: Callable[[], set[tuple[str, str]]] | None = None,
                  secret_interval: float = 10.0,
-                 whole_secrets: Callable[[], set[tuple[str, str]]] | None = None) -> None:
+                 whole_secrets: Callable[[], set[tuple[str, str]]] | None = None,
+                 config_maps: bool = False) -> None:
         self.api_client = api_client
         self.store = store
         self.settings = settings or WatchSettings()
@@ -388,7 +399,7 @@ class KubeSource:
         self._fetcher_started = False
         scopes: list[str | None] = list(namespaces) if namespaces else [None]
         self.reflectors: list[Reflector] = []
-        for spec in KIND_SPECS:
+        for spec in KIND_SPECS + ((CONFIG_MAP_SPEC,) if config_maps else ()):
             for ns in (scopes if spec.list_namespaced else [None]):
                 self.reflectors.append(Reflector(spec, ns, api_client, store, self.settings, self._stop,
                                                  self._reflector_synced))

@@ -33,6 +33,7 @@ from xds_ingress import ir
 from xds_ingress.diagnostics import Diagnostic, Severity
 from xds_ingress.model import (
     KIND_INGRESS,
+    ConfigMap,
     EndpointSlice,
     HTTPIngressPath,
     Ingress,
@@ -44,7 +45,7 @@ from xds_ingress.model import (
     ServicePort,
     is_url_path,
 )
-from xds_ingress.translate import annotations, auth, edge_policies, nginx, policy
+from xds_ingress.translate import annotations, auth, configmaps, edge_policies, nginx, policy
 from xds_ingress.translate import tls as edge_tls
 from xds_ingress.translate.annotations import Parsed
 from xds_ingress.translate.classes import is_ours
@@ -98,6 +99,7 @@ class Index:
     # what nginx.finish can reuse of its work on the virtual hosts of this translation.
     lenders: Mapping[tuple[str, str], tuple] | None = None
     finish_memo: object | None = None
+    config_maps: Mapping[tuple[str, str], ConfigMap] = field(default_factory=dict)  # custom-headers... (nginx)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -222,6 +224,7 @@ class _Translator:
         self.services: Mapping[tuple[str, str], Service] = {}
         self.slices: Mapping[tuple[str, str], Iterable[EndpointSlice]] = defaultdict(list)
         self.secrets: Mapping[tuple[str, str], Secret] = {}
+        self.config_maps: Mapping[tuple[str, str], ConfigMap] = {}
         # Scopes (see Scope): the diagnostics of each, and the scopes each unit used.
         self.by_scope: dict[Scope, list[Diagnostic]] = {}
         self.touched: dict[Scope, set[Scope]] = {}
@@ -234,6 +237,7 @@ class _Translator:
         self._known_assignments: Mapping[str, ir.ClusterLoadAssignment] = base.assignments if base is not None else {}
         if base is not None:
             self.services, self.secrets, self.classes = base.services, base.secrets, base.classes
+            self.config_maps = base.config_maps
             self.slices = slices if slices is not None else {}
             objects = [o for o in objects if isinstance(o, Ingress)]
         for obj in objects:
@@ -248,6 +252,8 @@ class _Translator:
                 self.secrets[(obj.meta.namespace, obj.meta.name)] = obj
             elif isinstance(obj, IngressClass):
                 self.classes[obj.meta.name] = obj
+            elif isinstance(obj, ConfigMap):
+                self.config_maps[(obj.meta.namespace, obj.meta.name)] = obj
         self.ingresses.sort(key=_precedence)
         self.all_ingresses = {(i.meta.namespace, i.meta.name): i for i in self.ingresses}
         self.clusters: dict[str, ir.Cluster] = {}
@@ -294,6 +300,7 @@ class _Translator:
         values, diags, present = nginx.read_ingress(self.settings, ing.meta)  # the dialects settings enable
         self.diagnostics.extend(diags)
         report = self._reporter(KIND_INGRESS, *key)
+        values = configmaps.resolve(values, ing, self.config_maps, self.settings, report)  # headers they name
         canary = policy.canary(values, report)
         if canary is not None:
             # As ingress-nginx: a canary takes its route policy from the Ingress it is a canary of.
@@ -590,7 +597,7 @@ class _Translator:
             vhosts=vhosts, http_vhosts=http_vhosts, clusters=dict(self.clusters),
             assignments=dict(self.assignments), default_route=default_route, tls=tls_state,
             lenders=self.lenders(), finish_memo=finish_memo,
-            services=self.services, secrets=self.secrets, classes=self.classes)
+            services=self.services, secrets=self.secrets, classes=self.classes, config_maps=self.config_maps)
         diagnostics = gather_diagnostics(by_scope, uses)
         assert set(diagnostics) == set(self.diagnostics), "a diagnostic outside every scope"
         return Translation(ir=result, diagnostics=diagnostics,

@@ -63,7 +63,8 @@ REFUSED = ("auth.refused", "auth.url_refused", "basic.refused")
 # auth.client_cookies: the Set-Cookie of an HTTP service's 2xx answer reaches the client (ingress-nginx's auth-url);
 # auth.signin, auth.request_redirect: ingress-nginx's auth-signin and X-Auth-Request-Redirect (translate/signin.py).
 KEYS = PROTECTIVE + REFUSED + ("auth.mode", "auth.request_headers", "basic.realm", "basic.secret_type",
-                               "auth.client_cookies", "jwt.forward", "auth.signin", "auth.request_redirect")
+                               "auth.client_cookies", "jwt.forward", "auth.signin", "auth.request_redirect",
+                               "auth.request_headers_to_add")
 # Headers an authorization answer may replace on the upstream request without being removed from the client's
 # request first: the check needs them (ingress-nginx's auth-response-headers may name them).
 _CHECKED_HEADERS = ("authorization", "cookie")
@@ -563,11 +564,17 @@ class AuthResolver:
             if grpc and redirect_v is not None and redirect_v.value != signin.DEFAULT_REQUEST_REDIRECT:
                 report(redirect_v, "IgnoredAnnotation", f"is ignored: Service {svc} speaks gRPC, which is asked "
                        "envoy.service.auth.v3.Authorization/Check without extra headers.", Severity.WARNING)
+            add = v.get("auth.request_headers_to_add")  # auth-proxy-set-headers (translate/configmaps.py)
+            if add is not None and grpc:
+                report(add, "AuthenticationUnavailable", f"adds headers to the authorization request, but Service {svc} "
+                       f"speaks gRPC, which is asked without them, so {refused}.", Severity.ERROR)
+                return None, False
             return ir.ExternalAuth(service=service, request_headers=req, response_headers=resp,
                                    client_headers_on_success=cookies,
                                    signin=signin_v.value if signin_v is not None else (),
                                    request_redirect=redirect_v.value if redirect_v is not None and not grpc
-                                   else ()), True
+                                   else (),
+                                   request_headers_to_add=tuple(add.value) if add is not None else ()), True
         unused = [x for x in (v.get("auth.request_headers"), v.get("auth.response_headers")) if x is not None]
         if off:
             if g is None:

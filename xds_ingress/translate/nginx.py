@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from xds_ingress import ir
 from xds_ingress.diagnostics import Diagnostic, Severity
 from xds_ingress.model import KIND_INGRESS, Ingress, IngressBackend, ObjectMeta, Service, is_url_path, valid_host
-from xds_ingress.translate import auth
+from xds_ingress.translate import auth, configmaps
 from xds_ingress.translate import parsers as p
 from xds_ingress.translate import signin
 from xds_ingress.translate.annotations import XDS, Annotation, Dialect, Parsed, field_of, present_keys, read
@@ -61,7 +61,7 @@ from xds_ingress.translate.tls import (
 
 __all__ = ["PREFIX", "Row", "TABLE", "NGINX", "EXACT", "DIFFERENCE", "UNSUPPORTED", "row", "read_ingress",
            "service_values", "upstream_lenders", "lending", "shared_values", "finish", "finish_memoized", "FinishMemo", "path_regex", "canary_annotation", "markdown", "secret_references",
-           "whole_secret_references"]
+           "whole_secret_references", "config_map_references"]
 
 PREFIX = "nginx.ingress.kubernetes.io/"
 EXACT, DIFFERENCE, UNSUPPORTED = "exact", "difference", "unsupported"
@@ -237,6 +237,13 @@ def _namespaced_secret(value: str) -> tuple[str, str]:
         return ns if sep else "", p.secret_name(name)
     except p.Invalid:
         raise p.Invalid("'NAMESPACE/NAME' or 'NAME' of a Secret") from None
+
+
+def _namespaced_config_map(value: str) -> tuple[str, str]:
+    try:
+        return _namespaced_secret(value)
+    except p.Invalid:
+        raise p.Invalid("'NAMESPACE/NAME' or 'NAME' of a ConfigMap") from None
 
 
 def _auth_url(value: str) -> tuple[str, str, int | None, str]:
@@ -687,8 +694,17 @@ TABLE: tuple[Row, ...] = (
     _none("mirror-host", "Mirroring", "The Host of the mirrored copy.",
           "the copy's Host is the request's with -shadow appended"),
     # -- headers, errors, backends --
-    _none("custom-headers", "Headers and errors", "Response headers from a ConfigMap (namespace/name).",
-          "ConfigMaps are not read", f"{_X}response-headers-set with the headers written out"),
+    Row(name="custom-headers", status=DIFFERENCE, group="Headers and errors", parse=_namespaced_config_map,
+        key="nginx.custom_headers", example="default/security-headers",
+        doc="Response headers from a ConfigMap ('namespace/name'): each key a header, its value the value.",
+        note="only a ConfigMap of the Ingress's namespace; as ingress-nginx, a header must be allowed by the "
+             "operator (xds serve --global-allowed-response-headers, ingress-nginx's global-allowed-response-headers; "
+             "none by default; names compared without case here), and names must be tokens other than hop-by-hop "
+             "headers, Host and x-envoy-*, values printable text (sent as written: no nginx variables); a missing "
+             "ConfigMap or a refused header: no header of it is set and the paths are still served, with a diagnostic "
+             "naming the key (nginx: the paths answer 503); a change of the ConfigMap applies at once; "
+             f"{_X}response-headers-set wins over it",
+        replacement=f"{_X}response-headers-set with the headers written out"),
     Row(name="custom-http-errors", status=DIFFERENCE, group="Headers and errors", parse=_http_error_codes,
         key="errors.codes", example="404,503",
         doc="Upstream error statuses answered by the default-backend Service instead.",
@@ -836,9 +852,16 @@ TABLE: tuple[Row, ...] = (
           "answers are not cached: every request is asked", example="$remote_user$http_authorization"),
     _noop("auth-cache-duration", "Authentication", "How long the auth-url's answers are cached, per status.",
           "answers are not cached: every request is asked", example="200 202 401 5m"),
-    _none("auth-proxy-set-headers", "Authentication", "Headers for the auth-url request, from a ConfigMap.",
-          "ConfigMaps are not read: those headers are not sent to the authorization service",
-          f"{_X}auth-request-headers (headers of the client's request it receives)"),
+    Row(name="auth-proxy-set-headers", status=DIFFERENCE, group="Authentication", parse=_namespaced_config_map,
+        key="nginx.auth_proxy_set_headers", example="default/auth-headers",
+        doc="Headers added to the auth-url request, from a ConfigMap ('namespace/name'): each key a header, its "
+            "value the value.",
+        note="only a ConfigMap of the Ingress's namespace, with an auth-url of an HTTP service; values may use the "
+             "nginx variables $http_NAME, $http_host, $request_uri (as Envoy normalized it), $request_method, "
+             "$remote_addr and $scheme, no other ($host: use $http_host, which keeps a port the client sent); a "
+             "missing ConfigMap, another namespace's, a header name that is not a token (or hop-by-hop, Host, "
+             "x-envoy-*) or another variable makes the paths answer 503, as ingress-nginx; a change of the ConfigMap "
+             "applies at once", replacement=f"{_X}auth-request-headers (headers of the client's request it receives)"),
     _noop("auth-keepalive", "Authentication", "Idle keep-alive connections to the auth-url's host.",
           "Envoy keeps connections to the authorization service's cluster itself", example="10"),
     _noop("auth-keepalive-share-vars", "Authentication", "Whether keep-alive auth requests share variables.",
@@ -1289,6 +1312,7 @@ def _expand(values: dict[str, Parsed], meta: ObjectMeta, diags: list[Diagnostic]
     _expand_access(values, meta, put, report)
     _expand_client_certificates(values, meta, put, report)
     _expand_auth(values, meta, put, report)
+    _expand_config_maps(values, meta, put, report)
     ciphers = g("nginx.ssl_ciphers")
     if ciphers is not None:
         kept, dropped = ciphers.value
@@ -1460,6 +1484,51 @@ def _expand_client_certificates(values: dict[str, Parsed], meta: ObjectMeta, put
         put("https.client_cert_forward", forward.value, forward)
     # nginx (OpenSSL 1.1+) counts the intermediates; Envoy counts the trust anchor too. nginx's default is 1.
     put("https.client_cert_max_depth", (depth.value if depth is not None else 1) + 1, depth or secret)
+
+
+def _expand_config_maps(values: dict[str, Parsed], meta: ObjectMeta, put: Put, report: Report) -> None:
+    """custom-headers and auth-proxy-set-headers: the name of a ConfigMap of the Ingress's namespace, resolved
+    against the ConfigMaps by translate/configmaps.py. auth-proxy-set-headers that cannot be honoured refuses the
+    auth-url check (auth.refused: the paths answer 503), as ingress-nginx."""
+    with_auth = meta.annotation(PREFIX + "auth-url") is not None
+    for name, nkey, key in (("custom-headers", "nginx.custom_headers", configmaps.RESPONSE_HEADERS_REF),
+                            ("auth-proxy-set-headers", "nginx.auth_proxy_set_headers",
+                             configmaps.AUTH_REQUEST_HEADERS_REF)):
+        protective = key == configmaps.AUTH_REQUEST_HEADERS_REF and with_auth
+        ref = values.get(nkey)
+        if ref is None:
+            if protective and meta.annotation(PREFIX + name) is not None:
+                put("auth.refused", None, _at(name))  # an invalid value (diagnosed): not checked without it
+            continue
+        ns, cm = ref.value
+        if ns and ns != meta.namespace:
+            report(ref, "CrossNamespaceConfigMap",
+                   f"names a ConfigMap of namespace {ns!r}; only ConfigMaps of the Ingress's namespace "
+                   f"({meta.namespace}) are read, so "
+                   + ("every path of this Ingress answers 503 (the authorization service would miss its headers)"
+                      if protective else "no header of it is added")
+                   + ". Copy the ConfigMap into this namespace.", Severity.ERROR)
+            if protective:
+                put("auth.refused", None, ref)
+            continue
+        put(key, cm, ref)
+
+
+def config_map_references(meta: ObjectMeta) -> set[tuple[str, str]]:
+    """The ConfigMaps (namespace, name) an Ingress's custom-headers and auth-proxy-set-headers name, of the
+    Ingress's own namespace only (another namespace's is refused, so never read)."""
+    out = set()
+    for name in ("custom-headers", "auth-proxy-set-headers"):
+        raw = meta.annotation(PREFIX + name)
+        if raw is None:
+            continue
+        try:
+            ns, cm = _namespaced_config_map(raw)
+        except p.Invalid:
+            continue
+        if ns in ("", meta.namespace):
+            out.add((meta.namespace, cm))
+    return out
 
 
 def _local_service(host: str, namespace: str) -> tuple[str, str] | None:

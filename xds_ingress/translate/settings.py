@@ -46,3 +46,6 @@ class TranslateSettings:
     # ingress-nginx's --default-backend-service: "NAMESPACE/NAME[:PORT]" of the Service that answers the
     # custom-http-errors of Ingresses without a default-backend annotation ("": none; translate/error_pages.py).
     default_backend_service: str = ""
+    # The response headers ingress-nginx's custom-headers may set (`xds serve --global-allowed-response-headers`,
+    # ingress-nginx's ConfigMap key global-allowed-response-headers): lowercase names; none by default, as there.
+    global_allowed_response_headers: tuple[str, ...] = ()
