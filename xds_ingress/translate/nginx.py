@@ -1517,17 +1517,23 @@ def _expand_config_maps(values: dict[str, Parsed], meta: ObjectMeta, put: Put, r
 def config_map_references(meta: ObjectMeta) -> set[tuple[str, str]]:
     """The ConfigMaps (namespace, name) an Ingress's custom-headers and auth-proxy-set-headers name, of the
     Ingress's own namespace only (another namespace's is refused, so never read)."""
+    return _local_references(meta, ("custom-headers", "auth-proxy-set-headers"))
+
+
+def _local_references(meta: ObjectMeta, names: tuple[str, ...]) -> set[tuple[str, str]]:
+    """(namespace, name) of the objects the annotations `names` of `meta` name as [NAMESPACE/]NAME, those of
+    its own namespace only."""
     out = set()
-    for name in ("custom-headers", "auth-proxy-set-headers"):
+    for name in names:
         raw = meta.annotation(PREFIX + name)
         if raw is None:
             continue
         try:
-            ns, cm = _namespaced_config_map(raw)
+            ns, obj = _namespaced_secret(raw)  # the same syntax for a ConfigMap
         except p.Invalid:
             continue
         if ns in ("", meta.namespace):
-            out.add((meta.namespace, cm))
+            out.add((meta.namespace, obj))
     return out
 
 
@@ -1695,18 +1701,7 @@ def secret_references(meta: ObjectMeta) -> set[tuple[str, str]]:
     """The Secrets (namespace, name) an Ingress's nginx annotations name that a Kubernetes source must read by
     name (CA bundles and users are rarely kubernetes.io/tls Secrets): auth-tls-secret, proxy-ssl-secret and
     auth-secret, of the Ingress's own namespace only (another namespace's is refused, so never read)."""
-    out = set()
-    for name in ("auth-tls-secret", "proxy-ssl-secret", "auth-secret"):
-        raw = meta.annotation(PREFIX + name)
-        if raw is None:
-            continue
-        try:
-            ns, secret = _namespaced_secret(raw)
-        except p.Invalid:
-            continue
-        if ns in ("", meta.namespace):
-            out.add((meta.namespace, secret))
-    return out
+    return _local_references(meta, ("auth-tls-secret", "proxy-ssl-secret", "auth-secret"))
 
 
 def passthrough_backends(ing: Ingress) -> list[tuple[str, IngressBackend]]:
