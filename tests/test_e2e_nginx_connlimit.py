@@ -188,3 +188,18 @@ def test_requests_go_through_while_the_limiter_is_down(edge: Edge, limiter: Limi
     _wait_seen(edge, "/restarted", 1)
     wait_until(lambda: request(edge.http_port, "/refused-again", host="down.example.com").status == 503, timeout=10)
     assert again.statuses() == [200]
+
+
+def test_envoy_follows_as_many_requests_through_the_limiter_as_the_limiter_does(edge: Edge) -> None:
+    """Each request in progress on a limited route holds a stream of the limiter's cluster. With Envoy's default
+    circuit breaker (1,024 requests) the 1,025th would be refused and go on uncounted (fail open): 1,024 long
+    requests, any client's, would switch every limit off. Envoy's own view of the cluster's thresholds."""
+    from xds_ingress.connection_limiter import DEFAULT_MAX_STREAMS
+
+    _apply(edge, _ing("limited", "limited.example.com", {N + "limit-connections": "2"}))
+    clusters = edge.envoy.admin_get("/clusters")
+    prefix = "connection_limit_service::default_priority::"
+    thresholds = {line[len(prefix):].split("::")[0]: int(line.rsplit("::", 1)[1])
+                  for line in clusters.splitlines() if line.startswith(prefix)}
+    assert thresholds["max_requests"] >= DEFAULT_MAX_STREAMS, thresholds
+    assert thresholds["max_pending_requests"] >= DEFAULT_MAX_STREAMS, thresholds

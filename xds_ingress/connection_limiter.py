@@ -31,13 +31,14 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3 import http_status_pb2
 
 from xds_ingress.envoy.edge_policies import (CLIENT_ADDRESS_ATTRIBUTE, CONNECTION_EXEMPT_HEADER,
-                                             CONNECTION_LIMIT_HEADER, CONNECTION_ZONE_HEADER, EXT_PROC)
+                                             CONNECTION_LIMIT_HEADER, CONNECTION_ZONE_HEADER, EXT_PROC,
+                                             LIMITER_MAX_STREAMS)
 
 log = structlog.get_logger("xds_ingress.connection_limiter")
 
 MAX_LIMIT = 100_000
 DEFAULT_MAX_KEYS = 1_000_000  # (zone, client) pairs with a request in progress; beyond: not counted
-DEFAULT_MAX_STREAMS = 100_000  # requests followed at once; beyond: gRPC refuses the stream, Envoy fails open
+DEFAULT_MAX_STREAMS = LIMITER_MAX_STREAMS  # requests followed at once; beyond: gRPC refuses the stream, Envoy fails open
 REFUSED_BODY = b"Too many requests in progress from your address\n"
 REFUSED_DETAILS = "connection_limit_exceeded"
 # Keepalive: ping an idle peer every 30 s and drop it after 10 s without an answer, so the slots of streams

@@ -180,9 +180,21 @@ def rate_limit_service_cluster(rls: ir.RateLimitService) -> cluster_pb2.Cluster:
     return _grpc_service_cluster(rls.cluster, rls.address, rls.port)
 
 
+# Requests in progress that one Envoy follows through the limiter at most (one gRPC stream each), and the
+# limiter's default for all its clients (connection_limiter.DEFAULT_MAX_STREAMS).
+LIMITER_MAX_STREAMS = 100_000
+
+
 def connection_limit_service_cluster(cls: ir.ConnectionLimitService) -> cluster_pb2.Cluster:
-    """The cluster of the connection limiter."""
-    return _grpc_service_cluster(cls.cluster, cls.address, cls.port)
+    """The cluster of the connection limiter. Each request in progress on a limited route holds a stream of it:
+    Envoy's default circuit breaker (1,024 requests) would refuse the 1,025th, and the request would go on
+    uncounted (fail open): the limit off for everyone while 1,024 long requests (any client's, exempt ones
+    too) are in progress. Its thresholds are the limiter's own."""
+    msg = _grpc_service_cluster(cls.cluster, cls.address, cls.port)
+    t = msg.circuit_breakers.thresholds.add()
+    t.max_requests.value = LIMITER_MAX_STREAMS
+    t.max_pending_requests.value = LIMITER_MAX_STREAMS
+    return msg
 
 
 # --- per route -------------------------------------------------------------------------------
