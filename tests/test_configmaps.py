@@ -358,3 +358,22 @@ def test_an_auth_proxy_set_headers_key_replaces_the_default_x_auth_request_redir
     assert sent({"X-Scope": "a"}) == [("x-auth-request-redirect", "%REQ(:path)%"), ("x-scope", "a")]
     assert sent({"X-Auth-Request-Redirect": "https://app.example.com$request_uri"}) == [
         ("x-auth-request-redirect", "https://app.example.com%REQ(:path)%")]
+
+
+def test_our_auth_url_wins_over_nginx_auth_proxy_set_headers() -> None:
+    """With xds-ingress.io/auth-url, nginx's auth-proxy-set-headers is overridden like nginx's other auth-url
+    settings (ours win, with a diagnostic): its ConfigMap is not read, and a missing one does not make the paths
+    answer 503."""
+    from xds_ingress.model import parse_objects
+    from xds_ingress.translate import translate
+
+    raws = [k8s.ingress_class(), k8s.service("a"), k8s.service("auth"),
+            k8s.ingress("x", k8s.rule("x.example.com", k8s.path("/", "a")),
+                        annotations={"xds-ingress.io/auth-url": "auth:80/check", N + "auth-proxy-set-headers": "missing"})]
+    objects, _ = parse_objects(raws)
+    t = translate(objects, TranslateSettings(nginx_compat=True))
+    reasons = {(d.reason, d.field.split("'")[1] if "'" in d.field else d.field) for d in t.diagnostics}
+    assert ("OverriddenAnnotation", N + "auth-proxy-set-headers") in reasons, reasons
+    assert not {r for r, _f in reasons} & {"ConfigMapNotFound", "AuthenticationUnavailable"}, reasons
+    (route,) = [r for vh in t.ir.route_configurations[0].virtual_hosts for r in vh.routes]
+    assert route.action.direct_status is None and route.policy.auth is not None

@@ -8,7 +8,11 @@ ingress-nginx/global-errors, the error backend of Ingresses without a default-ba
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import re
+import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -169,3 +173,45 @@ def test_large_original_bodies(edge: ErrorsEdge) -> None:
     assert edge.get("big.example.com", "/bulk/404/100000?chunked=1").status == 500
     r = edge.get("big.example.com", "/bulk/200/100000?chunked=1")  # not an error: streamed as ever
     assert (r.status, len(r.body)) == (200, 100000)
+
+
+@contextlib.contextmanager
+def _page_server(size: int) -> Iterator[int]:
+    """An error backend on loopback whose every answer is a 404 page of `size` bytes; its port."""
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            self.wfile.write(b"p" * size)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_an_error_page_over_the_bound_is_not_served(edge: ErrorsEdge) -> None:
+    """Envoy's Lua filter puts the error page into the response buffer past its flow control: a page over
+    ERROR_PAGE_MAX_BODY is not served (the original error passes through), so that clients that do not read
+    cannot make Envoy hold big pages; one at the bound is."""
+    from xds_ingress.ir import ERROR_PAGE_MAX_BODY
+
+    with _page_server(ERROR_PAGE_MAX_BODY) as fits, _page_server(ERROR_PAGE_MAX_BODY + 1) as too_big:
+        edge.apply(_objects(
+            edge, k8s.service("fits"), k8s.endpoint_slice("fits-0", "fits", fits),
+            k8s.service("too-big"), k8s.endpoint_slice("too-big-0", "too-big", too_big),
+            _ing("fits", "fits.example.com", custom_http_errors="404", default_backend="fits"),
+            _ing("big", "too-big.example.com", custom_http_errors="404", default_backend="too-big")))
+        r = edge.get("fits.example.com", "/status/404")
+        assert (r.status, r.headers.get("content-type"), len(r.body)) == (404, "text/html", ERROR_PAGE_MAX_BODY)
+        _from_app(edge.get("too-big.example.com", "/status/404"), 404)

@@ -622,6 +622,10 @@ ERROR_BACKEND_TIMEOUT_MS = 5000  # how long the error backend may take to answer
 # An original error body longer than this (by its Content-Length) passes through: Envoy holds the whole body in
 # memory while it asks the error backend, within the listener's per-connection buffer limit.
 ERROR_PAGE_MAX_ORIGINAL_BODY = 16 * 1024
+# An error page larger than this is not served (the original error passes through): Envoy's Lua filter puts the
+# page in the response buffer past the connection's flow control, so a big page to clients that do not read
+# would hold that much memory per connection.
+ERROR_PAGE_MAX_BODY = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,7 +14,9 @@ What the script does, for a request on such a route:
   error backend `GET /` with ingress-nginx's X-Code, X-Format, X-Original-URI, X-Namespace, X-Ingress-Name,
   X-Service-Name, X-Service-Port and X-Request-ID (bounded by `ir.ERROR_BACKEND_TIMEOUT_MS`), and gives the
   client its status, Content-Type and body. When the error backend cannot be reached, Envoy answers the call
-  itself (no x-envoy-upstream-service-time header): the original error passes through.
+  itself (no x-envoy-upstream-service-time header): the original error passes through; so does it when the
+  error page is over `ir.ERROR_PAGE_MAX_BODY` (the page goes into the response buffer past its flow control:
+  bounded, so that clients that do not read cannot make Envoy hold big pages).
 - `upstream_off` (disable-proxy-intercept-errors): only Envoy's own answers (it could not get one from the
   upstream: no x-envoy-upstream-service-time) are replaced.
 
@@ -42,6 +44,7 @@ SCRIPT = f"""\
 local METADATA = "{METADATA}"
 local TIMEOUT_MS = {ir.ERROR_BACKEND_TIMEOUT_MS}
 local MAX_ORIGINAL_BODY = {ir.ERROR_PAGE_MAX_ORIGINAL_BODY}
+local MAX_PAGE = {ir.ERROR_PAGE_MAX_BODY}
 local ENTITY_HEADERS = {{"content-length", "content-encoding", "content-range", "content-language", "etag",
                         "last-modified", "content-md5", "digest"}}
 
@@ -111,6 +114,9 @@ function envoy_on_response(handle)
   local answer, body = handle:httpCall(ctx.cluster, ask, nil, {{timeout_ms = TIMEOUT_MS, send_xff = false}})
   if answer == nil or answer[":status"] == nil or answer["x-envoy-upstream-service-time"] == nil then
     return
+  end
+  if body ~= nil and #body > MAX_PAGE then
+    return  -- set in the response buffer, past its flow control: a big page is not served
   end
   h = handle:headers()
   h:replace(":status", answer[":status"])

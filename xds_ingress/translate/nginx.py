@@ -715,7 +715,8 @@ TABLE: tuple[Row, ...] = (
              "other headers; the client gets its status, Content-Type and body, and the original answer's other "
              "headers; when it cannot be reached or does not answer within "
              f"{ir.ERROR_BACKEND_TIMEOUT_MS // 1000} s the original error passes through (nginx: its own error "
-             "page); Envoy answers 503 when it cannot connect to the backend (nginx: 502) and 504 on timeouts; an "
+             f"page), as it does when the error page is over {ir.ERROR_PAGE_MAX_BODY // 1024} KiB (it is held in "
+             "memory); Envoy answers 503 when it cannot connect to the backend (nginx: 502) and 504 on timeouts; an "
              f"original body over {ir.ERROR_PAGE_MAX_ORIGINAL_BODY // 1024} KiB by its Content-Length passes through "
              "unchanged, and one sent chunked past the 32 KiB buffer gets Envoy's 500; gRPC requests are not "
              "intercepted (nginx: not for grpc_pass); statuses refused before the upstream (401 of authentication, "
@@ -1670,7 +1671,7 @@ def _expand_signin(values: dict[str, Parsed], meta: ObjectMeta, put: Put, report
 # What our own annotations override of the nginx ones besides their own keys (see _merge): the authentication
 # that one of ours sets replaces the nginx authentication of the same kind, including a refused one.
 _OVERRIDES = {"auth.url": ("auth.url_refused", "auth.response_headers", "auth.client_cookies", "auth.signin",
-                          "auth.request_redirect"),
+                          "auth.request_redirect", "configmap.auth_request_headers"),
               "basic.secret": ("basic.refused", "basic.realm", "basic.secret_type")}
 
 
