@@ -38,6 +38,7 @@ client; never served open.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -1871,6 +1872,7 @@ def _fold(pattern: str) -> str:
     return "".join(out)
 
 
+@functools.lru_cache(maxsize=16384)  # a pure function, and RE2 compiles each path twice: every change of a regex host
 def path_regex(path: str) -> tuple[str, str]:
     """(RE2 pattern matching the whole path, as Envoy's safe_regex, or "", why not). nginx's location is
     `~* "^PATH"`: case-insensitive, anchored at the start, any rest of the path."""
@@ -1988,6 +1990,7 @@ class _Staged:
     owners_regex: bool  # whether one of them asks for regex paths
     after: ir.VirtualHost
     after_owners: tuple[tuple[str, str], ...]
+    names: bool  # whether one of `after_owners` asks for server aliases or a www name
     diagnostics: tuple[Diagnostic, ...]
 
 
@@ -1995,8 +1998,8 @@ class _Staged:
 class FinishMemo:
     ingresses: Mapping[tuple[str, str], Ingress]
     options: Mapping[tuple[str, str], _HostOptions]
-    staged: Mapping[tuple[str, str], _Staged]  # (route configuration, virtual host) -> its staging
-    final: Mapping[tuple[str, str], ir.VirtualHost]  # (route configuration, virtual host) -> as finished
+    staged: Mapping[str, Mapping[str, _Staged]]  # route configuration -> virtual host -> its staging
+    final: Mapping[str, Mapping[str, ir.VirtualHost]]  # route configuration -> virtual host -> as finished
 
 
 def finish(configs: tuple[ir.RouteConfiguration, ...], served: Iterable[Ingress], settings: TranslateSettings,
@@ -2056,51 +2059,59 @@ def finish_memoized(configs: tuple[ir.RouteConfiguration, ...],
     def asks_regex(keys: Iterable[tuple[str, str]]) -> bool:
         return any(opts.get(k, None) is not None and opts[k].regex for k in keys)
 
+    def names_of(keys: Iterable[tuple[str, str]]) -> bool:
+        return any((o := opts.get(k)) is not None and (o.aliases or o.www) for k in keys)
+
     # What of the previous staging still holds (see _Staged), and every virtual host's owners.
     previous = memo.staged if memo is not None else {}
-    reusable: dict[tuple[str, str], _Staged] = {}
-    owned: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
     regex_hosts: set[str] = set()
+    plan = []
     for rc in configs:
+        before_rc = previous.get(rc.name, {})
+        items = []
         for vh in rc.virtual_hosts:
-            at = (rc.name, vh.name)
-            old = previous.get(at)
+            old = before_rc.get(vh.name)
             if old is not None and old.before is vh and dirty.isdisjoint(old.sources):
-                reusable[at] = old
-                owned[at] = old.owners
                 if old.owners_regex:
                     regex_hosts.add(vh.name)
+                items.append((vh, old, old.owners))
             else:
-                owned[at] = owners(vh)
-                if asks_regex(owned[at]):
+                keys = owners(vh)
+                if asks_regex(keys):
                     regex_hosts.add(vh.name)
+                items.append((vh, None, keys))
+        plan.append((rc, items))
     regex_all = ir.CATCH_ALL_HOST in regex_hosts
-    staged_by: dict[tuple[str, str], _Staged] = {}
+    staged_by: dict[str, dict[str, _Staged]] = {}
     staged = []
-    for rc in configs:
+    named: list[tuple[ir.VirtualHost, tuple[tuple[str, str], ...]]] = []  # HTTP hosts whose owners add names
+    for rc, items in plan:
+        by_host: dict[str, _Staged] = {}
         out_vhosts = []
-        for vh in rc.virtual_hosts:
-            at = (rc.name, vh.name)
+        for vh, st, keys in items:
             regex = (vh.name in regex_hosts, regex_all)
-            st = reusable.get(at)
             if st is None or st.regex != regex:
                 mine: list[Diagnostic] = []
                 after = _host_settings(rc, vh, regex_hosts, ing_of, owners, opts, mine)
-                st = _Staged(before=vh, sources=sources(vh), regex=regex, owners=owned[at],
-                             owners_regex=asks_regex(owned[at]), after=after, after_owners=owners(after),
-                             diagnostics=tuple(mine))
-            staged_by[at] = st
-            diagnostics.extend(st.diagnostics)
+                after_keys = owners(after)
+                st = _Staged(before=vh, sources=sources(vh), regex=regex, owners=keys,
+                             owners_regex=asks_regex(keys), after=after, after_owners=after_keys,
+                             names=names_of(after_keys), diagnostics=tuple(mine))
+            by_host[vh.name] = st
+            if st.diagnostics:
+                diagnostics.extend(st.diagnostics)
+            if st.names and rc.name == ir.HTTP_ROUTE_CONFIG:
+                named.append((st.after, st.after_owners))
             out_vhosts.append(st.after)
+        staged_by[rc.name] = by_host
         staged.append((rc, out_vhosts))
-    after_owners = {id(st.after): st.after_owners for st in staged_by.values()}
     http = next((vhosts for rc, vhosts in staged if rc.name == ir.HTTP_ROUTE_CONFIG), [])
-    aliases, www = _host_names(http, lambda vh: after_owners[id(vh)], opts, ings, diagnostics)
+    aliases, www = _host_names(http, named, opts, ings, diagnostics)
     if aliases or www:
         _alias_warnings(aliases, tls_state, ings, diagnostics)
     chains = {tc.route_config_name: tc for tc in tls_state.chains}
     known = memo.final if memo is not None else {}
-    final: dict[tuple[str, str], ir.VirtualHost] = {}
+    final: dict[str, dict[str, ir.VirtualHost]] = {}
     out = []
     for rc, vhosts in staged:
         if rc.name == ir.HTTP_ROUTE_CONFIG:
@@ -2109,13 +2120,16 @@ def finish_memoized(configs: tuple[ir.RouteConfiguration, ...],
             vhosts = _chain_names(vhosts, chains[rc.name], tls_state, aliases, www)
         # The names made here (aliases added to a host, www hosts) are new objects each time: an equal one of the
         # previous finish is kept instead, so that what encodes virtual hosts finds it already encoded.
+        known_rc = known.get(rc.name, {})
+        final_rc: dict[str, ir.VirtualHost] = {}
         kept = []
         for vh in vhosts:
-            before = known.get((rc.name, vh.name))
+            before = known_rc.get(vh.name)
             if before is not None and before is not vh and before == vh:
                 vh = before
-            final[(rc.name, vh.name)] = vh
+            final_rc[vh.name] = vh
             kept.append(vh)
+        final[rc.name] = final_rc
         catch = [vh for vh in kept if vh.name == ir.CATCH_ALL_HOST]
         rest = sorted([vh for vh in kept if vh.name != ir.CATCH_ALL_HOST], key=lambda v: v.name)
         out.append(dataclasses.replace(rc, virtual_hosts=tuple(rest + catch)))
@@ -2174,19 +2188,20 @@ class _Www:
     ingress: tuple[str, str]
 
 
-def _host_names(http: list[ir.VirtualHost], owners: Callable[[ir.VirtualHost], list],
+def _host_names(http: list[ir.VirtualHost], named: list[tuple[ir.VirtualHost, tuple[tuple[str, str], ...]]],
                 opts: Mapping[tuple[str, str], _HostOptions], ings: Mapping[tuple[str, str], Ingress],
                 diagnostics: list[Diagnostic]) -> tuple[dict[str, str], dict[str, _Www]]:
     """The server aliases (alias -> host) and from-to-www names (name -> redirect) of the hosts, decided on the
-    plain HTTP configuration: no name twice (a host's own names first, then by host name and Ingress age;
-    aliases before from-to-www names)."""
+    plain HTTP configuration (`http`; `named`: those of its virtual hosts, in its order, whose owners, in
+    precedence order, ask for names): no name twice (a host's own names first, then by host name and Ingress
+    age; aliases before from-to-www names)."""
     taken = {d for vh in http for d in vh.domains}
     aliases: dict[str, str] = {}
     www: dict[str, _Www] = {}
-    for vh in http:
+    for vh, keys in named:
         if vh.name == ir.CATCH_ALL_HOST:
             continue
-        for k in owners(vh):
+        for k in keys:
             o = opts.get(k)
             if o is None:
                 continue
