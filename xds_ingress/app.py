@@ -347,7 +347,7 @@ class Controller:
         if update is None:
             return None
         if update.route_configurations:
-            resources[types.ROUTE] = {rc.name: self.encoder.encode(rc) for rc in update.route_configurations}
+            resources[types.ROUTE] = {rc.name: self.encoder.encode_versioned(rc) for rc in update.route_configurations}
         if update.added_clusters or update.removed_clusters:
             resources.setdefault(types.CLUSTER, {}).update(
                 {c.name: envoy_clusters.cluster(c) for c in update.added_clusters})

@@ -29,7 +29,9 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from xds_ingress.envoy import Resources, types
-from xds_ingress.envoy.wire import length_delimited, varint
+from xds_ingress.envoy.wire import Versioned, length_delimited, split_version, varint
+
+ROUTE_SPLIT_FIELD = 2  # RouteConfiguration.virtual_hosts: a route configuration's version (envoy/routes.py)
 
 VERSION_BYTES = 8  # 16 hex digits
 
@@ -92,9 +94,10 @@ def cache_resource(type_url: str, name: str, msg: Message) -> CachedResource:
 
 
 def cached(type_url: str, name: str, body: bytes, version: str | None = None) -> CachedResource:
-    """A CachedResource from a serialized message (its version the content hash unless given)."""
-    version = content_version(body) if version is None else version
-    any_bytes = length_delimited(1, type_url.encode()) + length_delimited(2, body)
+    """A CachedResource from a serialized message (its version `resource_version` unless given)."""
+    version = resource_version(type_url, body) if version is None else version
+    # One copy of the body (megabytes for a route configuration), not one per concatenation.
+    any_bytes = b"".join((length_delimited(1, type_url.encode()), _head(2, len(body)), body))
     # Resource: version (1), name (3), then resource (2), an Any whose bytes follow the head.
     fields = length_delimited(1, version.encode()) + length_delimited(3, name.encode())
     any_field_head = _head(2, len(any_bytes))
@@ -202,8 +205,7 @@ class SnapshotCache:
             out: dict[str, CachedResource] = {}
             for name, msg in resources.get(type_url, {}).items():
                 name = sys.intern(name)  # the same object as the names in every stream's subscriptions
-                body = _body(type_url, name, msg)
-                version = content_version(body)
+                body, version = _body_and_version(type_url, name, msg)
                 prev = old.get(name)
                 # Unchanged bytes: the very same CachedResource (nothing else computed again).
                 out[name] = prev if prev is not None and prev.version == version else cached(
@@ -211,7 +213,7 @@ class SnapshotCache:
             built[type_url] = out
         return self._publish(built, route_clusters)
 
-    def update_resources(self, changes: Mapping[str, Mapping[str, Message | bytes | None]],
+    def update_resources(self, changes: Mapping[str, Mapping[str, Message | bytes | Versioned | None]],
                          route_clusters: Mapping[str, frozenset[str]] | None = None) -> bool:
         """Publish the current snapshot with some resources replaced (None: removed; bytes: already
         serialized, deterministically).
@@ -237,8 +239,7 @@ class SnapshotCache:
                         names.add(name)
                     continue
                 name = sys.intern(name)
-                body = _body(type_url, name, msg)
-                version = content_version(body)
+                body, version = _body_and_version(type_url, name, msg)
                 prev = old.get(name)
                 if prev is not None and prev.version == version:
                     continue
@@ -292,6 +293,21 @@ class SnapshotCache:
         for fn in listeners:
             fn(snap)
         return True
+
+
+def _body_and_version(type_url: str, name: str, msg: Message | bytes | Versioned) -> tuple[bytes, str]:
+    """The serialized resource and its version: the content hash of its bytes, or the one it comes with (a
+    route configuration's, from the digests of its virtual hosts: wire.split_version)."""
+    if isinstance(msg, Versioned):
+        return msg.body, msg.version
+    body = _body(type_url, name, msg)
+    return body, resource_version(type_url, body)
+
+
+def resource_version(type_url: str, body: bytes) -> str:
+    """A resource's version: the hash of its bytes; a route configuration's from the hashes of its virtual hosts
+    (wire.split_version), which RouteConfigEncoder keeps (the same, however the configuration is given)."""
+    return split_version(body, ROUTE_SPLIT_FIELD) if type_url == types.ROUTE else content_version(body)
 
 
 def _body(type_url: str, name: str, msg: Message | bytes) -> bytes:

@@ -6,9 +6,10 @@ from google.protobuf.message import Message
 
 from xds_ingress import ir
 from xds_ingress.envoy import auth, clusters, edge_policies, endpoints, error_pages, listeners, routes, secrets, types
+from xds_ingress.envoy.wire import Versioned
 
-# type URL -> resource name -> message (or its deterministic serialization)
-Resources = dict[str, dict[str, Message | bytes]]
+# type URL -> resource name -> message (or its deterministic serialization, with its version or not)
+Resources = dict[str, dict[str, Message | bytes | Versioned]]
 
 
 def build(model: ir.IR, encoder: routes.RouteConfigEncoder | None = None) -> Resources:
@@ -18,7 +19,7 @@ def build(model: ir.IR, encoder: routes.RouteConfigEncoder | None = None) -> Res
         types.LISTENER: {lst.name: listeners.listener(lst) for lst in model.listeners},
         types.ROUTE: ({rc.name: routes.route_configuration(rc) for rc in model.route_configurations}
                       if encoder is None else
-                      {rc.name: encoder.encode(rc) for rc in model.route_configurations}),
+                      {rc.name: encoder.encode_versioned(rc) for rc in model.route_configurations}),
         types.CLUSTER: {c.name: clusters.cluster(c) for c in model.clusters} | service_clusters(model),
         types.ENDPOINT: {e.cluster_name: endpoints.load_assignment(e) for e in model.endpoints},
         types.SECRET: {**{s.name: secrets.secret(s) for s in model.secrets},

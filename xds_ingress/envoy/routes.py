@@ -20,7 +20,7 @@ from envoy.type.v3 import percent_pb2
 from xds_ingress import ir
 from xds_ingress.envoy import auth, edge_policies, error_pages
 from xds_ingress.envoy.defaults import seconds
-from xds_ingress.envoy.wire import length_delimited
+from xds_ingress.envoy.wire import Versioned, entry_digest, length_delimited, versioned_from_parts
 
 SSL_REDIRECT_ROUTE = "ssl-redirect"
 
@@ -75,19 +75,22 @@ class RouteConfigEncoder:
     """
 
     def __init__(self) -> None:
-        self._memo: dict[int, tuple[ir.VirtualHost, bytes, frozenset[str]]] = {}
+        # id -> (the virtual host, its entry's bytes, the clusters it sends to, the entry's digest)
+        self._memo: dict[int, tuple[ir.VirtualHost, bytes, frozenset[str], bytes]] = {}
         # Per configuration name: the virtual hosts last seen (by id) and how many of them use each cluster.
         self._uses: dict[str, tuple[dict[int, ir.VirtualHost], Counter]] = {}
 
-    def _entry(self, vh: ir.VirtualHost) -> tuple[ir.VirtualHost, bytes, frozenset[str]]:
+    def _entry(self, vh: ir.VirtualHost) -> tuple[ir.VirtualHost, bytes, frozenset[str], bytes]:
         found = self._memo.get(id(vh))
         if found is None or found[0] is not vh:
-            body = virtual_host(vh).SerializeToString(deterministic=True)
-            found = (vh, length_delimited(_VIRTUAL_HOSTS_FIELD, body), _vhost_clusters(vh))
+            entry = length_delimited(_VIRTUAL_HOSTS_FIELD, virtual_host(vh).SerializeToString(deterministic=True))
+            found = (vh, entry, _vhost_clusters(vh), entry_digest(entry))
             self._memo[id(vh)] = found
         return found
 
-    def encode(self, config: ir.RouteConfiguration) -> bytes:
+    def encode_versioned(self, config: ir.RouteConfiguration) -> Versioned:
+        """The bytes of `encode` and their version, `wire.split_version(bytes, 2)`, from the digests kept beside
+        each virtual host's bytes: a change of one virtual host hashes that one, not the megabytes of the whole."""
         shell = _shell(config)
         name_only = route_pb2.RouteConfiguration(name=shell.name).SerializeToString(deterministic=True)
         rest = shell.SerializeToString(deterministic=True)
@@ -95,7 +98,14 @@ class RouteConfigEncoder:
         after = shell.SerializeToString(deterministic=True)
         if rest != name_only + after:  # a field numbered below virtual_hosts besides the name
             raise AssertionError("route configuration fields before virtual_hosts other than its name")
-        return name_only + b"".join(self._entry(vh)[1] for vh in config.virtual_hosts) + after
+        entries = [self._entry(vh) for vh in config.virtual_hosts]
+        # One join: a route configuration is megabytes, and each concatenation would copy it again.
+        body = b"".join([name_only, *[e[1] for e in entries], after])
+        version = versioned_from_parts([name_only, *([b""] * len(entries)), after], [None, *[e[3] for e in entries], None])
+        return Versioned(body=body, version=version)
+
+    def encode(self, config: ir.RouteConfiguration) -> bytes:
+        return self.encode_versioned(config).body
 
     def clusters(self, config: ir.RouteConfiguration) -> frozenset[str]:
         """The clusters the configuration's routes send requests to, mirrors included: kept up to date from

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from typing import NamedTuple
+
 
 def varint(n: int) -> bytes:
     if n < 0x80:
@@ -23,3 +26,71 @@ _SMALL = [bytes((i,)) for i in range(0x80)]
 def length_delimited(field_number: int, data: bytes) -> bytes:
     """Protobuf wire encoding of one length-delimited field (string, bytes or message)."""
     return varint((field_number << 3) | 2) + varint(len(data)) + data
+
+
+class Versioned(NamedTuple):
+    """A serialized resource with its version already known (see `split_version`)."""
+
+    body: bytes
+    version: str
+
+
+VERSION_HEX = 16  # the length of a resource version: 8 bytes of SHA-256, in hex (as cache.content_version)
+DIGEST_BYTES = 16
+
+
+def entry_digest(entry: bytes) -> bytes:
+    return hashlib.sha256(entry).digest()[:DIGEST_BYTES]
+
+
+def versioned_from_parts(parts: list[bytes], digests: list[bytes | None]) -> str:
+    """`split_version` of the message whose bytes are `parts` joined, given the digest of each part that is an
+    entry of the split field (None for the others)."""
+    h = hashlib.sha256()
+    for part, digest in zip(parts, digests):
+        h.update(part if digest is None else b"\0" + digest)
+    return h.hexdigest()[:VERSION_HEX]
+
+
+def split_version(body: bytes, field_number: int) -> str:
+    """The version of a serialized message computed from its top-level fields, with each entry of the repeated
+    message field `field_number` replaced by its own digest (after a 0 byte, which starts no field): a content
+    hash that whoever keeps those entries' digests can compute without hashing the whole (a route configuration
+    of megabytes: envoy/routes.py RouteConfigEncoder)."""
+    parts: list[bytes] = []
+    digests: list[bytes | None] = []
+    i, n = 0, len(body)
+    while i < n:
+        start = i
+        key, i = _read_varint(body, i)
+        wire_type = key & 7
+        if wire_type == 0:
+            _, i = _read_varint(body, i)
+        elif wire_type == 1:
+            i += 8
+        elif wire_type == 2:
+            length, i = _read_varint(body, i)
+            i += length
+        elif wire_type == 5:
+            i += 4
+        else:
+            raise ValueError(f"wire type {wire_type} at {start}")
+        if i > n:
+            raise ValueError("truncated message")
+        part = body[start:i]
+        parts.append(part)
+        digests.append(entry_digest(part) if key >> 3 == field_number and wire_type == 2 else None)
+    return versioned_from_parts(parts, digests)
+
+
+def _read_varint(data: bytes, i: int) -> tuple[int, int]:
+    shift = result = 0
+    while True:
+        if i >= len(data):
+            raise ValueError("truncated varint")
+        b = data[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, i
+        shift += 7
