@@ -14,6 +14,7 @@ from tests.harness import k8s
 from tests.test_annotations import HOSTILE
 from xds_ingress import envoy
 from xds_ingress.envoy import signin as envoy_signin
+from xds_ingress.envoy import types
 from xds_ingress.explain import explain
 from xds_ingress.model import parse_objects
 from xds_ingress.translate import TranslateSettings, nginx, translate
@@ -128,10 +129,15 @@ def test_the_route_gets_the_location_and_the_header() -> None:
     assert e.signin == t("https://login.example.com/start?next=") + RETURN
     assert e.request_redirect == (("var", "scheme"), ("text", "://"), ("var", "host"), ("text", "/"))
     assert tr.ir.listeners[0].auth.signin and not [d for d in tr.diagnostics if d.name == "app"]
-    # without auth-request-redirect, nginx's default: no Lua for it
-    e = external(translated({N + "auth-url": URL}))
-    assert e.request_redirect == signin.DEFAULT_REQUEST_REDIRECT and not e.signin
-    assert not translated({N + "auth-url": URL}).ir.listeners[0].auth.signin
+    # without auth-request-redirect, nginx's default: no Lua for it (the route does not switch the filters on)
+    plain = translated({N + "auth-url": URL})
+    e = external(plain)
+    assert e.request_redirect == signin.DEFAULT_REQUEST_REDIRECT and not signin.needs_script(e)
+    # The listeners carry the sign-in filters (off) whenever an external authorization is there, so that a first
+    # or last auth-signin changes routes only: the listener is the same with it and without it.
+    assert plain.ir.listeners[0].auth == tr.ir.listeners[0].auth
+    from xds_ingress.envoy import listeners as envoy_listeners
+    assert envoy_listeners.listener(plain.ir.listeners[0]) == envoy_listeners.listener(tr.ir.listeners[0])
 
 
 def test_without_auth_url_they_are_ignored() -> None:
@@ -170,10 +176,20 @@ def test_explain_says_the_401_redirects() -> None:
 
 
 def test_envoy_routes_without_sign_in_do_no_lua_work() -> None:
+    """The sign-in filters are in the listener, off; a route without auth-signin does not switch them on."""
+    from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+
     tr = translated({N + "auth-url": URL})
     res = envoy.build(tr.ir)
-    text = str(res)
-    assert envoy_signin.SIGNIN not in text and envoy_signin.AUTHORIZED not in text
+    for rc in res[types.ROUTE].values():
+        for vh in rc.virtual_hosts:
+            for r in vh.routes:
+                assert not {envoy_signin.SIGNIN, envoy_signin.AUTHORIZED} & set(r.typed_per_filter_config), r.name
+    (lst,) = res[types.LISTENER].values()
+    hcm = hcm_pb2.HttpConnectionManager()
+    lst.filter_chains[0].filters[0].typed_config.Unpack(hcm)
+    filters = {f.name: f for f in hcm.http_filters}
+    assert filters[envoy_signin.SIGNIN].disabled and filters[envoy_signin.AUTHORIZED].disabled
 
 
 # --- no value makes Envoy reject the configuration ------------------------------------------------------------

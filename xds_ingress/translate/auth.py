@@ -711,7 +711,12 @@ def listener_auth(route_configs: tuple[ir.RouteConfiguration, ...], settings: An
         failure_mode_allow=has_external and settings.auth_failure_mode == "open",
         allowed_headers=tuple(sorted(headers)), basic=any(a.basic is not None for a in auths),
         jwt_providers=tuple(providers[n] for n in sorted(providers)),
-        strip=any(a.strip_request_headers for a in auths), signin=any(signin.needs_script(e) for e in externals))
+        strip=any(a.strip_request_headers for a in auths),
+        # With nginx compatibility, the sign-in filters (off unless a route switches them on) are there whenever
+        # an external authorization is: a first or last auth-signin then changes routes only, not the listeners
+        # (whose change drains their connections).
+        signin=(has_external and bool(getattr(settings, "nginx_compat", False)))
+        or any(signin.needs_script(e) for e in externals))
     return None if la == ir.ListenerAuth() else la
 
 
