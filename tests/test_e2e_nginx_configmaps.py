@@ -19,6 +19,7 @@ from tests.harness.edge import Edge
 from tests.harness.envoy import Envoy
 from tests.harness.ports import free_ports
 from xds_ingress.translate.settings import NGINX_CONTROLLER_NAME
+from tests.test_e2e_nginx_auth import apply, diagnostics
 
 pytestmark = pytest.mark.envoy
 
@@ -52,18 +53,6 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
                          translate={"global_allowed_response_headers": ALLOWED}) as cp, \
             Envoy(cp.bootstrap(), work / "envoy") as envoy:
         yield Edge(be, cp, envoy, http_port, https_port)
-
-
-def apply(edge: Edge, objects: list[dict]) -> None:
-    edge.apply([k8s.ingress_class("nginx", controller=NGINX_CONTROLLER_NAME), *edge.service("web", "a"), *objects])
-
-
-def diagnostics(edge: Edge, name: str) -> dict[str, list]:
-    out: dict[str, list] = {}
-    for d in edge.cp.diagnostics():
-        if d.name == name:
-            out.setdefault(d.reason, []).append(d)
-    return out
 
 
 def test_custom_headers_follow_the_config_map_on_that_ingress_only(edge: Edge) -> None:

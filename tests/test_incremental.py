@@ -174,22 +174,29 @@ def _random_ingress(rng: random.Random, name: str, created: str) -> dict:
                        default_backend=(rng.choice(SERVICES), 80) if rng.random() < 0.05 else None)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**32 - 1), steps=st.integers(5, 30))
-def test_incremental_ingress_changes_equal_from_scratch(seed: int, steps: int) -> None:
-    """Random Ingress adds, edits and deletes (canaries, conflicts, wildcards, mirrors, other classes, missing
-    Services, the odd host-less rule or default backend) with endpoint churn in between."""
+def _random_start(rng: random.Random, make_ingress, settings: TranslateSettings
+                  ) -> tuple[Store, SnapshotCache, Controller]:
+    """The base objects, the site certificate and three random Ingresses, translated by a Controller."""
     asyncio.set_event_loop(asyncio.new_event_loop())
-    rng = random.Random(seed)
     store = Store()
     for obj in _base(rng):
         store.upsert(obj)
     store.upsert(_SITE_TLS)
     for i in range(3):
-        store.upsert(_random_ingress(rng, f"ing{i}", f"2026-01-0{1 + rng.randrange(3)}T00:00:00Z"))
+        store.upsert(make_ingress(rng, f"ing{i}", f"2026-01-0{1 + rng.randrange(3)}T00:00:00Z"))
     cache = SnapshotCache()
-    ctl = Controller(store, cache, TranslateSettings())
+    ctl = Controller(store, cache, settings)
     ctl.rebuild()
+    return store, cache, ctl
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), steps=st.integers(5, 30))
+def test_incremental_ingress_changes_equal_from_scratch(seed: int, steps: int) -> None:
+    """Random Ingress adds, edits and deletes (canaries, conflicts, wildcards, mirrors, other classes, missing
+    Services, the odd host-less rule or default backend) with endpoint churn in between."""
+    rng = random.Random(seed)
+    store, cache, ctl = _random_start(rng, _random_ingress, TranslateSettings())
     for step in range(steps):
         roll = rng.random()
         if roll < 0.7:
@@ -346,17 +353,8 @@ def _random_nginx_ingress(rng: random.Random, name: str, created: str) -> dict:
 def test_incremental_nginx_ingress_changes_equal_from_scratch(seed: int, steps: int) -> None:
     """With --nginx-compat: random changes of ingress-nginx-annotated Ingresses, incremental where they touch
     named hosts only, equal a translation from scratch; and most of them do take the incremental path."""
-    asyncio.set_event_loop(asyncio.new_event_loop())
     rng = random.Random(seed)
-    store = Store()
-    for obj in _base(rng):
-        store.upsert(obj)
-    store.upsert(_SITE_TLS)
-    for i in range(3):
-        store.upsert(_random_nginx_ingress(rng, f"ing{i}", f"2026-01-0{1 + rng.randrange(3)}T00:00:00Z"))
-    cache = SnapshotCache()
-    ctl = Controller(store, cache, COMPAT)
-    ctl.rebuild()
+    store, cache, ctl = _random_start(rng, _random_nginx_ingress, COMPAT)
     for step in range(steps):
         if rng.random() < 0.8:
             name = f"ing{rng.randrange(6)}"
