@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,13 +20,13 @@ from tests.fakekube import FakeKube
 from tests.harness import Backends, Envoy, free_ports, request, wait_until
 from tests.harness import k8s
 from tests.harness.controlplane import ControlPlane
-from tests.test_incremental import SERVICES, _base, _from_scratch, _random_nginx_ingress, _slice, _snapshot_bytes
-from tests.test_kube_source import FAST
+from tests.test_incremental import SERVICES, _assert_as_from_scratch, _base, _random_nginx_ingress, _slice
+from tests.test_kube_source import FAST, Running
 from xds_ingress.app import Controller, kube_api_client
 from xds_ingress.cache import SnapshotCache
-from xds_ingress.model import CONFIG_MAP_DIGEST, CONFIG_MAP_MAX_BYTES, ConfigMap, parse_object
+from xds_ingress.model import CONFIG_MAP_DIGEST, CONFIG_MAP_MAX_BYTES, KIND_CONFIG_MAP, ConfigMap, parse_object
 from xds_ingress.sources.files import FileSource
-from xds_ingress.sources.kube import CONFIG_MAP_SPEC, KubeSource, Reflector
+from xds_ingress.sources.kube import KubeSource
 from xds_ingress.store import Store
 from xds_ingress.translate import TranslateSettings
 from xds_ingress.translate.settings import NGINX_CONTROLLER_NAME
@@ -110,25 +109,11 @@ def kube() -> Iterator[FakeKube]:
         yield fake
 
 
-class Reflecting:
+class Reflecting(Running):
+    """test_kube_source's reflector in its thread, of ConfigMaps."""
+
     def __init__(self, kube: FakeKube, tmp_path: Path) -> None:
-        self.store = Store()
-        self.stop = threading.Event()
-        self.synced = threading.Event()
-        client = kube_api_client(str(kube.kubeconfig(tmp_path / "kubeconfig")))
-        self.reflector = Reflector(CONFIG_MAP_SPEC, None, client, self.store, FAST, self.stop, self.synced.set)
-        self.thread = threading.Thread(target=self.reflector.run, daemon=True)
-
-    def __enter__(self) -> Reflecting:
-        self.thread.start()
-        assert self.synced.wait(10), "the initial list did not complete"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.reflector.close()
-        self.thread.join(10)
-        assert not self.thread.is_alive()
+        super().__init__(kube, tmp_path, KIND_CONFIG_MAP)
 
     def data(self, name: str, namespace: str = "default"):
         obj = self.store.get(("ConfigMap", namespace, name))
@@ -321,9 +306,7 @@ def test_incremental_translation_with_config_maps_equals_from_scratch(seed: int,
             svc = rng.choice(SERVICES)
             store.upsert(_slice(rng, f"sl-{svc}", svc))
         ctl.rebuild()
-        want_bytes, want_diags = _from_scratch(store, settings)
-        assert _snapshot_bytes(cache) == want_bytes, f"step {step}: resources differ from a full translation"
-        assert ctl.diagnostics == want_diags, f"step {step}: diagnostics differ from a full translation"
+        _assert_as_from_scratch(store, cache, ctl, settings, step)
 
 
 def test_an_auth_proxy_set_headers_key_replaces_the_default_x_auth_request_redirect() -> None:

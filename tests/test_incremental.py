@@ -100,9 +100,7 @@ def test_incremental_equals_from_scratch(seed: int, steps: int) -> None:
                 k8s.rule(f"h{i}.example.com", k8s.path("/", rng.choice(SERVICES), rng.choice([80, 81, "grpc"])))
                 for i in range(rng.randrange(1, 6))]))
         ctl.rebuild()
-        want_bytes, want_diags = _from_scratch(store)
-        assert _snapshot_bytes(cache) == want_bytes, f"step {step}: resources differ from a full translation"
-        assert ctl.diagnostics == want_diags, f"step {step}: diagnostics differ from a full translation"
+        _assert_as_from_scratch(store, cache, ctl, TranslateSettings(), step)
     assert ctl.incremental_translations > 0 or steps < 8
 
 
@@ -174,6 +172,14 @@ def _random_ingress(rng: random.Random, name: str, created: str) -> dict:
                        default_backend=(rng.choice(SERVICES), 80) if rng.random() < 0.05 else None)
 
 
+def _assert_as_from_scratch(store: Store, cache: SnapshotCache, ctl: Controller, settings: TranslateSettings,
+                            step: int) -> None:
+    """The Controller's snapshot and diagnostics are those a fresh one builds from the same objects."""
+    want_bytes, want_diags = _from_scratch(store, settings)
+    assert _snapshot_bytes(cache) == want_bytes, f"step {step}: resources differ from a full translation"
+    assert ctl.diagnostics == want_diags, f"step {step}: diagnostics differ from a full translation"
+
+
 def _random_start(rng: random.Random, make_ingress, settings: TranslateSettings
                   ) -> tuple[Store, SnapshotCache, Controller]:
     """The base objects, the site certificate and three random Ingresses, translated by a Controller."""
@@ -210,9 +216,7 @@ def test_incremental_ingress_changes_equal_from_scratch(seed: int, steps: int) -
             svc = rng.choice(SERVICES)
             store.upsert(_slice(rng, f"sl-{svc}", svc))
         ctl.rebuild()
-        want_bytes, want_diags = _from_scratch(store)
-        assert _snapshot_bytes(cache) == want_bytes, f"step {step}: resources differ from a full translation"
-        assert ctl.diagnostics == want_diags, f"step {step}: diagnostics differ from a full translation"
+        _assert_as_from_scratch(store, cache, ctl, TranslateSettings(), step)
         snap = cache.snapshot
         routes = {n: r.message() for n, r in snap.of_type(types.ROUTE).items()}
         msgs = {}
@@ -366,9 +370,7 @@ def test_incremental_nginx_ingress_changes_equal_from_scratch(seed: int, steps: 
             svc = rng.choice(SERVICES)
             store.upsert(_slice(rng, f"sl-{svc}", svc))
         ctl.rebuild()
-        want_bytes, want_diags = _from_scratch(store, COMPAT)
-        assert _snapshot_bytes(cache) == want_bytes, f"step {step}: resources differ from a full translation"
-        assert ctl.diagnostics == want_diags, f"step {step}: diagnostics differ from a full translation"
+        _assert_as_from_scratch(store, cache, ctl, COMPAT, step)
         assert ctl.last.served_ingresses == translate(store.objects(), COMPAT).served_ingresses
 
 

@@ -13,12 +13,12 @@ from tests.harness import wait_until
 from tests.harness import k8s
 from tests.harness.certs import make_ca, tls_secret
 from xds_ingress.app import kube_api_client
-from xds_ingress.sources.kube import KIND_SPECS, Reflector, WatchSettings
+from xds_ingress.sources.kube import CONFIG_MAP_SPEC, KIND_SPECS, Reflector, WatchSettings
 from xds_ingress.store import Store
 
 FAST = WatchSettings(watch_timeout_s=30, inactivity_timeout_s=1.0, connect_timeout_s=2.0, list_timeout_s=5.0,
                      backoff_initial_s=0.05, backoff_max_s=0.5)
-SPEC = {s.kind: s for s in KIND_SPECS}
+SPEC = {s.kind: s for s in (*KIND_SPECS, CONFIG_MAP_SPEC)}
 
 
 @pytest.fixture
