@@ -10,7 +10,7 @@ import pytest
 
 from tests.golden_support import run_case
 from tests.harness import envoy_binary, k8s
-from tests.test_incremental import _from_scratch, _snapshot_bytes
+from tests.test_incremental import _assert_as_from_scratch
 from xds_ingress import cli, envoy, ir
 from xds_ingress.diagnostics import Severity
 from xds_ingress.envoy import dump, edge_policies, types
@@ -276,6 +276,4 @@ def test_incremental_ingress_changes_keep_the_edge_settings_and_equal_from_scrat
             assert cache.snapshot.changed == frozenset({types.ROUTE}), i
         assert cache.snapshot.of_type(types.LISTENER) is listeners
         assert "rate_limit_service" in cache.snapshot.of_type(types.CLUSTER)
-        want_bytes, want_diags = _from_scratch(store, settings)
-        assert _snapshot_bytes(cache) == want_bytes, i
-        assert ctl.diagnostics == want_diags, i
+        _assert_as_from_scratch(store, cache, ctl, settings, i)

@@ -180,6 +180,15 @@ def _assert_as_from_scratch(store: Store, cache: SnapshotCache, ctl: Controller,
     assert ctl.diagnostics == want_diags, f"step {step}: diagnostics differ from a full translation"
 
 
+def _change_an_ingress(rng: random.Random, store: Store, make_ingress) -> None:
+    """One of six Ingress names: deleted now and then if it exists, else written anew by `make_ingress`."""
+    name = f"ing{rng.randrange(6)}"
+    if store.get(("Ingress", "default", name)) is not None and rng.random() < 0.2:
+        store.delete(("Ingress", "default", name))
+    else:
+        store.upsert(make_ingress(rng, name, f"2026-01-0{1 + rng.randrange(3)}T00:00:00Z"))
+
+
 def _random_start(rng: random.Random, make_ingress, settings: TranslateSettings
                   ) -> tuple[Store, SnapshotCache, Controller]:
     """The base objects, the site certificate and three random Ingresses, translated by a Controller."""
@@ -207,11 +216,7 @@ def test_incremental_ingress_changes_equal_from_scratch(seed: int, steps: int) -
         roll = rng.random()
         if roll < 0.7:
             for _ in range(rng.randrange(1, 3)):
-                name = f"ing{rng.randrange(6)}"
-                if store.get(("Ingress", "default", name)) is not None and rng.random() < 0.2:
-                    store.delete(("Ingress", "default", name))
-                else:
-                    store.upsert(_random_ingress(rng, name, f"2026-01-0{1 + rng.randrange(3)}T00:00:00Z"))
+                _change_an_ingress(rng, store, _random_ingress)
         else:
             svc = rng.choice(SERVICES)
             store.upsert(_slice(rng, f"sl-{svc}", svc))
@@ -361,11 +366,7 @@ def test_incremental_nginx_ingress_changes_equal_from_scratch(seed: int, steps: 
     store, cache, ctl = _random_start(rng, _random_nginx_ingress, COMPAT)
     for step in range(steps):
         if rng.random() < 0.8:
-            name = f"ing{rng.randrange(6)}"
-            if store.get(("Ingress", "default", name)) is not None and rng.random() < 0.2:
-                store.delete(("Ingress", "default", name))
-            else:
-                store.upsert(_random_nginx_ingress(rng, name, f"2026-01-0{1 + rng.randrange(3)}T00:00:00Z"))
+            _change_an_ingress(rng, store, _random_nginx_ingress)
         else:
             svc = rng.choice(SERVICES)
             store.upsert(_slice(rng, f"sl-{svc}", svc))
