@@ -20,7 +20,7 @@ from envoy.type.v3 import percent_pb2
 from xds_ingress import ir
 from xds_ingress.envoy import auth, edge_policies, error_pages
 from xds_ingress.envoy.defaults import seconds
-from xds_ingress.envoy.wire import Versioned, entry_digest, length_delimited, versioned_from_parts
+from xds_ingress.envoy.wire import Versioned, entry_digest, length_delimited, version_of_pieces
 
 SSL_REDIRECT_ROUTE = "ssl-redirect"
 
@@ -101,7 +101,7 @@ class RouteConfigEncoder:
         entries = [self._entry(vh) for vh in config.virtual_hosts]
         # One join: a route configuration is megabytes, and each concatenation would copy it again.
         body = b"".join([name_only, *[e[1] for e in entries], after])
-        version = versioned_from_parts([name_only, *([b""] * len(entries)), after], [None, *[e[3] for e in entries], None])
+        version = version_of_pieces([(False, name_only), *[(True, e[3]) for e in entries], (False, after)])
         return Versioned(body=body, version=version)
 
     def encode(self, config: ir.RouteConfiguration) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from typing import NamedTuple
 
 
@@ -43,12 +44,12 @@ def entry_digest(entry: bytes) -> bytes:
     return hashlib.sha256(entry).digest()[:DIGEST_BYTES]
 
 
-def versioned_from_parts(parts: list[bytes], digests: list[bytes | None]) -> str:
-    """`split_version` of the message whose bytes are `parts` joined, given the digest of each part that is an
-    entry of the split field (None for the others)."""
+def version_of_pieces(pieces: Iterable[tuple[bool, bytes]]) -> str:
+    """`split_version` of a message given in order as (is an entry of the split field, that entry's digest) or
+    (False, bytes of other fields)."""
     h = hashlib.sha256()
-    for part, digest in zip(parts, digests):
-        h.update(part if digest is None else b"\0" + digest)
+    for is_entry, data in pieces:
+        h.update(b"\0" + data if is_entry else data)
     return h.hexdigest()[:VERSION_HEX]
 
 
@@ -57,8 +58,7 @@ def split_version(body: bytes, field_number: int) -> str:
     message field `field_number` replaced by its own digest (after a 0 byte, which starts no field): a content
     hash that whoever keeps those entries' digests can compute without hashing the whole (a route configuration
     of megabytes: envoy/routes.py RouteConfigEncoder)."""
-    parts: list[bytes] = []
-    digests: list[bytes | None] = []
+    pieces: list[tuple[bool, bytes]] = []
     i, n = 0, len(body)
     while i < n:
         start = i
@@ -78,9 +78,9 @@ def split_version(body: bytes, field_number: int) -> str:
         if i > n:
             raise ValueError("truncated message")
         part = body[start:i]
-        parts.append(part)
-        digests.append(entry_digest(part) if key >> 3 == field_number and wire_type == 2 else None)
-    return versioned_from_parts(parts, digests)
+        is_entry = key >> 3 == field_number and wire_type == 2
+        pieces.append((is_entry, entry_digest(part) if is_entry else part))
+    return version_of_pieces(pieces)
 
 
 def _read_varint(data: bytes, i: int) -> tuple[int, int]:
